@@ -149,9 +149,7 @@ impl CertificateAuthority {
         let cert = params.self_signed(&key)?;
 
         let root = RootInfo {
-            id: colon_hex(
-                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.der()).as_ref(),
-            ),
+            id: root_id(cert.der()),
             name: ROOT_NAME.to_owned(),
             serial_number: serial,
             signing_key_id: colon_hex(&ski),
@@ -272,7 +270,17 @@ pub fn colon_hex(bytes: &[u8]) -> String {
         .join(":")
 }
 
-/// Consul's key id: SHA-256 over the DER SubjectPublicKeyInfo (not truncated).
+/// Consul's `CARoot.ID` of a root: the SHA-1 fingerprint of its DER, lowercase colon-hex.
+pub fn root_id(cert_der: &[u8]) -> String {
+    colon_hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der).as_ref())
+}
+
+/// Consul's key id (`connect.KeyId`, `CARoot.SigningKeyID`): SHA-256 over the DER
+/// SubjectPublicKeyInfo, not truncated, lowercase colon-hex.
+pub fn signing_key_id(spki_der: &[u8]) -> String {
+    colon_hex(&Sha256::digest(spki_der))
+}
+
 fn key_id(key: &KeyPair) -> Vec<u8> {
     Sha256::digest(key.subject_public_key_info()).to_vec()
 }
