@@ -24,7 +24,11 @@ pub fn query_timeout(wait: Option<Duration>) -> Duration {
         _ => DEFAULT_WAIT,
     };
     let jitter_max = base.as_nanos() as u64 / 16;
-    let jitter = if jitter_max == 0 { 0 } else { rand::rng().random_range(0..jitter_max) };
+    let jitter = if jitter_max == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..jitter_max)
+    };
     base + Duration::from_nanos(jitter)
 }
 
@@ -91,6 +95,9 @@ mod tests {
             assert!(t >= DEFAULT_WAIT && t <= DEFAULT_WAIT + DEFAULT_WAIT / 16);
         }
         assert_eq!(leaf_timeout(Some(Duration::from_secs(3600))), LEAF_WAIT);
-        assert_eq!(leaf_timeout(Some(Duration::from_secs(5))), Duration::from_secs(5));
+        assert_eq!(
+            leaf_timeout(Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
     }
 }

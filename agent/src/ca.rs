@@ -22,7 +22,10 @@ const MAX_LEAF_TTL: Duration = Duration::from_secs(8760 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum CaSetupError {
     #[error("cannot derive the trust domain from cluster id {cluster_id}: {source}")]
-    TrustDomain { cluster_id: String, source: tandem_certs::SpiffeError },
+    TrustDomain {
+        cluster_id: String,
+        source: tandem_certs::SpiffeError,
+    },
     #[error("cannot generate the CA root: {0}")]
     Root(#[from] CaError),
 }
@@ -37,13 +40,19 @@ pub struct CaRequestError {
 
 impl From<DecodeError> for CaRequestError {
     fn from(e: DecodeError) -> Self {
-        CaRequestError { status: 400, message: format!("Request decode failed: {e}") }
+        CaRequestError {
+            status: 400,
+            message: format!("Request decode failed: {e}"),
+        }
     }
 }
 
 impl From<CaError> for CaRequestError {
     fn from(e: CaError) -> Self {
-        CaRequestError { status: 500, message: e.to_string() }
+        CaRequestError {
+            status: 500,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -99,7 +108,10 @@ impl Ca {
     pub fn new(settings: &Settings, tx: &mut Txn) -> Result<Self, CaSetupError> {
         let cluster_id = uuid::Uuid::new_v4().to_string();
         let trust_domain = TrustDomain::from_cluster_id(&cluster_id).map_err(|source| {
-            CaSetupError::TrustDomain { cluster_id: cluster_id.clone(), source }
+            CaSetupError::TrustDomain {
+                cluster_id: cluster_id.clone(),
+                source,
+            }
         })?;
         let authority = CertificateAuthority::generate(&trust_domain, &cluster_id)?;
         let index = tx.index();
@@ -149,10 +161,6 @@ impl Ca {
             .unwrap_or_else(|| &self.roots[self.roots.len() - 1])
     }
 
-    pub fn leaf_ttl(&self) -> Duration {
-        self.leaf_ttl
-    }
-
     pub fn config_indexes(&self) -> (u64, u64) {
         (self.config_create_index, self.config_modify_index)
     }
@@ -179,11 +187,6 @@ impl Ca {
         }
         let leaf = self.issue(service, tx)?;
         Ok((leaf, CacheResult::Miss))
-    }
-
-    /// The cached leaf without renewing it.
-    pub fn cached_leaf(&self, service: &str) -> Option<&Leaf> {
-        self.leaves.get(service)
     }
 
     /// Drops the agent's leaf cache (an agent restart).
@@ -266,7 +269,7 @@ impl Ca {
         let root_id = root.info().id.clone();
         let issued = root.authority.issue_leaf(&id, self.leaf_ttl)?;
         let index = tx.index();
-                let lifetime = issued
+        let lifetime = issued
             .valid_before
             .duration_since(issued.valid_after)
             .unwrap_or(Duration::ZERO);
@@ -288,7 +291,7 @@ impl Ca {
 
 /// `72h` rather than Go's `72h0m0s` for whole hours, as Consul's config echoes what was set.
 fn ttl_text(ttl: Duration) -> String {
-    if ttl.as_secs() % 3600 == 0 && ttl.subsec_nanos() == 0 && !ttl.is_zero() {
+    if ttl.as_secs().is_multiple_of(3600) && ttl.subsec_nanos() == 0 && !ttl.is_zero() {
         format!("{}h", ttl.as_secs() / 3600)
     } else {
         crate::godur::format(ttl)

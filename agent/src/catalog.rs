@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::checks::{self, Check, CheckDefinition, CheckKind, OwnedTask, CRITICAL, PASSING};
-use crate::service::{self, Registration, RegisterError, Service, SIDECAR_PORTS};
+use crate::service::{self, RegisterError, Registration, Service, SIDECAR_PORTS};
 use crate::state::Txn;
 
 pub const SERF_CHECK_ID: &str = "serfHealth";
@@ -68,7 +68,11 @@ impl Catalog {
         let mut checks = BTreeMap::new();
         checks.insert(SERF_CHECK_ID.to_string(), serf);
         Catalog {
-            node: Node { create_index: index, modify_index: index, ..node },
+            node: Node {
+                create_index: index,
+                modify_index: index,
+                ..node
+            },
             services: BTreeMap::new(),
             checks,
             runners: HashMap::new(),
@@ -100,7 +104,9 @@ impl Catalog {
     }
 
     pub fn service_checks<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Check> {
-        self.checks.values().filter(move |c| c.service_id == service_id)
+        self.checks
+            .values()
+            .filter(move |c| c.service_id == service_id)
     }
 
     /// Instances named `name` (case-insensitive, as Consul's catalog indexes are).
@@ -117,7 +123,10 @@ impl Catalog {
             .values()
             .filter(|e| {
                 (e.service.is_proxy()
-                    && e.service.proxy.destination_service_name.eq_ignore_ascii_case(name))
+                    && e.service
+                        .proxy
+                        .destination_service_name
+                        .eq_ignore_ascii_case(name))
                     || (e.service.native && e.service.name.eq_ignore_ascii_case(name))
             })
             .collect()
@@ -126,7 +135,10 @@ impl Catalog {
     /// Index a blocking query on service `name` (or its mesh endpoints) waits past.
     pub fn service_index(&self, name: &str, connect: bool) -> u64 {
         let key = index_key(name, connect);
-        self.name_index.get(&key).copied().unwrap_or(self.table_index)
+        self.name_index
+            .get(&key)
+            .copied()
+            .unwrap_or(self.table_index)
     }
 
     pub fn table_index(&self) -> u64 {
@@ -140,7 +152,11 @@ impl Catalog {
         replace_existing_checks: bool,
         tx: &mut Txn,
     ) -> Result<NewChecks, RegisterError> {
-        let Registration { mut service, checks, sidecar } = registration;
+        let Registration {
+            mut service,
+            checks,
+            sidecar,
+        } = registration;
         let sidecar = match sidecar {
             None => None,
             Some(request) => {
@@ -160,7 +176,14 @@ impl Catalog {
         let mut new_checks = NewChecks::default();
         service::add_default_tagged_addresses(&mut service);
         let parent_id = service.id.clone();
-        self.put_service(service, checks, None, replace_existing_checks, index, &mut new_checks);
+        self.put_service(
+            service,
+            checks,
+            None,
+            replace_existing_checks,
+            index,
+            &mut new_checks,
+        );
         if let Some((mut sidecar, checks)) = sidecar {
             service::add_default_tagged_addresses(&mut sidecar);
             self.sidecar_ports.insert(sidecar.id.clone(), sidecar.port);
@@ -216,8 +239,7 @@ impl Catalog {
             None => index,
         };
         if replace_existing_checks {
-            let old: Vec<String> =
-                self.service_checks(&id).map(|c| c.id.clone()).collect();
+            let old: Vec<String> = self.service_checks(&id).map(|c| c.id.clone()).collect();
             for check_id in old {
                 self.checks.remove(&check_id);
                 self.runners.remove(&check_id);
@@ -249,7 +271,10 @@ impl Catalog {
                 Check {
                     id: check_id.clone(),
                     name,
-                    status: definition.status.clone().unwrap_or_else(|| CRITICAL.to_string()),
+                    status: definition
+                        .status
+                        .clone()
+                        .unwrap_or_else(|| CRITICAL.to_string()),
                     notes: definition.notes.clone(),
                     output: String::new(),
                     service_id: id.clone(),
@@ -267,7 +292,12 @@ impl Catalog {
         self.touch(&service, index);
         self.services.insert(
             id,
-            ServiceEntry { service, create_index, modify_index: index, sidecar_of },
+            ServiceEntry {
+                service,
+                create_index,
+                modify_index: index,
+                sidecar_of,
+            },
         );
     }
 
@@ -291,8 +321,11 @@ impl Catalog {
             }
         };
         let index = tx.index();
-        let check_id =
-            if definition.id.is_empty() { definition.name.clone() } else { definition.id.clone() };
+        let check_id = if definition.id.is_empty() {
+            definition.name.clone()
+        } else {
+            definition.id.clone()
+        };
         let kind = definition.kind();
         let (ttl_deadline, ttl_reset) = match kind {
             CheckKind::Ttl(ttl) => (Some(Instant::now() + ttl), Some(Arc::new(Notify::new()))),
@@ -305,12 +338,18 @@ impl Catalog {
             Check {
                 id: check_id.clone(),
                 name: definition.name.clone(),
-                status: definition.status.clone().unwrap_or_else(|| CRITICAL.to_string()),
+                status: definition
+                    .status
+                    .clone()
+                    .unwrap_or_else(|| CRITICAL.to_string()),
                 notes: definition.notes.clone(),
                 output: String::new(),
                 service_id: service.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
                 service_name: service.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                service_tags: service.as_ref().and_then(|s| s.tags.clone()).unwrap_or_default(),
+                service_tags: service
+                    .as_ref()
+                    .and_then(|s| s.tags.clone())
+                    .unwrap_or_default(),
                 kind: kind.clone(),
                 create_index: create,
                 modify_index: index,
@@ -328,7 +367,11 @@ impl Catalog {
 
     /// `PUT /v1/agent/check/deregister/:id`.
     pub fn deregister_check(&mut self, check_id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
-        let Some(check) = self.checks.get(check_id).filter(|c| c.kind != CheckKind::Serf) else {
+        let Some(check) = self
+            .checks
+            .get(check_id)
+            .filter(|c| c.kind != CheckKind::Serf)
+        else {
             return Err(RegisterError {
                 status: 404,
                 message: format!(
@@ -377,8 +420,10 @@ impl Catalog {
                 self.touch(&entry.service, index);
                 self.sidecar_ports.remove(service_id);
             }
-            let checks: Vec<String> =
-                self.service_checks(service_id).map(|c| c.id.clone()).collect();
+            let checks: Vec<String> = self
+                .service_checks(service_id)
+                .map(|c| c.id.clone())
+                .collect();
             for check_id in checks {
                 self.checks.remove(&check_id);
                 self.runners.remove(&check_id);
@@ -404,7 +449,9 @@ impl Catalog {
 
     /// Records a probe result; the index moves only if status or output changed.
     pub fn set_check_result(&mut self, check_id: &str, status: &str, output: &str, tx: &mut Txn) {
-        let Some(check) = self.checks.get(check_id) else { return };
+        let Some(check) = self.checks.get(check_id) else {
+            return;
+        };
         if check.status == status && check.output == output {
             return;
         }
@@ -456,7 +503,9 @@ impl Catalog {
 
     /// Turns a TTL check critical once its deadline has passed.
     pub fn expire_ttl(&mut self, check_id: &str, tx: &mut Txn) {
-        let Some(check) = self.checks.get_mut(check_id) else { return };
+        let Some(check) = self.checks.get_mut(check_id) else {
+            return;
+        };
         match check.ttl_deadline {
             Some(deadline) if deadline <= Instant::now() => {}
             _ => return,
@@ -465,7 +514,10 @@ impl Catalog {
         let output = if check.output.is_empty() || check.status == CRITICAL {
             "TTL expired".to_string()
         } else {
-            format!("TTL expired (last output before timeout follows): {}", check.output)
+            format!(
+                "TTL expired (last output before timeout follows): {}",
+                check.output
+            )
         };
         if check.status != CRITICAL || check.output != output {
             let index = tx.index();
@@ -475,7 +527,9 @@ impl Catalog {
     }
 
     fn update_check(&mut self, check_id: &str, status: &str, output: &str, index: u64) {
-        let Some(check) = self.checks.get_mut(check_id) else { return };
+        let Some(check) = self.checks.get_mut(check_id) else {
+            return;
+        };
         check.status = status.to_string();
         check.output = output.to_string();
         check.modify_index = index;
@@ -522,7 +576,11 @@ impl Catalog {
             .filter(|c| c.service_id.is_empty() || c.service_id == target)
         {
             if check.status == CRITICAL || check.status == checks::WARNING {
-                status = if check.status == CRITICAL { CRITICAL } else { checks::WARNING };
+                status = if check.status == CRITICAL {
+                    CRITICAL
+                } else {
+                    checks::WARNING
+                };
                 output = format!("Aliased check {:?} failing: {}", check.name, check.output);
                 if status == CRITICAL {
                     break;
@@ -544,13 +602,17 @@ impl Catalog {
 
     fn touch(&mut self, service: &Service, index: u64) {
         self.table_index = index;
-        self.name_index.insert(index_key(&service.name, false), index);
+        self.name_index
+            .insert(index_key(&service.name, false), index);
         if service.is_proxy() {
-            self.name_index
-                .insert(index_key(&service.proxy.destination_service_name, true), index);
+            self.name_index.insert(
+                index_key(&service.proxy.destination_service_name, true),
+                index,
+            );
         }
         if service.native {
-            self.name_index.insert(index_key(&service.name, true), index);
+            self.name_index
+                .insert(index_key(&service.name, true), index);
         }
     }
 }

@@ -95,7 +95,9 @@ impl CheckDefinition {
         let interval_given = self.interval.is_some_and(|d| !d.is_zero());
         let ttl_given = self.ttl.is_some_and(|d| !d.is_zero());
         if !self.tcp.is_empty() && !interval_given {
-            return Err("Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into());
+            return Err(
+                "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into(),
+            );
         }
         if interval_given && ttl_given {
             return Err("Interval and TTL cannot both be specified".into());
@@ -116,7 +118,9 @@ impl CheckDefinition {
         } else if let Some(ttl) = self.ttl.filter(|d| !d.is_zero()) {
             CheckKind::Ttl(ttl)
         } else {
-            CheckKind::Alias { service_id: self.alias_service.clone() }
+            CheckKind::Alias {
+                service_id: self.alias_service.clone(),
+            }
         }
     }
 }
@@ -126,8 +130,14 @@ pub enum CheckKind {
     /// The node's `serfHealth`, always passing on a single-node agent.
     Serf,
     Ttl(Duration),
-    Tcp { address: String, interval: Duration, timeout: Option<Duration> },
-    Alias { service_id: String },
+    Tcp {
+        address: String,
+        interval: Duration,
+        timeout: Option<Duration>,
+    },
+    Alias {
+        service_id: String,
+    },
 }
 
 /// A registered check with its current state (`structs.HealthCheck`).
@@ -169,7 +179,9 @@ impl Check {
 
     pub fn timeout_text(&self) -> String {
         match &self.kind {
-            CheckKind::Tcp { timeout: Some(t), .. } => crate::godur::format(*t),
+            CheckKind::Tcp {
+                timeout: Some(t), ..
+            } => crate::godur::format(*t),
             _ => String::new(),
         }
     }
@@ -184,7 +196,11 @@ pub fn limit_output(output: &str) -> String {
     while !output.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{} ... (captured {end} of {} bytes)", &output[..end], output.len())
+    format!(
+        "{} ... (captured {end} of {} bytes)",
+        &output[..end],
+        output.len()
+    )
 }
 
 /// A task that is aborted when its owner drops this handle.
@@ -203,7 +219,11 @@ pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Opt
     let weak = Arc::downgrade(agent);
     let id = check_id.to_string();
     match kind.clone() {
-        CheckKind::Tcp { address, interval, timeout } => Some(OwnedTask(tokio::spawn(async move {
+        CheckKind::Tcp {
+            address,
+            interval,
+            timeout,
+        } => Some(OwnedTask(tokio::spawn(async move {
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
             loop {
                 let (status, output) = probe_tcp(&address, timeout).await;
@@ -244,7 +264,10 @@ pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Opt
 async fn probe_tcp(address: &str, timeout: Duration) -> (&'static str, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(_stream)) => (PASSING, format!("TCP connect {address}: Success")),
-        Ok(Err(e)) => (CRITICAL, format!("dial tcp {address}: {}", go_dial_error(&e))),
+        Ok(Err(e)) => (
+            CRITICAL,
+            format!("dial tcp {address}: {}", go_dial_error(&e)),
+        ),
         Err(_) => (CRITICAL, format!("dial tcp {address}: i/o timeout")),
     }
 }
@@ -262,7 +285,10 @@ mod tests {
 
     #[test]
     fn tcp_without_interval_is_refused() {
-        let def = CheckDefinition { tcp: "127.0.0.1:1".into(), ..Default::default() };
+        let def = CheckDefinition {
+            tcp: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
         assert_eq!(
             def.validate().unwrap_err(),
             "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks"

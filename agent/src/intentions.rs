@@ -38,7 +38,11 @@ pub struct Intention {
 impl Intention {
     /// `structs.Intention.String()` in CE form, used in authorize reasons and errors.
     pub fn describe(&self) -> String {
-        let id = if self.id.is_empty() { String::new() } else { format!("ID: {}, ", self.id) };
+        let id = if self.id.is_empty() {
+            String::new()
+        } else {
+            format!("ID: {}, ", self.id)
+        };
         let detail = match &self.permissions {
             Some(Value::Array(p)) if !p.is_empty() => format!("Permissions: {}", p.len()),
             _ => format!("Action: {}", self.action.to_ascii_uppercase()),
@@ -78,11 +82,10 @@ pub struct IntentionError {
 
 impl IntentionError {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        IntentionError { status, message: message.into() }
-    }
-
-    pub fn not_found() -> Self {
-        IntentionError::new(404, "Intention not found")
+        IntentionError {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -136,7 +139,10 @@ pub struct Intentions {
 
 impl Intentions {
     pub fn new(tx: &mut Txn) -> Self {
-        Intentions { entries: Vec::new(), table_index: tx.index() }
+        Intentions {
+            entries: Vec::new(),
+            table_index: tx.index(),
+        }
     }
 
     pub fn table_index(&self) -> u64 {
@@ -158,7 +164,9 @@ impl Intentions {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Intention> {
-        self.entries.iter().find(|i| !i.id.is_empty() && i.id.eq_ignore_ascii_case(id))
+        self.entries
+            .iter()
+            .find(|i| !i.id.is_empty() && i.id.eq_ignore_ascii_case(id))
     }
 
     /// `PUT /v1/connect/intentions/exact`: create or replace the pair's intention.
@@ -173,7 +181,9 @@ impl Intentions {
         input.destination_name = destination.to_string();
         validate(&input)?;
         let index = tx.index();
-        let create_index = self.exact(source, destination).map_or(index, |i| i.create_index);
+        let create_index = self
+            .exact(source, destination)
+            .map_or(index, |i| i.create_index);
         self.remove_pair(source, destination);
         let intention = build(input, String::new(), None, create_index, index);
         self.entries.push(intention);
@@ -219,7 +229,10 @@ impl Intentions {
         tx: &mut Txn,
     ) -> Result<(), IntentionError> {
         let Some(existing) = self.by_id(id).cloned() else {
-            return Err(IntentionError::new(500, "Cannot modify non-existent intention"));
+            return Err(IntentionError::new(
+                500,
+                "Cannot modify non-existent intention",
+            ));
         };
         validate(&input)?;
         if let Some(other) = self.exact(&input.source_name, &input.destination_name) {
@@ -248,7 +261,10 @@ impl Intentions {
     /// Legacy `DELETE /v1/connect/intentions/:id`.
     pub fn delete_legacy(&mut self, id: &str, tx: &mut Txn) -> Result<(), IntentionError> {
         let Some(existing) = self.by_id(id).cloned() else {
-            return Err(IntentionError::new(500, "Cannot delete non-existent intention"));
+            return Err(IntentionError::new(
+                500,
+                "Cannot delete non-existent intention",
+            ));
         };
         self.entries.retain(|i| i.id != existing.id);
         self.table_index = tx.index();
@@ -304,9 +320,15 @@ impl Intentions {
 /// disabled reports; a deny default can only come from `--default-intention deny`.
 pub fn default_decision(default_allow: bool) -> Decision {
     if default_allow {
-        Decision { allowed: true, reason: "Default behavior configured by ACLs".to_string() }
+        Decision {
+            allowed: true,
+            reason: "Default behavior configured by ACLs".to_string(),
+        }
     } else {
-        Decision { allowed: false, reason: "Default intention policy".to_string() }
+        Decision {
+            allowed: false,
+            reason: "Default intention policy".to_string(),
+        }
     }
 }
 
@@ -408,7 +430,9 @@ fn build(
         destination_name: input.destination_name,
         source_type: "consul".to_string(),
         action: input.action,
-        permissions: input.permissions.filter(|p| matches!(p, Value::Array(a) if !a.is_empty())),
+        permissions: input
+            .permissions
+            .filter(|p| matches!(p, Value::Array(a) if !a.is_empty())),
         meta: input.meta,
         precedence,
         hash,
@@ -430,7 +454,10 @@ mod tests {
 
     fn put(store: &mut Intentions, src: &str, dst: &str, action: &str, index: u64) {
         let mut tx = Txn::for_tests(index);
-        let input = IntentionInput { action: action.into(), ..Default::default() };
+        let input = IntentionInput {
+            action: action.into(),
+            ..Default::default()
+        };
         store.upsert_exact(src, dst, input, &mut tx).unwrap();
     }
 
@@ -485,7 +512,9 @@ mod tests {
             ..Default::default()
         };
         let err = s.create_legacy(input, &mut tx).unwrap_err();
-        assert!(err.message.starts_with("duplicate intention found: default/web => default/db"));
+        assert!(err
+            .message
+            .starts_with("duplicate intention found: default/web => default/db"));
     }
 
     #[test]
@@ -506,20 +535,30 @@ mod tests {
                 ("api".to_string(), "db".to_string()),
                 ("web".to_string(), "db".to_string()),
                 ("*".to_string(), "db".to_string()),
+                ("web".to_string(), "*".to_string()),
             ]
         );
-        assert_eq!(s.matching(MatchBy::Source, "web").len(), 2);
+        assert_eq!(s.matching(MatchBy::Source, "web").len(), 3);
     }
 
     #[test]
     fn partial_wildcards_and_bad_actions_are_refused() {
         let (mut s, _) = store();
         let mut tx = Txn::for_tests(2);
-        let input = IntentionInput { action: "allow".into(), ..Default::default() };
+        let input = IntentionInput {
+            action: "allow".into(),
+            ..Default::default()
+        };
         assert!(s.upsert_exact("web*", "db", input, &mut tx).is_err());
-        let input = IntentionInput { action: "maybe".into(), ..Default::default() };
+        let input = IntentionInput {
+            action: "maybe".into(),
+            ..Default::default()
+        };
         let err = s.upsert_exact("web", "db", input, &mut tx).unwrap_err();
-        assert_eq!(err.message, "Sources[0].Action must be set to 'allow' or 'deny'");
+        assert_eq!(
+            err.message,
+            "Sources[0].Action must be set to 'allow' or 'deny'"
+        );
         assert!(s.list().is_empty());
     }
 }

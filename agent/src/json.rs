@@ -134,8 +134,14 @@ impl<'a> Fields<'a> {
     /// `value` must be an object (`null` reads as an empty object, as in Go).
     pub fn new(value: &'a Value, go_struct: &'static str) -> Result<Self, DecodeError> {
         match value {
-            Value::Object(map) => Ok(Fields { map: Some(map), go_struct }),
-            Value::Null => Ok(Fields { map: None, go_struct }),
+            Value::Object(map) => Ok(Fields {
+                map: Some(map),
+                go_struct,
+            }),
+            Value::Null => Ok(Fields {
+                map: None,
+                go_struct,
+            }),
             other => Err(DecodeError(format!(
                 "json: cannot unmarshal {} into Go value of type structs.{go_struct}",
                 json_kind(other)
@@ -160,7 +166,12 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(DecodeError::wrong_type(other, self.go_struct, name, "string")),
+            Some(other) => Err(DecodeError::wrong_type(
+                other,
+                self.go_struct,
+                name,
+                "string",
+            )),
         }
     }
 
@@ -197,11 +208,21 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|item| match item {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(DecodeError::wrong_type(other, self.go_struct, name, "string")),
+                    other => Err(DecodeError::wrong_type(
+                        other,
+                        self.go_struct,
+                        name,
+                        "string",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(other) => Err(DecodeError::wrong_type(other, self.go_struct, name, "[]string")),
+            Some(other) => Err(DecodeError::wrong_type(
+                other,
+                self.go_struct,
+                name,
+                "[]string",
+            )),
         }
     }
 
@@ -212,7 +233,12 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Err(DecodeError::wrong_type(other, self.go_struct, name, "string")),
+                    other => Err(DecodeError::wrong_type(
+                        other,
+                        self.go_struct,
+                        name,
+                        "string",
+                    )),
                 })
                 .collect::<Result<BTreeMap<_, _>, _>>()
                 .map(Some),
@@ -247,7 +273,12 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(None),
             Some(value @ Value::Object(_)) => Fields::new(value, go_struct).map(Some),
-            Some(other) => Err(DecodeError::wrong_type(other, self.go_struct, name, go_struct)),
+            Some(other) => Err(DecodeError::wrong_type(
+                other,
+                self.go_struct,
+                name,
+                go_struct,
+            )),
         }
     }
 
@@ -262,7 +293,12 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|item| match item {
                     Value::Object(_) | Value::Null => Fields::new(item, go_struct),
-                    other => Err(DecodeError::wrong_type(other, self.go_struct, name, go_struct)),
+                    other => Err(DecodeError::wrong_type(
+                        other,
+                        self.go_struct,
+                        name,
+                        go_struct,
+                    )),
                 })
                 .collect(),
             Some(other) => Err(DecodeError::wrong_type(

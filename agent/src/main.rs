@@ -15,7 +15,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -50,7 +54,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run_dev(config: tandem_agent::Config) -> anyhow::Result<()> {
@@ -63,10 +70,15 @@ async fn run_dev(config: tandem_agent::Config) -> anyhow::Result<()> {
         require_token = config.require_token.is_some(),
         "starting tandem-agent dev"
     );
-    let agent = tandem_agent::start(config).await.context("cannot start the dev agent")?;
+    let agent = tandem_agent::start(config)
+        .await
+        .context("cannot start the dev agent")?;
     tracing::info!(http.addr = %agent.addr(), "serving the Consul HTTP API");
     // The bound address on stdout, one line, for scripts and tests that pass port 0.
-    println!("tandem-agent dev: serving the Consul HTTP API on {}", agent.url());
+    println!(
+        "tandem-agent dev: serving the Consul HTTP API on {}",
+        agent.url()
+    );
     wait_for_signal().await?;
     tracing::info!("shutting down");
     agent.shutdown().await;

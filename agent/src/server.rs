@@ -37,7 +37,11 @@ pub async fn start(config: Config) -> anyhow::Result<DevAgent> {
         .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {}: {e}", config.http_addr))?;
     let addr = listener.local_addr()?;
     let task = spawn_accept_loop(listener, agent.clone());
-    Ok(DevAgent { agent, addr, listener_task: Mutex::new(Some(task)) })
+    Ok(DevAgent {
+        agent,
+        addr,
+        listener_task: Mutex::new(Some(task)),
+    })
 }
 
 impl DevAgent {
@@ -100,7 +104,11 @@ impl DevAgent {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)

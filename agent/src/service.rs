@@ -46,7 +46,10 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { passing: 1, warning: 1 }
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
     }
 }
 
@@ -116,7 +119,10 @@ pub struct RegisterError {
 
 impl RegisterError {
     fn bad(message: impl Into<String>) -> Self {
-        RegisterError { status: 400, message: message.into() }
+        RegisterError {
+            status: 400,
+            message: message.into(),
+        }
     }
 }
 
@@ -134,21 +140,30 @@ pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> 
         return Err(RegisterError::bad("Missing service name"));
     }
     for check in &checks {
-        check.validate().map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
+        check
+            .validate()
+            .map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
     }
     validate_service(&service)?;
     let sidecar = match sidecar_fields {
         None => None,
         Some(sidecar_fields) => Some(expand_sidecar(&service, &sidecar_fields)?),
     };
-    Ok(Registration { service, checks, sidecar })
+    Ok(Registration {
+        service,
+        checks,
+        sidecar,
+    })
 }
 
 type Decoded<'a> = (Service, Vec<CheckDefinition>, Option<Fields<'a>>);
 
 fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterError> {
     let name = fields.string_or_default("Name")?;
-    let id = fields.string("ID")?.filter(|s| !s.is_empty()).unwrap_or_else(|| name.clone());
+    let id = fields
+        .string("ID")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| name.clone());
     let port = fields.int("Port")?.unwrap_or(0);
     let address = fields.string_or_default("Address")?;
     let mut tagged_addresses = BTreeMap::new();
@@ -337,10 +352,14 @@ fn expand_sidecar(parent: &Service, fields: &Fields<'_>) -> Result<SidecarReques
     let invalid = |msg: String| RegisterError::bad(format!("Invalid SidecarService: {msg}"));
     let (mut sidecar, checks, nested) = decode_definition(fields)?;
     if nested.is_some() {
-        return Err(invalid("sidecar_service can't have a nested sidecar_service".into()));
+        return Err(invalid(
+            "sidecar_service can't have a nested sidecar_service".into(),
+        ));
     }
     if sidecar.native {
-        return Err(invalid("sidecar_service can't have Connect.Native set".into()));
+        return Err(invalid(
+            "sidecar_service can't have Connect.Native set".into(),
+        ));
     }
     let expected_id = format!("{}-sidecar-proxy", parent.id);
     if fields.raw("ID").is_some() && sidecar.id != expected_id {
@@ -349,7 +368,9 @@ fn expand_sidecar(parent: &Service, fields: &Fields<'_>) -> Result<SidecarReques
         )));
     }
     if !sidecar.kind.is_empty() && sidecar.kind != "connect-proxy" {
-        return Err(invalid("sidecar_service can't have Kind other than connect-proxy".into()));
+        return Err(invalid(
+            "sidecar_service can't have Kind other than connect-proxy".into(),
+        ));
     }
     sidecar.id = expected_id;
     sidecar.kind = "connect-proxy".to_string();
@@ -378,7 +399,11 @@ fn expand_sidecar(parent: &Service, fields: &Fields<'_>) -> Result<SidecarReques
         proxy.local_service_socket_path = parent.socket_path.clone();
     }
     let port_given = sidecar.port != 0;
-    Ok(SidecarRequest { service: sidecar, checks, port_given })
+    Ok(SidecarRequest {
+        service: sidecar,
+        checks,
+        port_given,
+    })
 }
 
 /// The checks Consul adds to a sidecar registered without any: TCP on the proxy port and an
@@ -389,7 +414,11 @@ pub fn default_sidecar_checks(sidecar: &Service, parent: &Service) -> Vec<CheckD
     } else {
         sidecar.address.clone()
     };
-    let host = if host.is_empty() { "127.0.0.1".to_string() } else { host };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
     let tcp_target = match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", sidecar.port),
         _ => format!("{host}:{}", sidecar.port),
@@ -447,7 +476,10 @@ mod tests {
         assert_eq!(sidecar.service.proxy.destination_service_name, "web");
         assert_eq!(sidecar.service.proxy.local_service_address, "127.0.0.1");
         assert_eq!(sidecar.service.proxy.local_service_port, 8080);
-        assert_eq!(sidecar.service.proxy.upstreams[0].destination_type, "service");
+        assert_eq!(
+            sidecar.service.proxy.upstreams[0].destination_type,
+            "service"
+        );
         assert!(!sidecar.port_given);
     }
 
@@ -456,10 +488,12 @@ mod tests {
         let body = json!({"Kind": "connect-proxy", "Name": "p", "Port": 1});
         let err = decode_registration(&body).unwrap_err();
         assert_eq!(err.status, 400);
-        assert!(err.message.starts_with("Validation failed: 1 error occurred:"));
-        assert!(err.message.contains(
-            "Proxy.DestinationServiceName must be non-empty for Connect proxy services"
-        ));
+        assert!(err
+            .message
+            .starts_with("Validation failed: 1 error occurred:"));
+        assert!(err
+            .message
+            .contains("Proxy.DestinationServiceName must be non-empty for Connect proxy services"));
     }
 
     #[test]
@@ -467,6 +501,8 @@ mod tests {
         let err = decode_registration(&json!({"Port": 1})).unwrap_err();
         assert_eq!(err.message, "Missing service name");
         let err = decode_registration(&json!({"Name": "a", "Port": "x"})).unwrap_err();
-        assert!(err.message.starts_with("Request decode failed: json: cannot unmarshal string"));
+        assert!(err
+            .message
+            .starts_with("Request decode failed: json: cannot unmarshal string"));
     }
 }

@@ -54,7 +54,10 @@ impl Txn {
 
 impl Agent {
     pub fn new(settings: Settings) -> Result<Arc<Self>, crate::ca::CaSetupError> {
-        let mut tx = Txn { next: 1, used: false };
+        let mut tx = Txn {
+            next: 1,
+            used: false,
+        };
         let catalog = Catalog::new(
             Node {
                 id: settings.node_id.clone(),
@@ -66,14 +69,24 @@ impl Agent {
             },
             &mut tx,
         );
-        let mut tx = Txn { next: 2, used: false };
+        let mut tx = Txn {
+            next: 2,
+            used: false,
+        };
         let ca = Ca::new(&settings, &mut tx)?;
-        let mut tx = Txn { next: 3, used: false };
+        let mut tx = Txn {
+            next: 3,
+            used: false,
+        };
         let intentions = Intentions::new(&mut tx);
         let (changes, _) = watch::channel(3);
         Ok(Arc::new(Agent {
             settings,
-            state: Mutex::new(State { catalog, intentions, ca }),
+            state: Mutex::new(State {
+                catalog,
+                intentions,
+                ca,
+            }),
             index: Mutex::new(3),
             changes,
         }))
@@ -88,7 +101,10 @@ impl Agent {
     pub fn write<R>(&self, f: impl FnOnce(&mut State, &mut Txn) -> R) -> R {
         let mut state = self.lock();
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tx = Txn { next: *index + 1, used: false };
+        let mut tx = Txn {
+            next: *index + 1,
+            used: false,
+        };
         let result = f(&mut state, &mut tx);
         if tx.used {
             *index = tx.next;
@@ -100,11 +116,6 @@ impl Agent {
     /// A receiver that sees every index published after this call.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-
-    /// The latest index handed out by any write.
-    pub fn current_index(&self) -> u64 {
-        *self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

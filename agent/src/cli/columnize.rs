@@ -3,8 +3,10 @@
 //! unpadded, and the whole text trimmed.
 
 pub fn format(rows: &[String], delimiter: char) -> String {
-    let cells: Vec<Vec<&str>> =
-        rows.iter().map(|r| r.split(delimiter).map(str::trim).collect()).collect();
+    let cells: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.split(delimiter).map(str::trim).collect())
+        .collect();
     let columns = cells.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
     for row in &cells {
@@ -36,6 +38,9 @@ mod tests {
     #[test]
     fn aligns_like_columnize() {
         let rows = vec!["ID|Source|Action".to_string(), "|web|allow".to_string()];
-        assert_eq!(super::format(&rows, '|'), "ID  Source  Action\n    web     allow");
+        assert_eq!(
+            super::format(&rows, '|'),
+            "ID  Source  Action\n    web     allow"
+        );
     }
 }

@@ -50,7 +50,11 @@ impl ConsulClient {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(ConsulClient { base, token: token.filter(|t| !t.is_empty()), http })
+        Ok(ConsulClient {
+            base,
+            token: token.filter(|t| !t.is_empty()),
+            http,
+        })
     }
 
     /// Reads `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` and `CONSUL_HTTP_TOKEN_FILE`; explicit
@@ -96,7 +100,10 @@ impl ConsulClient {
         if let Some(body) = body {
             request = request.body(body.to_string());
         }
-        let response = request.send().await.map_err(|e| transport_error(&method, &url, &e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&method, &url, &e))?;
         let code = response.status().as_u16();
         let text = response
             .text()
@@ -106,7 +113,10 @@ impl ConsulClient {
             return Ok(None);
         }
         if code != 200 {
-            return Err(ClientError::Status { code, body: text.trim().to_string() });
+            return Err(ClientError::Status {
+                code,
+                body: text.trim().to_string(),
+            });
         }
         if text.trim().is_empty() {
             return Ok(Some(Value::Null));

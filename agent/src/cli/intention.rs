@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::columnize;
-use super::consul_client::{ClientError, ConsulClient};
+use super::consul_client::ConsulClient;
 
 const HELP: &str = "Usage: tandem-agent intention <subcommand> [options] [args]
 
@@ -102,7 +102,9 @@ fn parse_flags(args: &[String], bools: &[&str], values: &[&str]) -> Result<Parse
                 None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
                 Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
                 Some(v) => {
-                    return Err(format!("invalid boolean value {v:?} for -{name}: parse error"))
+                    return Err(format!(
+                        "invalid boolean value {v:?} for -{name}: parse error"
+                    ))
                 }
             };
             parsed.bools.insert(name.to_string(), value);
@@ -111,10 +113,16 @@ fn parse_flags(args: &[String], bools: &[&str], values: &[&str]) -> Result<Parse
                 Some(v) => v,
                 None => {
                     i += 1;
-                    args.get(i).cloned().ok_or_else(|| format!("flag needs an argument: -{name}"))?
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("flag needs an argument: -{name}"))?
                 }
             };
-            parsed.values.entry(name.to_string()).or_default().push(value);
+            parsed
+                .values
+                .entry(name.to_string())
+                .or_default()
+                .push(value);
         } else {
             return Err(format!("flag provided but not defined: -{name}"));
         }
@@ -134,7 +142,11 @@ impl Parsed {
     }
 
     fn client(&self) -> Result<ConsulClient, String> {
-        ConsulClient::from_env(self.value("http-addr"), self.value("token"), self.value("token-file"))
+        ConsulClient::from_env(
+            self.value("http-addr"),
+            self.value("token"),
+            self.value("token-file"),
+        )
     }
 }
 
@@ -172,10 +184,18 @@ fn describe(ixn: &Value) -> String {
             format!("{ns}/{name}")
         }
     };
-    let detail = match ixn.get("Permissions").and_then(Value::as_array).map(Vec::len) {
+    let detail = match ixn
+        .get("Permissions")
+        .and_then(Value::as_array)
+        .map(Vec::len)
+    {
         Some(1) => "1 permission".to_string(),
         Some(n) if n > 1 => format!("{n} permissions"),
-        _ => ixn.get("Action").and_then(Value::as_str).unwrap_or_default().to_string(),
+        _ => ixn
+            .get("Action")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
     };
     format!(
         "{} => {} ({detail})",
@@ -224,12 +244,18 @@ async fn create(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i3
         return 1;
     }
     if parsed.flag("file") {
-        let _ = writeln!(err, "Error: -file is not supported by tandem-agent intention create");
+        let _ = writeln!(
+            err,
+            "Error: -file is not supported by tandem-agent intention create"
+        );
         return 1;
     }
     let action = if deny { "deny" } else { "allow" };
     if parsed.positional.len() != 2 {
-        let _ = writeln!(err, "Error: Must specify two arguments: source and destination");
+        let _ = writeln!(
+            err,
+            "Error: Must specify two arguments: source and destination"
+        );
         return 1;
     }
     let (src_ns, src) = match split_target(&parsed.positional[0]) {
@@ -278,7 +304,13 @@ async fn create(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i3
     if parsed.flag("replace") {
         let query = [("source", source), ("destination", destination)];
         let old = client
-            .call(Method::GET, "/v1/connect/intentions/exact", &query, None, true)
+            .call(
+                Method::GET,
+                "/v1/connect/intentions/exact",
+                &query,
+                None,
+                true,
+            )
             .await;
         match old {
             Err(e) => {
@@ -290,13 +322,21 @@ async fn create(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i3
                 let result = if id.is_empty() {
                     // Created by name (no legacy ID): replace by name.
                     client
-                        .call(Method::PUT, "/v1/connect/intentions/exact", &query, Some(&ixn), false)
+                        .call(
+                            Method::PUT,
+                            "/v1/connect/intentions/exact",
+                            &query,
+                            Some(&ixn),
+                            false,
+                        )
                         .await
                 } else {
                     let mut with_id = ixn.clone();
                     with_id["ID"] = json!(id);
                     let path = format!("/v1/connect/intentions/{id}");
-                    client.call(Method::PUT, &path, &[], Some(&with_id), false).await
+                    client
+                        .call(Method::PUT, &path, &[], Some(&with_id), false)
+                        .await
                 };
                 if let Err(e) = result {
                     let _ = writeln!(err, "Error replacing intention with source {source:?} and destination {destination:?}: {e}");
@@ -307,7 +347,16 @@ async fn create(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i3
             Ok(None) => {}
         }
     }
-    match client.call(Method::POST, "/v1/connect/intentions", &[], Some(&ixn), false).await {
+    match client
+        .call(
+            Method::POST,
+            "/v1/connect/intentions",
+            &[],
+            Some(&ixn),
+            false,
+        )
+        .await
+    {
         Ok(_) => {
             let _ = writeln!(out, "Created: {}", describe(&ixn));
             0
@@ -342,8 +391,19 @@ async fn delete(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i3
             client.call(Method::DELETE, &path, &[], None, false).await
         }
         [source, destination] => {
-            let query = [("source", source.as_str()), ("destination", destination.as_str())];
-            client.call(Method::DELETE, "/v1/connect/intentions/exact", &query, None, false).await
+            let query = [
+                ("source", source.as_str()),
+                ("destination", destination.as_str()),
+            ];
+            client
+                .call(
+                    Method::DELETE,
+                    "/v1/connect/intentions/exact",
+                    &query,
+                    None,
+                    false,
+                )
+                .await
         }
         _ => {
             let _ = writeln!(err, "command requires exactly 1 or 2 arguments");
@@ -388,9 +448,20 @@ async fn get(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             )
         }
         [source, destination] => {
-            let query = [("source", source.as_str()), ("destination", destination.as_str())];
+            let query = [
+                ("source", source.as_str()),
+                ("destination", destination.as_str()),
+            ];
             (
-                client.call(Method::GET, "/v1/connect/intentions/exact", &query, None, true).await,
+                client
+                    .call(
+                        Method::GET,
+                        "/v1/connect/intentions/exact",
+                        &query,
+                        None,
+                        true,
+                    )
+                    .await,
                 format!(
                     "Intention not found with source {source:?} and destination {destination:?}"
                 ),
@@ -412,14 +483,26 @@ async fn get(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             return 1;
         }
     };
-    let text = |key: &str| ixn.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |key: &str| {
+        ixn.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let side = |ns: &str, name: &str| {
         let ns = text(ns);
-        if ns.is_empty() || ns == "default" { text(name) } else { format!("{ns}/{}", text(name)) }
+        if ns.is_empty() || ns == "default" {
+            text(name)
+        } else {
+            format!("{ns}/{}", text(name))
+        }
     };
     let mut rows = vec![
         format!("Source:\x1f{}", side("SourceNS", "SourceName")),
-        format!("Destination:\x1f{}", side("DestinationNS", "DestinationName")),
+        format!(
+            "Destination:\x1f{}",
+            side("DestinationNS", "DestinationName")
+        ),
     ];
     if !text("Action").is_empty() {
         rows.push(format!("Action:\x1f{}", text("Action")));
@@ -434,7 +517,10 @@ async fn get(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         let mut keys: Vec<&String> = meta.keys().collect();
         keys.sort();
         for k in keys {
-            rows.push(format!("Meta[{k}]:\x1f{}", meta[k].as_str().unwrap_or_default()));
+            rows.push(format!(
+                "Meta[{k}]:\x1f{}",
+                meta[k].as_str().unwrap_or_default()
+            ));
         }
     }
     rows.push(format!("Created At:\x1f{}", rfc850(&text("CreatedAt"))));
@@ -450,9 +536,10 @@ async fn get(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 
 /// Go's `time.RFC850` in UTC (`Monday, 02-Jan-06 15:04:05 UTC`); the zero time when unset.
 fn rfc850(rfc3339: &str) -> String {
-    let parsed = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.to_offset(time::UtcOffset::UTC));
+    let parsed =
+        time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.to_offset(time::UtcOffset::UTC));
     let Some(t) = parsed else {
         return "Monday, 01-Jan-01 00:00:00 UTC".to_string();
     };
@@ -482,7 +569,10 @@ async fn list(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 
             return 1;
         }
     };
-    let list = match client.call(Method::GET, "/v1/connect/intentions", &[], None, false).await {
+    let list = match client
+        .call(Method::GET, "/v1/connect/intentions", &[], None, false)
+        .await
+    {
         Ok(Some(Value::Array(list))) => list,
         Ok(_) => Vec::new(),
         Err(e) => {
@@ -496,7 +586,12 @@ async fn list(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 
     }
     let mut rows = vec!["ID|Source|Action|Destination|Precedence".to_string()];
     for ixn in &list {
-        let text = |key: &str| ixn.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |key: &str| {
+            ixn.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let precedence = ixn.get("Precedence").and_then(Value::as_i64).unwrap_or(0);
         rows.push(format!(
             "{}|{}|{}|{}|{precedence}",
@@ -521,12 +616,20 @@ async fn check(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32
         Err(code) => return code,
     };
     let [source, destination] = parsed.positional.as_slice() else {
-        let _ = writeln!(err, "Error: command requires exactly two arguments: src and dst");
+        let _ = writeln!(
+            err,
+            "Error: command requires exactly two arguments: src and dst"
+        );
         return 2;
     };
-    let source_type = parsed.value("source-type").unwrap_or_else(|| "consul".to_string());
+    let source_type = parsed
+        .value("source-type")
+        .unwrap_or_else(|| "consul".to_string());
     if source_type != "consul" {
-        let _ = writeln!(err, "Error: -source-type must be \"consul\", got {source_type:?}");
+        let _ = writeln!(
+            err,
+            "Error: -source-type must be \"consul\", got {source_type:?}"
+        );
         return 2;
     }
     let client = match parsed.client() {
@@ -541,9 +644,22 @@ async fn check(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32
         ("destination", destination.as_str()),
         ("source-type", source_type.as_str()),
     ];
-    match client.call(Method::GET, "/v1/connect/intentions/check", &query, None, false).await {
+    match client
+        .call(
+            Method::GET,
+            "/v1/connect/intentions/check",
+            &query,
+            None,
+            false,
+        )
+        .await
+    {
         Ok(Some(body)) => {
-            if body.get("Allowed").and_then(Value::as_bool).unwrap_or(false) {
+            if body
+                .get("Allowed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
                 let _ = writeln!(out, "Allowed");
                 0
             } else {
@@ -561,20 +677,26 @@ async fn check(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32
 
 async fn matches(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let usage = "Usage: tandem-agent intention match [options] SRC_OR_DST\n\n  Show the intentions that match a source (-source) or destination (-destination, the default), in evaluation order.";
-    let parsed =
-        match parse_or_usage(args, &["source", "destination"], &[], usage, 1, out, err) {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    let parsed = match parse_or_usage(args, &["source", "destination"], &[], usage, 1, out, err) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     if parsed.flag("source") && parsed.flag("destination") {
         let _ = writeln!(err, "Only one of -source or -destination may be specified.");
         return 1;
     }
     let [name] = parsed.positional.as_slice() else {
-        let _ = writeln!(err, "Error: command requires exactly one argument: src or dst");
+        let _ = writeln!(
+            err,
+            "Error: command requires exactly one argument: src or dst"
+        );
         return 1;
     };
-    let by = if parsed.flag("source") { "source" } else { "destination" };
+    let by = if parsed.flag("source") {
+        "source"
+    } else {
+        "destination"
+    };
     let client = match parsed.client() {
         Ok(c) => c,
         Err(e) => {
@@ -583,9 +705,23 @@ async fn matches(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> i
         }
     };
     let query = [("by", by), ("name", name.as_str())];
-    match client.call(Method::GET, "/v1/connect/intentions/match", &query, None, false).await {
+    match client
+        .call(
+            Method::GET,
+            "/v1/connect/intentions/match",
+            &query,
+            None,
+            false,
+        )
+        .await
+    {
         Ok(Some(body)) => {
-            for ixn in body.get(name.as_str()).and_then(Value::as_array).into_iter().flatten() {
+            for ixn in body
+                .get(name.as_str())
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let _ = writeln!(out, "{}", describe(ixn));
             }
             0
@@ -608,8 +744,12 @@ mod tests {
 
     #[test]
     fn go_flags_parse_single_and_double_dash() {
-        let p = parse_flags(&strings(&["-deny", "--replace", "web", "db"]), &["deny", "replace"], &[])
-            .unwrap();
+        let p = parse_flags(
+            &strings(&["-deny", "--replace", "web", "db"]),
+            &["deny", "replace"],
+            &[],
+        )
+        .unwrap();
         assert!(p.flag("deny") && p.flag("replace"));
         assert_eq!(p.positional, strings(&["web", "db"]));
         let p = parse_flags(&strings(&["web", "-deny"]), &["deny"], &[]).unwrap();
@@ -632,6 +772,9 @@ mod tests {
     #[test]
     fn rfc850_like_go() {
         assert_eq!(rfc850(""), "Monday, 01-Jan-01 00:00:00 UTC");
-        assert_eq!(rfc850("2018-05-21T16:41:27.977155457Z"), "Monday, 21-May-18 16:41:27 UTC");
+        assert_eq!(
+            rfc850("2018-05-21T16:41:27.977155457Z"),
+            "Monday, 21-May-18 16:41:27 UTC"
+        );
     }
 }

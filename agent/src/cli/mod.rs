@@ -59,7 +59,12 @@ pub struct DevArgs {
     #[arg(long, env = "TANDEM_NODE_NAME")]
     pub node_name: Option<String>,
     /// What happens to a connection no intention matches.
-    #[arg(long, env = "TANDEM_DEFAULT_INTENTION", value_enum, default_value = "allow")]
+    #[arg(
+        long,
+        env = "TANDEM_DEFAULT_INTENTION",
+        value_enum,
+        default_value = "allow"
+    )]
     pub default_intention: DefaultIntention,
     /// Lifetime of issued leaf certificates, as a Go duration (72h, 30m, 90s).
     #[arg(long, env = "TANDEM_LEAF_TTL", default_value = "72h", value_parser = parse_leaf_ttl)]
@@ -73,7 +78,9 @@ fn parse_leaf_ttl(text: &str) -> Result<Duration, String> {
     let ttl = crate::godur::parse(text)
         .map_err(|e| format!("{e}: expected a Go duration such as 72h, 30m or 90s"))?;
     if ttl < Duration::from_secs(1) {
-        return Err(format!("{text:?} is too short: a leaf must live at least 1s"));
+        return Err(format!(
+            "{text:?} is too short: a leaf must live at least 1s"
+        ));
     }
     Ok(ttl)
 }
@@ -83,7 +90,9 @@ impl DevArgs {
         Config {
             http_addr: self.http_addr,
             datacenter: self.datacenter,
-            node_name: self.node_name.unwrap_or_else(crate::config::default_node_name),
+            node_name: self
+                .node_name
+                .unwrap_or_else(crate::config::default_node_name),
             default_allow: self.default_intention == DefaultIntention::Allow,
             leaf_ttl: self.leaf_ttl,
             require_token: self.require_token.filter(|t| !t.is_empty()),

@@ -81,7 +81,10 @@ pub fn status_leader(_agent: &Agent, req: &Request) -> Result {
 }
 
 pub fn status_peers(_agent: &Agent, req: &Request) -> Result {
-    Ok(Reply::json(req, &Value::Array(vec![Value::String(SERVER_ADDR.into())])))
+    Ok(Reply::json(
+        req,
+        &Value::Array(vec![Value::String(SERVER_ADDR.into())]),
+    ))
 }
 
 pub fn register(agent: &Arc<Agent>, req: &Request) -> Result {
@@ -110,7 +113,11 @@ fn start_runners(agent: &Arc<Agent>, new_checks: NewChecks) {
 
 pub fn deregister(agent: &Agent, req: &Request, id: &str) -> Result {
     let name = agent.read(|s| s.catalog.service(id).map(|e| e.service.name.clone()));
-    acl::require(agent, req, Access::ServiceWrite(name.as_deref().unwrap_or(id)))?;
+    acl::require(
+        agent,
+        req,
+        Access::ServiceWrite(name.as_deref().unwrap_or(id)),
+    )?;
     agent.write(|state, tx| state.catalog.deregister(id, tx))?;
     Ok(Reply::empty())
 }
@@ -122,7 +129,10 @@ pub fn services(agent: &Agent, req: &Request) -> Result {
         let mut map = serde_json::Map::new();
         if visible {
             for entry in state.catalog.services() {
-                map.insert(entry.service.id.clone(), views::agent_service(entry, dc, None));
+                map.insert(
+                    entry.service.id.clone(),
+                    views::agent_service(entry, dc, None),
+                );
             }
         }
         Value::Object(map)
@@ -134,7 +144,11 @@ pub fn services(agent: &Agent, req: &Request) -> Result {
 pub async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
     let (_, wait) = req.blocking()?;
     let name = agent.read(|s| s.catalog.service(id).map(|e| e.service.name.clone()));
-    acl::require(agent, req, Access::ServiceRead(name.as_deref().unwrap_or(id)))?;
+    acl::require(
+        agent,
+        req,
+        Access::ServiceRead(name.as_deref().unwrap_or(id)),
+    )?;
     let dc = agent.settings.datacenter.clone();
     let query = |state: &crate::state::State| {
         state.catalog.service(id).map(|entry| {
@@ -154,9 +168,7 @@ pub async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
         }
     };
     match result {
-        Some((body, hash)) => {
-            Ok(Reply::json(req, &body).header("X-Consul-ContentHash", hash))
-        }
+        Some((body, hash)) => Ok(Reply::json(req, &body).header("X-Consul-ContentHash", hash)),
         None => Err(ApiError::new(404, format!("unknown service ID: {id}"))),
     }
 }
@@ -171,7 +183,11 @@ pub fn checks(agent: &Agent, req: &Request) -> Result {
     let body = agent.read(|state| {
         let mut map = serde_json::Map::new();
         if visible {
-            for check in state.catalog.checks().filter(|c| c.kind != checks::CheckKind::Serf) {
+            for check in state
+                .catalog
+                .checks()
+                .filter(|c| c.kind != checks::CheckKind::Serf)
+            {
                 map.insert(
                     check.id.clone(),
                     views::health_check(check, &state.catalog.node.name),
@@ -206,7 +222,9 @@ pub fn check_register(agent: &Arc<Agent>, req: &Request) -> Result {
         acl::require(agent, req, Access::NodeWrite(&agent.settings.node_name))?;
     } else {
         let name = agent.read(|s| {
-            s.catalog.service(&definition.service_id).map(|e| e.service.name.clone())
+            s.catalog
+                .service(&definition.service_id)
+                .map(|e| e.service.name.clone())
         });
         acl::require(
             agent,
@@ -228,7 +246,10 @@ pub fn check_deregister(agent: &Agent, req: &Request, id: &str) -> Result {
 /// `pass`/`warn`/`fail` (with `?note=`) or `update` (JSON `{Status, Output}`) on a TTL check.
 pub fn check_ttl(agent: &Agent, req: &Request, id: &str, fixed: Option<&str>) -> Result {
     let (status, output) = match fixed {
-        Some(status) => (status.to_string(), req.param("note").unwrap_or_default().to_string()),
+        Some(status) => (
+            status.to_string(),
+            req.param("note").unwrap_or_default().to_string(),
+        ),
         None => {
             let body = req
                 .json()
@@ -242,7 +263,10 @@ pub fn check_ttl(agent: &Agent, req: &Request, id: &str, fixed: Option<&str>) ->
                 .string_or_default("Output")
                 .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
             if ![PASSING, WARNING, CRITICAL].contains(&status.as_str()) {
-                return Err(ApiError::new(400, format!("Invalid check status: '{status}'")));
+                return Err(ApiError::new(
+                    400,
+                    format!("Invalid check status: '{status}'"),
+                ));
             }
             (status, output)
         }

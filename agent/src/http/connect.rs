@@ -22,13 +22,18 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
     let pem = req.path == "/v1/connect/ca/roots" && req.flag("pem").unwrap_or(false);
     let (index, (body, chain)) = blocking::block_on_index(agent, index, timeout, |state| {
         let ca = &state.ca;
-        let chain: String = ca.roots().iter().map(|r| r.info().root_cert_pem.clone()).collect();
+        let chain: String = ca
+            .roots()
+            .iter()
+            .map(|r| r.info().root_cert_pem.clone())
+            .collect();
         (ca.roots_index(), (views::roots(ca), chain))
     })
     .await;
     if pem {
-        return Ok(Reply::raw("application/pem-certificate-chain", chain.into_bytes())
-            .with_index(index));
+        return Ok(
+            Reply::raw("application/pem-certificate-chain", chain.into_bytes()).with_index(index),
+        );
     }
     let reply = Reply::json(req, &body).with_index(index);
     if req.path.starts_with("/v1/agent/") {
@@ -42,7 +47,10 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
 pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
     let (min_index, wait) = req.blocking()?;
     if service.is_empty() {
-        return Err(ApiError::new(400, "Missing service name in the request path"));
+        return Err(ApiError::new(
+            400,
+            "Missing service name in the request path",
+        ));
     }
     acl::require(agent, req, Access::ServiceWrite(service))?;
     let deadline = Instant::now() + blocking::leaf_timeout(wait);
@@ -57,9 +65,9 @@ pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
             let reply = Reply::json(req, &views::leaf(&leaf))
                 .header("X-Consul-Index", leaf.modify_index.max(1).to_string());
             return Ok(match cache {
-                CacheResult::Hit => {
-                    reply.header("X-Cache", "HIT".into()).header("Age", "0".into())
-                }
+                CacheResult::Hit => reply
+                    .header("X-Cache", "HIT".into())
+                    .header("Age", "0".into()),
                 CacheResult::Miss => reply.header("X-Cache", "MISS".into()),
             });
         }
@@ -81,12 +89,15 @@ pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
 
 /// `POST /v1/agent/connect/authorize`.
 pub fn authorize(agent: &Agent, req: &Request) -> Result {
-    let decode = |e: crate::json::DecodeError| ApiError::new(400, format!("Request decode failed: {e}"));
+    let decode =
+        |e: crate::json::DecodeError| ApiError::new(400, format!("Request decode failed: {e}"));
     let body = req.json().map_err(decode)?;
     let fields = Fields::new(&body, "ConnectAuthorizeRequest").map_err(decode)?;
     let target = fields.string_or_default("Target").map_err(decode)?;
     let uri = fields.string_or_default("ClientCertURI").map_err(decode)?;
-    fields.string_or_default("ClientCertSerial").map_err(decode)?;
+    fields
+        .string_or_default("ClientCertSerial")
+        .map_err(decode)?;
     if target.is_empty() {
         return Err(ApiError::new(400, "Target service must be specified"));
     }
@@ -94,7 +105,10 @@ pub fn authorize(agent: &Agent, req: &Request) -> Result {
         .parse()
         .map_err(|_| ApiError::new(400, "ClientCertURI not a valid Connect identifier"))?;
     let Some(source) = spiffe.as_service() else {
-        return Err(ApiError::new(400, "ClientCertURI not a valid Service identifier"));
+        return Err(ApiError::new(
+            400,
+            "ClientCertURI not a valid Service identifier",
+        ));
     };
     acl::require(agent, req, Access::ServiceWrite(&target))?;
     if let Some(partition) = source.partition.as_deref().filter(|p| *p != "default") {
@@ -106,7 +120,9 @@ pub fn authorize(agent: &Agent, req: &Request) -> Result {
     let default_allow = agent.settings.default_allow;
     let decision = agent.read(|state| {
         if source.namespace == "default" {
-            state.intentions.decide(&source.service, &target, default_allow)
+            state
+                .intentions
+                .decide(&source.service, &target, default_allow)
         } else {
             // CE intentions all live in the default namespace: nothing can match.
             crate::intentions::default_decision(default_allow)
@@ -124,7 +140,10 @@ pub fn configuration(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::GET {
         acl::require(agent, req, Access::OperatorRead)?;
         let (index, body) = agent.read(|state| {
-            (state.ca.config_indexes().1, views::ca_configuration(&state.ca))
+            (
+                state.ca.config_indexes().1,
+                views::ca_configuration(&state.ca),
+            )
         });
         return Ok(Reply::json(req, &body).with_index(index));
     }

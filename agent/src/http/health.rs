@@ -27,7 +27,10 @@ pub async fn health_service(agent: &Agent, req: &Request, name: &str, connect: b
         if !visible {
             return (index, Value::Array(Vec::new()));
         }
-        (index, health_entries(state, name, connect, passing_only, &tags))
+        (
+            index,
+            health_entries(state, name, connect, passing_only, &tags),
+        )
     })
     .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
@@ -42,7 +45,11 @@ fn health_entries(
 ) -> Value {
     let catalog = &state.catalog;
     let node = views::node(&catalog.node);
-    let instances = if connect { catalog.connect_instances(name) } else { catalog.instances(name) };
+    let instances = if connect {
+        catalog.connect_instances(name)
+    } else {
+        catalog.instances(name)
+    };
     let mut out = Vec::new();
     for entry in instances.into_iter().filter(|e| has_tags(e, tags)) {
         let checks: Vec<_> = catalog
@@ -63,7 +70,9 @@ fn health_entries(
 
 fn has_tags(entry: &ServiceEntry, wanted: &[String]) -> bool {
     let tags = entry.service.tags.as_deref().unwrap_or_default();
-    wanted.iter().all(|w| tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
+    wanted
+        .iter()
+        .all(|w| tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
 }
 
 /// `GET /v1/catalog/services`: service name to the union of its instances' tags.
@@ -81,7 +90,10 @@ pub fn catalog_services(agent: &Agent, req: &Request) -> Result {
         let map = names
             .into_iter()
             .map(|(name, tags)| {
-                (name, Value::Array(tags.into_iter().map(Value::String).collect()))
+                (
+                    name,
+                    Value::Array(tags.into_iter().map(Value::String).collect()),
+                )
             })
             .collect();
         (state.catalog.table_index(), Value::Object(map))
@@ -101,8 +113,11 @@ pub async fn catalog_service(agent: &Agent, req: &Request, name: &str, connect: 
         if !visible {
             return (index, Value::Array(Vec::new()));
         }
-        let instances =
-            if connect { catalog.connect_instances(name) } else { catalog.instances(name) };
+        let instances = if connect {
+            catalog.connect_instances(name)
+        } else {
+            catalog.instances(name)
+        };
         let nodes = instances
             .into_iter()
             .filter(|e| has_tags(e, &tags))

@@ -13,16 +13,19 @@ use crate::state::Agent;
 fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
     match req.params(name).as_slice() {
         [value] if !value.is_empty() => Ok(value),
-        _ => Err(ApiError::new(500, format!("required query parameter '{name}' not set"))),
+        _ => Err(ApiError::new(
+            500,
+            format!("required query parameter '{name}' not set"),
+        )),
     }
 }
 
 /// `GET` (list, blocking) and legacy `POST` (create) on `/v1/connect/intentions`.
 pub async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
-        let body = req.json().map_err(|e| {
-            ApiError::new(400, format!("Failed to decode request body: {e}"))
-        })?;
+        let body = req
+            .json()
+            .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
         let input = IntentionInput::decode(&body)?;
         acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
         let id = agent.write(|state, tx| state.intentions.create_legacy(input, tx))?;
@@ -33,7 +36,11 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
     let visible = acl::may_read(agent, req)?;
     let timeout = blocking::query_timeout(wait);
     let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
-        let list = if visible { state.intentions.list() } else { Vec::new() };
+        let list = if visible {
+            state.intentions.list()
+        } else {
+            Vec::new()
+        };
         let items = list
             .iter()
             .map(views::intention)
@@ -55,7 +62,10 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
             acl::require(agent, req, Access::IntentionsRead(&destination))?;
             let timeout = blocking::query_timeout(wait);
             let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
-                let found = state.intentions.exact(&source, &destination).map(views::intention);
+                let found = state
+                    .intentions
+                    .exact(&source, &destination)
+                    .map(views::intention);
                 (state.intentions.table_index(), found)
             })
             .await;
@@ -65,13 +75,15 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
             }
         }
         "PUT" => {
-            let body = req.json().map_err(|e| {
-                ApiError::new(400, format!("Failed to decode request body: {e}"))
-            })?;
+            let body = req
+                .json()
+                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
             let input = IntentionInput::decode(&body)?;
             acl::require(agent, req, Access::IntentionsWrite(&destination))?;
             agent.write(|state, tx| {
-                state.intentions.upsert_exact(&source, &destination, input, tx)
+                state
+                    .intentions
+                    .upsert_exact(&source, &destination, input, tx)
             })?;
             Ok(Reply::json(req, &Value::Bool(true)))
         }
@@ -97,7 +109,10 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
     };
     let names: Vec<&str> = req.params("name");
     if names.is_empty() || names.iter().any(|n| n.is_empty()) {
-        return Err(ApiError::new(500, "required query parameter 'name' not set"));
+        return Err(ApiError::new(
+            500,
+            "required query parameter 'name' not set",
+        ));
     }
     let targets = names
         .iter()
@@ -109,8 +124,15 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
     let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
         let mut out = serde_json::Map::new();
         for (given, target) in &targets {
-            let list = if visible { state.intentions.matching(by, target) } else { Vec::new() };
-            out.insert(given.clone(), Value::Array(list.iter().map(views::intention).collect()));
+            let list = if visible {
+                state.intentions.matching(by, target)
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                given.clone(),
+                Value::Array(list.iter().map(views::intention).collect()),
+            );
         }
         (state.intentions.table_index(), Value::Object(out))
     })
@@ -122,25 +144,41 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
 pub fn check(agent: &Agent, req: &Request) -> Result {
     let source = parse_target(required(req, "source")?)?;
     let destination = parse_target(required(req, "destination")?)?;
-    if let Some(kind) = req.param("source-type").filter(|t| !t.is_empty() && *t != "consul") {
-        return Err(ApiError::new(400, format!("unsupported SourceType: {kind:?}")));
+    if let Some(kind) = req
+        .param("source-type")
+        .filter(|t| !t.is_empty() && *t != "consul")
+    {
+        return Err(ApiError::new(
+            400,
+            format!("unsupported SourceType: {kind:?}"),
+        ));
     }
     acl::require(agent, req, Access::ServiceRead(&destination))?;
     let default_allow = agent.settings.default_allow;
     let decision = agent.read(|s| s.intentions.decide(&source, &destination, default_allow));
-    Ok(Reply::json(req, &Obj::new().put("Allowed", decision.allowed).build()))
+    Ok(Reply::json(
+        req,
+        &Obj::new().put("Allowed", decision.allowed).build(),
+    ))
 }
 
 /// Legacy `GET|PUT|DELETE /v1/connect/intentions/:uuid`.
 pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
     if uuid::Uuid::parse_str(id).is_err() {
-        return Err(ApiError::new(400, format!("Invalid intention ID {id:?}: not a UUID")));
+        return Err(ApiError::new(
+            400,
+            format!("Invalid intention ID {id:?}: not a UUID"),
+        ));
     }
     let destination = agent.read(|s| s.intentions.by_id(id).map(|i| i.destination_name.clone()));
     match req.method.as_str() {
         "GET" => {
             let (index, wait) = req.blocking()?;
-            acl::require(agent, req, Access::IntentionsRead(destination.as_deref().unwrap_or("")))?;
+            acl::require(
+                agent,
+                req,
+                Access::IntentionsRead(destination.as_deref().unwrap_or("")),
+            )?;
             let timeout = blocking::query_timeout(wait);
             let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
                 let found = state.intentions.by_id(id).map(views::intention);
@@ -153,16 +191,20 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
             }
         }
         "PUT" => {
-            let body = req.json().map_err(|e| {
-                ApiError::new(400, format!("Failed to decode request body: {e}"))
-            })?;
+            let body = req
+                .json()
+                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
             let input = IntentionInput::decode(&body)?;
             acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
             agent.write(|state, tx| state.intentions.update_legacy(id, input, tx))?;
             Ok(Reply::json(req, &Obj::new().put("ID", id).build()))
         }
         _ => {
-            acl::require(agent, req, Access::IntentionsWrite(destination.as_deref().unwrap_or("")))?;
+            acl::require(
+                agent,
+                req,
+                Access::IntentionsWrite(destination.as_deref().unwrap_or("")),
+            )?;
             agent.write(|state, tx| state.intentions.delete_legacy(id, tx))?;
             Ok(Reply::json(req, &Value::Bool(true)))
         }
@@ -175,7 +217,9 @@ struct Filter(Vec<(String, bool, String)>);
 
 impl Filter {
     fn parse(text: &str) -> Result<Filter> {
-        let invalid = || ApiError::new(400, format!("Failed to create boolean expression evaluator: unsupported filter {text:?} (tandem-agent dev supports Field == \"value\" joined by and)"));
+        let invalid = || {
+            ApiError::new(400, format!("Failed to create boolean expression evaluator: unsupported filter {text:?} (tandem-agent dev supports Field == \"value\" joined by and)"))
+        };
         let mut terms = Vec::new();
         for part in text.split(" and ") {
             let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {

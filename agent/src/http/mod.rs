@@ -21,8 +21,6 @@ use serde_json::Value;
 use crate::json::DecodeError;
 use crate::state::Agent;
 
-pub use acl::Access;
-
 /// A request with its body read and its query string decoded.
 pub struct Request {
     pub method: Method,
@@ -35,11 +33,18 @@ pub struct Request {
 impl Request {
     /// The first value of query parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn params(&self, name: &str) -> Vec<&str> {
-        self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -67,16 +72,19 @@ impl Request {
     }
 
     /// `?index=` and `?wait=` as Consul's `parseWait` reads them.
-    pub fn blocking(&self) -> Result<(Option<u64>, Option<Duration>), ApiError> {
+    pub fn blocking(&self) -> std::result::Result<(Option<u64>, Option<Duration>), ApiError> {
         let wait = match self.param("wait").filter(|w| !w.is_empty()) {
             None => None,
-            Some(w) => Some(
-                crate::godur::parse(w).map_err(|_| ApiError::new(400, "Invalid wait time"))?,
-            ),
+            Some(w) => {
+                Some(crate::godur::parse(w).map_err(|_| ApiError::new(400, "Invalid wait time"))?)
+            }
         };
         let index = match self.param("index").filter(|i| !i.is_empty()) {
             None => None,
-            Some(i) => Some(i.parse::<u64>().map_err(|_| ApiError::new(400, "Invalid index"))?),
+            Some(i) => Some(
+                i.parse::<u64>()
+                    .map_err(|_| ApiError::new(400, "Invalid index"))?,
+            ),
         };
         if self.has("stale") && self.has("consistent") {
             return Err(ApiError::new(
@@ -88,7 +96,7 @@ impl Request {
     }
 
     /// A boolean flag such as `?passing`: present and empty means true (Go `ParseBool` otherwise).
-    pub fn flag(&self, name: &str) -> Result<bool, ()> {
+    pub fn flag(&self, name: &str) -> std::result::Result<bool, ()> {
         match self.param(name) {
             None => Ok(false),
             Some("") => Ok(true),
@@ -98,7 +106,7 @@ impl Request {
         }
     }
 
-    pub fn json(&self) -> Result<Value, DecodeError> {
+    pub fn json(&self) -> std::result::Result<Value, DecodeError> {
         crate::json::parse_body(&self.body)
     }
 }
@@ -124,11 +132,21 @@ impl Reply {
 
     /// 200 with an empty body (register, deregister, check updates).
     pub fn empty() -> Reply {
-        Reply { status: StatusCode::OK, headers: Vec::new(), content_type: None, body: Vec::new() }
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            content_type: None,
+            body: Vec::new(),
+        }
     }
 
     pub fn raw(content_type: &'static str, body: Vec<u8>) -> Reply {
-        Reply { status: StatusCode::OK, headers: Vec::new(), content_type: Some(content_type), body }
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            content_type: Some(content_type),
+            body,
+        }
     }
 
     /// Query metadata (`setMeta`): the index (never 0), known leader, last contact.
@@ -154,7 +172,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), allow: None }
+        ApiError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
     }
 }
 
@@ -184,7 +206,11 @@ pub async fn handle(
     request: hyper::Request<Incoming>,
 ) -> std::result::Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let default_policy = if agent.settings.default_allow { "allow" } else { "deny" };
+    let default_policy = if agent.settings.default_allow {
+        "allow"
+    } else {
+        "deny"
+    };
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -196,7 +222,11 @@ pub async fn handle(
     let query = parts
         .uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let request = Request {
         method: parts.method,
@@ -220,10 +250,16 @@ pub async fn handle(
 
 fn render(result: Result, default_policy: &str) -> hyper::Response<Full<Bytes>> {
     let mut builder = hyper::Response::builder();
-    let headers = builder.headers_mut().expect("a fresh response builder has headers");
+    let headers = builder
+        .headers_mut()
+        .expect("a fresh response builder has headers");
     headers.insert(
         "X-Consul-Default-ACL-Policy",
-        HeaderValue::from_static(if default_policy == "allow" { "allow" } else { "deny" }),
+        HeaderValue::from_static(if default_policy == "allow" {
+            "allow"
+        } else {
+            "deny"
+        }),
     );
     let (status, body) = match result {
         Ok(reply) => {
@@ -371,7 +407,9 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
     let Some((route, methods)) = route(&req.path) else {
         return Err(ApiError::new(404, "404 page not found\n"));
     };
-    let allow = std::iter::once("OPTIONS").chain(methods.iter().copied()).collect::<Vec<_>>();
+    let allow = std::iter::once("OPTIONS")
+        .chain(methods.iter().copied())
+        .collect::<Vec<_>>();
     if req.method == Method::OPTIONS {
         return Ok(Reply::empty().header("Allow", allow.join(",")));
     }
@@ -425,8 +463,14 @@ mod tests {
             route("/v1/agent/service/deregister/web").unwrap().0,
             Route::ServiceDeregister("web".into())
         );
-        assert_eq!(route("/v1/agent/service/web").unwrap().0, Route::AgentService("web".into()));
-        assert_eq!(route("/v1/connect/intentions/exact").unwrap().0, Route::IntentionExact);
+        assert_eq!(
+            route("/v1/agent/service/web").unwrap().0,
+            Route::AgentService("web".into())
+        );
+        assert_eq!(
+            route("/v1/connect/intentions/exact").unwrap().0,
+            Route::IntentionExact
+        );
         assert_eq!(
             route("/v1/connect/intentions/abc").unwrap().0,
             Route::IntentionById("abc".into())

@@ -63,7 +63,11 @@ fn strings(items: &[String]) -> Value {
 }
 
 fn string_map(map: &std::collections::BTreeMap<String, String>) -> Value {
-    Value::Object(map.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 fn mesh_gateway(mode: &str) -> Value {
@@ -103,7 +107,13 @@ fn tagged_addresses(service: &Service) -> Option<Value> {
             .tagged_addresses
             .iter()
             .map(|(k, v)| {
-                (k.clone(), Obj::new().put("Address", v.address.as_str()).put("Port", v.port).build())
+                (
+                    k.clone(),
+                    Obj::new()
+                        .put("Address", v.address.as_str())
+                        .put("Port", v.port)
+                        .build(),
+                )
             })
             .collect(),
     ))
@@ -124,7 +134,10 @@ pub fn proxy(proxy: &Proxy) -> Value {
         .put_opt("Config", proxy.config.clone())
         .put_opt("Upstreams", upstreams)
         .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
-        .put("Expose", proxy.expose.clone().unwrap_or_else(|| Obj::new().build()))
+        .put(
+            "Expose",
+            proxy.expose.clone().unwrap_or_else(|| Obj::new().build()),
+        )
         .build()
 }
 
@@ -143,7 +156,10 @@ pub fn upstream(u: &Upstream) -> Value {
         .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
         .put_opt("Config", u.config.clone())
         .put("MeshGateway", mesh_gateway(&u.mesh_gateway_mode))
-        .put_opt("CentrallyConfigured", u.centrally_configured.then_some(Value::Bool(true)))
+        .put_opt(
+            "CentrallyConfigured",
+            u.centrally_configured.then_some(Value::Bool(true)),
+        )
         .build()
 }
 
@@ -162,7 +178,10 @@ fn api_upstream(u: &Upstream) -> Value {
         .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
         .put_opt("Config", u.config.clone())
         .put("MeshGateway", mesh_gateway(&u.mesh_gateway_mode))
-        .put_opt("CentrallyConfigured", u.centrally_configured.then_some(Value::Bool(true)))
+        .put_opt(
+            "CentrallyConfigured",
+            u.centrally_configured.then_some(Value::Bool(true)),
+        )
         .build()
 }
 
@@ -181,7 +200,10 @@ fn api_proxy(proxy: &Proxy) -> Value {
         .put_opt("Config", proxy.config.clone())
         .put_opt("Upstreams", upstreams)
         .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
-        .put("Expose", proxy.expose.clone().unwrap_or_else(|| Obj::new().build()))
+        .put(
+            "Expose",
+            proxy.expose.clone().unwrap_or_else(|| Obj::new().build()),
+        )
         .build()
 }
 
@@ -206,7 +228,10 @@ pub fn node_service(entry: &ServiceEntry) -> Value {
         .put("Meta", s.meta.as_ref().map_or(Value::Null, string_map))
         .put_num("Port", s.port)
         .put_str("SocketPath", &s.socket_path)
-        .put("Weights", serde_json::to_value(s.weights).unwrap_or(Value::Null))
+        .put(
+            "Weights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
         .put("EnableTagOverride", s.enable_tag_override)
         .put("Proxy", proxy(&s.proxy))
         .put("Connect", connect(s))
@@ -224,12 +249,20 @@ pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Optio
         .put("ID", s.id.as_str())
         .put("Service", s.name.as_str())
         .put("Tags", strings(s.tags.as_deref().unwrap_or_default()))
-        .put("Meta", s.meta.as_ref().map_or_else(|| Obj::new().build(), string_map))
+        .put(
+            "Meta",
+            s.meta
+                .as_ref()
+                .map_or_else(|| Obj::new().build(), string_map),
+        )
         .put("Port", s.port)
         .put("Address", s.address.as_str())
         .put_str("SocketPath", &s.socket_path)
         .put_opt("TaggedAddresses", tagged_addresses(s))
-        .put("Weights", serde_json::to_value(s.weights).unwrap_or(Value::Null))
+        .put(
+            "Weights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
         .put("EnableTagOverride", s.enable_tag_override);
     if let Some(hash) = content_hash {
         obj = obj.put("ContentHash", hash);
@@ -297,11 +330,20 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
         .put("ServiceKind", s.kind.as_str())
         .put("ServiceID", s.id.as_str())
         .put("ServiceName", s.name.as_str())
-        .put("ServiceTags", strings(s.tags.as_deref().unwrap_or_default()))
+        .put(
+            "ServiceTags",
+            strings(s.tags.as_deref().unwrap_or_default()),
+        )
         .put("ServiceAddress", s.address.as_str())
         .put_opt("ServiceTaggedAddresses", tagged_addresses(s))
-        .put("ServiceWeights", serde_json::to_value(s.weights).unwrap_or(Value::Null))
-        .put("ServiceMeta", s.meta.as_ref().map_or(Value::Null, string_map))
+        .put(
+            "ServiceWeights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
+        .put(
+            "ServiceMeta",
+            s.meta.as_ref().map_or(Value::Null, string_map),
+        )
         .put("ServicePort", s.port)
         .put("ServicePorts", Value::Null)
         .put("ServiceSocketPath", s.socket_path.as_str())
@@ -363,7 +405,10 @@ pub fn roots(ca: &Ca) -> Value {
     Obj::new()
         .put("ActiveRootID", ca.active_root().info().id.as_str())
         .put("TrustDomain", ca.trust_domain().as_str())
-        .put("Roots", Value::Array(ca.roots().into_iter().map(|r| root(ca, r)).collect()))
+        .put(
+            "Roots",
+            Value::Array(ca.roots().into_iter().map(|r| root(ca, r)).collect()),
+        )
         .build()
 }
 
