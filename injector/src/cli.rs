@@ -35,8 +35,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Inject Pods and workload pod templates read from a file or stdin; print the result.
     Inject(InjectArgs),
-    /// Print the manifests (namespace, RBAC-free service account, TLS secret, Deployment,
-    /// Service, MutatingWebhookConfiguration) that run the webhook in a cluster.
+    /// Print the manifests (namespace, service account without API access, TLS secret,
+    /// Deployment, Service, MutatingWebhookConfiguration) that run the webhook in a cluster.
     Install(InstallArgs),
 }
 
@@ -229,19 +229,24 @@ pub struct InstallArgs {
     pub injector_image: String,
 
     /// Injector replicas.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "TANDEM_REPLICAS", default_value_t = 2)]
     pub replicas: u32,
 
     /// What the API server does when the webhook cannot be called.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(
+        long,
+        env = "TANDEM_FAILURE_POLICY",
+        value_enum,
+        default_value = "fail"
+    )]
     pub failure_policy: FailurePolicy,
 
     /// Webhook call timeout (1-30 seconds).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=30))]
+    #[arg(long, env = "TANDEM_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=30))]
     pub timeout_seconds: u32,
 
     /// Lifetime of the generated CA and serving certificate; re-run install to renew.
-    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, env = "TANDEM_CERT_VALIDITY_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub cert_validity_days: u32,
 
     #[command(flatten)]

@@ -64,8 +64,7 @@ pub fn respond(injector: &Injector, body: &[u8]) -> Result<(Value, Verdict), Rev
         .filter(|u| !u.is_empty())
         .ok_or(ReviewError::MissingUid)?;
 
-    let (response, verdict) = decide(injector, request);
-    let mut response = response;
+    let (mut response, verdict) = decide(injector, request);
     response["uid"] = json!(uid);
     Ok((
         json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response}),
@@ -102,9 +101,25 @@ fn decide(injector: &Injector, request: &Value) -> (Value, Verdict) {
             .unwrap_or("default"),
         ns => ns,
     };
+    let pod_name = pod
+        .pointer("/metadata/name")
+        .or_else(|| pod.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let uid = str_at("/uid");
     match injector.mutate(namespace, pod) {
-        Ok(Outcome::Skipped(reason)) => (allowed(), Verdict::Skipped(reason.to_string())),
-        Ok(Outcome::Patched { ops, .. }) => {
+        Ok(Outcome::Skipped(reason)) => {
+            tracing::debug!(review.uid = uid, k8s.namespace = namespace, pod.name = pod_name, %reason, "pod skipped");
+            (allowed(), Verdict::Skipped(reason.to_string()))
+        }
+        Ok(Outcome::Patched { ops, settings }) => {
+            tracing::info!(
+                review.uid = uid,
+                k8s.namespace = namespace,
+                pod.name = pod_name,
+                service = %settings.service,
+                "pod injected"
+            );
             let bytes = serde_json::to_vec(&ops).expect("invariant: patch ops serialize to JSON");
             let patch = base64::engine::general_purpose::STANDARD.encode(bytes);
             (
@@ -114,6 +129,7 @@ fn decide(injector: &Injector, request: &Value) -> (Value, Verdict) {
         }
         Err(err) => {
             let message = format!("tandem-injector: {err}");
+            tracing::info!(review.uid = uid, k8s.namespace = namespace, pod.name = pod_name, %message, "pod rejected");
             (denied(&message), Verdict::Rejected(message))
         }
     }

@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use crate::review::{self, Verdict};
+use crate::review;
 use crate::tls::{self, CertFiles, GeneratedCa, TlsError};
 use crate::Injector;
 
@@ -218,13 +219,15 @@ async fn accept_loop(
             },
         };
         let server_config = configs.borrow().clone();
-        tasks.spawn(connection(
+        let span = tracing::debug_span!("connection", client.addr = %peer);
+        let conn = connection(
             stream,
             peer,
             server_config,
             injector.clone(),
             shutdown.clone(),
-        ));
+        );
+        tasks.spawn(conn.instrument(span));
     }
 }
 
@@ -295,8 +298,7 @@ async fn mutate(injector: &Injector, req: Request<Incoming>) -> Response<Full<By
         }
     };
     match review::respond(injector, &body) {
-        Ok((review, verdict)) => {
-            log_verdict(&review, &verdict);
+        Ok((review, _verdict)) => {
             let bytes = serde_json::to_vec(&review).expect("invariant: a Value serializes to JSON");
             Response::builder()
                 .status(StatusCode::OK)
@@ -307,21 +309,6 @@ async fn mutate(injector: &Injector, req: Request<Incoming>) -> Response<Full<By
         Err(e) => {
             tracing::info!(error = %e, "bad AdmissionReview");
             text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
-        }
-    }
-}
-
-fn log_verdict(review: &serde_json::Value, verdict: &Verdict) {
-    let uid = review
-        .pointer("/response/uid")
-        .and_then(|u| u.as_str())
-        .unwrap_or_default();
-    match verdict {
-        Verdict::Rejected(message) => tracing::info!(review.uid = uid, %message, "pod rejected"),
-        Verdict::Injected => tracing::info!(review.uid = uid, "pod injected"),
-        Verdict::Skipped(reason) => tracing::debug!(review.uid = uid, %reason, "pod skipped"),
-        Verdict::NotAPod | Verdict::NotACreate => {
-            tracing::debug!(review.uid = uid, "not a pod creation")
         }
     }
 }
