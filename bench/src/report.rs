@@ -44,7 +44,9 @@ pub struct Versions {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Settings {
     pub rates: Vec<f64>,
+    /// Seconds per subject per rate, cut into `rate_rounds` interleaved slices.
     pub rate_seconds: f64,
+    pub rate_rounds: usize,
     pub connections: usize,
     pub saturation_seconds: f64,
     pub new_conn_workers: usize,
@@ -308,7 +310,8 @@ impl Report {
             rustc = v.rustc,
         ));
         out.push_str(&format!(
-            "Settings: fixed rates {rates} rps for {rs} s each over {c} persistent connections; \
+            "Settings: fixed rates {rates} rps for {rs} s each ({rr} interleaved rounds) over {c} \
+             persistent connections; \
              saturation {ss} s; new connection per request with {w} workers for {ns} s; bulk \
              {bs} s per run; idle connections {idle}; {pt} policy tries; injector {ic} \
              concurrent clients for {is} s.\n\n",
@@ -319,6 +322,7 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" and "),
             rs = s.rate_seconds,
+            rr = s.rate_rounds,
             c = s.connections,
             ss = s.saturation_seconds,
             w = s.new_conn_workers,
@@ -471,6 +475,7 @@ mod tests {
         let settings = Settings {
             rates: vec![1000.0],
             rate_seconds: 2.0,
+            rate_rounds: 2,
             connections: 8,
             saturation_seconds: 2.0,
             new_conn_workers: 8,
