@@ -107,7 +107,10 @@ pub async fn start(config: ServeConfig) -> Result<Webhook, WebhookError> {
                 files,
                 reload_interval,
             } => {
-                let (server_config, seen) = files.load()?;
+                let tls::LoadedPair {
+                    config: server_config,
+                    bytes: seen,
+                } = files.load()?;
                 (
                     server_config,
                     None,
