@@ -512,6 +512,9 @@ pub struct CheckRegistration {
     pub interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_service: Option<String>,
+    /// Initial status (Consul's default is critical until the first run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// Parses Consul's RFC 3339 timestamps (as in `ValidBefore`).
@@ -581,6 +584,7 @@ mod tests {
                 tcp: Some("10.0.0.1:20000".into()),
                 interval: Some("10s".into()),
                 alias_service: None,
+                status: None,
             }],
         };
         let v = serde_json::to_value(&reg).unwrap();

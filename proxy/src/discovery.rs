@@ -101,8 +101,8 @@ pub async fn first(
     Some((list, consul::next_index(0, answer.meta.index)))
 }
 
-/// Keeps `tx` current for `upstream` until `stop` fires. An empty answer from an agent without
-/// a known leader never replaces a non-empty list.
+/// Keeps `tx` current for `upstream` until `stop` fires. An empty answer never replaces a
+/// non-empty list (see below).
 #[allow(clippy::too_many_arguments)] // one watch's whole context; grouping it would only rename it
 pub async fn watch(
     client: ConsulClient,
@@ -135,8 +135,12 @@ pub async fn watch(
             continue;
         }
         let list = endpoints(&answer.body, name, &local_dc);
-        if list.is_empty() && answer.meta.known_leader == Some(false) && !tx.borrow().is_empty() {
-            tracing::warn!(upstream.service = name, "agent answered no instances without a known leader: keeping the last list");
+        if list.is_empty() && !tx.borrow().is_empty() {
+            // A restarted agent answers [] until services register again. Keeping the last
+            // known instances is safe: a stale address is refused (and the next instance tried)
+            // or fails the server identity check; it can never reach the wrong service.
+            tracing::info!(upstream.service = name, kept = tx.borrow().len(),
+                "agent lists no instances; keeping the last known ones until it lists some again");
             continue;
         }
         if **tx.borrow() != list {

@@ -43,17 +43,26 @@ impl std::fmt::Debug for TlsState {
 }
 
 impl TlsState {
-    fn build(leaf: &LeafParts, roots: &RootParts) -> Result<Self, tls::TlsError> {
-        let server = tls::server_config(&leaf.identity, &roots.roots)?;
+    /// Credentials from an identity and the roots to trust (start-up builds it from the agent's
+    /// answers; tests and the bench from a test PKI).
+    pub fn new(identity: Identity, roots: TrustRoots) -> Result<Self, tls::TlsError> {
+        let serial = tls::leaf_info(identity.cert_chain()[0].as_ref()).map(|i| i.serial_number).unwrap_or_default();
+        let server = tls::server_config(&identity, &roots)?;
         Ok(TlsState {
             server,
-            identity: leaf.identity.clone(),
-            roots: roots.roots.clone(),
+            local: identity.service_id().cloned(),
+            leaf_not_after: identity.not_after(),
+            identity,
+            roots,
             clients: Mutex::new(HashMap::new()),
-            local: leaf.identity.service_id().cloned(),
-            leaf_serial: leaf.serial.clone(),
-            leaf_not_after: leaf.identity.not_after(),
+            leaf_serial: serial,
         })
+    }
+
+    fn build(leaf: &LeafParts, roots: &RootParts) -> Result<Self, tls::TlsError> {
+        let mut state = Self::new(leaf.identity.clone(), roots.roots.clone())?;
+        state.leaf_serial = leaf.serial.clone();
+        Ok(state)
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -242,7 +251,10 @@ impl IdentityWatch {
                 let n = r.ids.len();
                 self.publish(None, Some(r)).map(|_| n)
             }) {
-                Ok(n) => tracing::info!(roots = n, active = %answer.body.active_root_id, "trust roots updated"),
+                Ok(n) => {
+                    self.metrics.roots_updated();
+                    tracing::info!(roots = n, active = %answer.body.active_root_id, "trust roots updated")
+                }
                 Err(e) => tracing::warn!(error = %e, "ignoring a roots answer; keeping the current roots"),
             }
         }
@@ -292,7 +304,10 @@ impl IdentityWatch {
                 let s = l.serial.clone();
                 self.publish(Some(l), None).map(|_| s)
             }) {
-                Ok(s) => tracing::info!(leaf.serial = %s, "leaf certificate rotated"),
+                Ok(s) => {
+                    self.metrics.leaf_rotated();
+                    tracing::info!(leaf.serial = %s, "leaf certificate rotated")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
                         "ignoring an unusable leaf; keeping the current certificate");

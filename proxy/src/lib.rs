@@ -5,13 +5,19 @@
 //! state flows from the agent to a connection.
 
 pub mod admin;
+pub mod app;
 pub mod config;
+pub mod connections;
 pub mod consul;
 pub mod copy;
 pub mod discovery;
+pub mod identity;
+pub mod inbound;
 pub mod intentions;
 pub mod metrics;
+pub mod outbound;
 pub mod registration;
 mod watcher;
 
+pub use app::{start, start_with, Proxy, StartError};
 pub use config::{Config, ConfigErrors, ServiceName, Settings, Upstream, UpstreamList};

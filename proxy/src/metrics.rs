@@ -85,6 +85,8 @@ pub struct Metrics {
     upstream_failures: Family<UpstreamReasonLabels, Counter>,
     cert_expiry: Gauge<f64, AtomicU64>,
     roots: Gauge,
+    leaf_rotations: Counter,
+    root_updates: Counter,
     watch_errors: Family<WatchLabels, Counter>,
     watch_staleness: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     watch_last_success: Family<WatchLabels, Gauge<f64, AtomicU64>>,
@@ -123,6 +125,8 @@ impl Metrics {
             upstream_failures: Family::default(),
             cert_expiry: Gauge::default(),
             roots: Gauge::default(),
+            leaf_rotations: Counter::default(),
+            root_updates: Counter::default(),
             watch_errors: Family::default(),
             watch_staleness: Family::default(),
             watch_last_success: Family::default(),
@@ -167,6 +171,8 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         registry.register("trust_roots", "CA roots currently trusted", m.roots.clone());
+        registry.register("leaf_rotations", "New leaf certificates taken into use after start-up", m.leaf_rotations.clone());
+        registry.register("root_updates", "Changes of the trusted CA roots after start-up", m.root_updates.clone());
         registry.register("agent_watch_errors", "Failed queries to the Consul agent, by watch", m.watch_errors.clone());
         registry.register(
             "agent_watch_staleness_seconds",
@@ -247,6 +253,14 @@ impl Metrics {
 
     pub fn trust_roots(&self, n: usize) {
         self.roots.set(n as i64);
+    }
+
+    pub fn leaf_rotated(&self) {
+        self.leaf_rotations.inc();
+    }
+
+    pub fn roots_updated(&self) {
+        self.root_updates.inc();
     }
 
     pub fn registered(&self) {
