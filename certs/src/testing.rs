@@ -188,3 +188,53 @@ fn random_uuid() -> String {
         &hex[20..32]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::leaf_info;
+    use crate::SpiffeId;
+
+    #[test]
+    fn each_kind_is_what_its_name_says() {
+        let pki = TestPki::new();
+        let now = SystemTime::now();
+        for kind in TestIdentity::ALL {
+            let (cert, key) = pki.identity(kind, "web");
+            let identity = Identity::from_pem(&cert, &key)
+                .unwrap_or_else(|e| panic!("{kind:?} must load: {e}"));
+            let info = leaf_info(&cert);
+            match kind {
+                TestIdentity::Valid | TestIdentity::OtherCa => {
+                    let info = info.unwrap();
+                    assert_eq!(info.spiffe, SpiffeId::Service(pki.service_id("web")));
+                    assert!(info.not_before < now && now < info.not_after, "{kind:?}");
+                    let signed_by_pki = info.authority_key_id.as_deref()
+                        == Some(pki.ca().root().signing_key_id.as_str());
+                    assert_eq!(signed_by_pki, kind == TestIdentity::Valid, "{kind:?}");
+                }
+                TestIdentity::Expired => assert!(info.unwrap().not_after < now),
+                TestIdentity::NotYetValid => assert!(info.unwrap().not_before > now),
+                TestIdentity::WrongService => {
+                    assert_eq!(identity.service_id(), Some(&pki.service_id("not-web")))
+                }
+                TestIdentity::WrongTrustDomain => {
+                    let id = identity.service_id().unwrap();
+                    assert_ne!(&id.trust_domain, pki.trust_domain());
+                    assert!(id.matches_path(&pki.service_id("web")));
+                }
+                TestIdentity::NoUriSan => assert!(identity.spiffe_id().is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<CertificateAuthority>();
+        check::<Identity>();
+        check::<TrustRoots>();
+        check::<TestPki>();
+        check::<crate::TlsError>();
+    }
+}

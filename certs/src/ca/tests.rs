@@ -9,6 +9,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::sec1::der_read;
 use super::*;
 use crate::tls::{leaf_info, Identity};
 

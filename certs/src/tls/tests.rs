@@ -229,6 +229,83 @@ async fn mixed_roots_during_rotation_trust_leaves_of_both() {
     );
 }
 
+/// A root -> intermediate -> leaf hierarchy as Consul has in secondary DCs or with Vault:
+/// `(root_pem, chain_pem (leaf + intermediate), leaf_only_pem, pkcs8_key_pem)`.
+fn intermediate_hierarchy(id: &ServiceId) -> (String, String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    };
+    let ca_params = |cn: &str| {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+    };
+    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let root_params = ca_params("test root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let inter_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let inter_params = ca_params("test intermediate");
+    let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+    let inter_issuer = Issuer::new(inter_params, inter_key);
+
+    let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into().unwrap())];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let leaf = params.signed_by(&leaf_key, &inter_issuer).unwrap();
+    (
+        root.pem(),
+        format!("{}{}", leaf.pem(), inter.pem()),
+        leaf.pem(),
+        leaf_key.serialize_pem(),
+    )
+}
+
+#[tokio::test]
+async fn intermediates_come_from_the_presented_chain() {
+    let pki = TestPki::new();
+    let db = pki.service_id("db");
+    let (root, chain, leaf_only, key) = intermediate_hierarchy(&pki.service_id("web"));
+    let roots =
+        TrustRoots::from_pems([pki.root_pem(), root.as_str()], pki.trust_domain().clone()).unwrap();
+    let server = server_config(&load(&pki, TestIdentity::Valid, "db"), &roots).unwrap();
+
+    let with_chain = Identity::from_pem(&chain, &key).unwrap();
+    assert_eq!(with_chain.cert_chain().len(), 2);
+    let out = handshake(
+        server.clone(),
+        client_config(&with_chain, &roots, &db).unwrap(),
+        server_name(&db),
+    )
+    .await;
+    assert_eq!(out.server.unwrap(), pki.service_id("web"));
+    assert_eq!(out.client.unwrap().0, db);
+
+    let without = Identity::from_pem(&leaf_only, &key).unwrap();
+    let out = handshake(
+        server,
+        client_config(&without, &roots, &db).unwrap(),
+        server_name(&db),
+    )
+    .await;
+    let err = out.server.expect_err("no intermediate, no chain");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
+
 #[tokio::test]
 async fn tls12_only_client_is_accepted() {
     let pki = TestPki::new();
@@ -402,7 +479,7 @@ fn sec1_to_pkcs8_pem(sec1_pem: &str) -> String {
     use base64::Engine as _;
     use rustls::pki_types::PrivateSec1KeyDer;
     let sec1 = PrivateSec1KeyDer::from_pem_slice(sec1_pem.as_bytes()).unwrap();
-    let tlv = crate::ca::der_tlv;
+    let tlv = crate::ca::sec1::der_tlv;
     let algorithm = [
         0x30, 0x13, // SEQUENCE
         0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // ecPublicKey
