@@ -128,7 +128,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         .await
         .ok_or(StartError::Stopped)?;
     let (first_intentions, intentions_index) =
-        intentions::first(&client, settings.service.as_str(), &metrics, settings.retry_max, &stop_all)
+        intentions::first(&client, settings.service.as_str(), settings.default_intention_policy, &metrics, settings.retry_max, &stop_all)
             .await
             .ok_or(StartError::Stopped)?;
     let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
@@ -149,6 +149,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         settings.service.to_string(),
         intentions_tx,
         intentions_index,
+        settings.default_intention_policy,
         metrics.clone(),
         settings.retry_max,
         stop_all.clone(),

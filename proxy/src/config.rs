@@ -114,6 +114,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Decision when no intention matches [default: the agent's X-Consul-Default-ACL-Policy].
+    /// Set it if the cluster uses Consul's `default_intention_policy`, which the API does not show.
+    #[arg(long, env = "TANDEM_DEFAULT_INTENTION_POLICY", value_name = "allow|deny",
+          value_parser = parse_policy)]
+    pub default_intention_policy: Option<bool>,
+
     /// Longest wait between retries when the agent is unreachable (backoff with jitter).
     #[arg(long, env = "TANDEM_RETRY_MAX", value_name = "DURATION", default_value = "30s",
           value_parser = parse_duration)]
@@ -286,6 +292,7 @@ impl Config {
             connect_timeout: self.connect_timeout,
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             max_connections: self.max_connections,
+            default_intention_policy: self.default_intention_policy,
             retry_max: self.retry_max.max(Duration::from_millis(10)),
             registration_check_interval: self.registration_check_interval.max(Duration::from_millis(10)),
         })
@@ -323,6 +330,8 @@ pub struct Settings {
     #[serde(serialize_with = "serialize_opt_duration")]
     pub idle_timeout: Option<Duration>,
     pub max_connections: u32,
+    /// `Some(true)` = allow, `Some(false)` = deny, `None` = the agent's header.
+    pub default_intention_policy: Option<bool>,
     #[serde(serialize_with = "serialize_duration")]
     pub retry_max: Duration,
     #[serde(serialize_with = "serialize_duration")]
@@ -500,6 +509,14 @@ impl fmt::Display for ConfigErrors {
             write!(f, "{e}")?;
         }
         Ok(())
+    }
+}
+
+fn parse_policy(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "allow" => Ok(true),
+        "deny" => Ok(false),
+        _ => Err("expected allow or deny".into()),
     }
 }
 

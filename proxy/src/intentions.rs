@@ -122,11 +122,13 @@ impl fmt::Display for Decision {
 /// Keeps `tx` current with the intentions for `service` until `stop` fires, starting after
 /// `index` (the index of the set already published at start-up). An empty answer from an agent
 /// without a known leader never replaces a non-empty set.
+#[allow(clippy::too_many_arguments)] // one watch's whole context; grouping it would only rename it
 pub async fn watch(
     client: ConsulClient,
     service: String,
     tx: watch::Sender<Arc<IntentionSet>>,
     mut index: u64,
+    default_override: Option<bool>,
     metrics: Arc<Metrics>,
     retry_max: Duration,
     stop: CancellationToken,
@@ -150,7 +152,7 @@ pub async fn watch(
         if index == previous {
             continue;
         }
-        let set = IntentionSet::new(answer.body, answer.meta.default_allow.unwrap_or(true));
+        let set = IntentionSet::new(answer.body, default_override.or(answer.meta.default_allow).unwrap_or(true));
         if set.is_empty() && answer.meta.known_leader == Some(false) && !tx.borrow().is_empty() {
             tracing::warn!(service = %service,
                 "agent answered no intentions without a known leader: keeping the last good set");
@@ -168,6 +170,7 @@ pub async fn watch(
 pub async fn first(
     client: &ConsulClient,
     service: &str,
+    default_override: Option<bool>,
     metrics: &Metrics,
     retry_max: Duration,
     stop: &CancellationToken,
@@ -177,7 +180,8 @@ pub async fn first(
     })
     .await?;
     let index = consul::next_index(0, answer.meta.index);
-    Some((IntentionSet::new(answer.body, answer.meta.default_allow.unwrap_or(true)), index))
+    let default_allow = default_override.or(answer.meta.default_allow).unwrap_or(true);
+    Some((IntentionSet::new(answer.body, default_allow), index))
 }
 
 #[cfg(test)]
