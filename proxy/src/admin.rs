@@ -57,16 +57,27 @@ impl AdminState {
     }
 
     pub fn set_config_json(&self, json: String) {
-        *self.config_json.lock().expect("config lock is never poisoned: no panics while held") = json;
+        *self
+            .config_json
+            .lock()
+            .expect("config lock is never poisoned: no panics while held") = json;
     }
 
     fn config_json(&self) -> String {
-        self.config_json.lock().expect("config lock is never poisoned").clone()
+        self.config_json
+            .lock()
+            .expect("config lock is never poisoned")
+            .clone()
     }
 }
 
 /// Serves the admin endpoints on `listener` until `stop` fires.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -108,12 +119,18 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             } else if state.draining.load(Ordering::SeqCst) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: start-up not finished\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: start-up not finished\n",
+                )
             }
         }
         (&Method::GET, "/metrics") => Response::builder()
             .status(StatusCode::OK)
-            .header(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
             .body(Full::new(Bytes::from(state.metrics.encode())))
             .expect("static response parts are valid"),
         (&Method::GET, "/config") => Response::builder()
@@ -128,15 +145,22 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (_, "/shutdown") | (_, "/quitquitquit") => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            r.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
             r
         }
         (_, "/live") | (_, "/ready") | (_, "/metrics") | (_, "/config") => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /ready, /live, /metrics, /config, POST /shutdown\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /ready, /live, /metrics, /config, POST /shutdown\n",
+        ),
     }
 }
 
@@ -151,14 +175,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 /// `--check-ready`: GET /ready on the admin listener; true if it answers 200.
 pub async fn check_ready(admin: SocketAddr) -> bool {
     let target = if admin.ip().is_unspecified() {
-        let loopback: std::net::IpAddr =
-            if admin.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        let loopback: std::net::IpAddr = if admin.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
         SocketAddr::new(loopback, admin.port())
     } else {
         admin
     };
     let url = format!("http://{target}/ready");
-    let client = match reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
         Ok(c) => c,
         Err(_) => return false,
     };

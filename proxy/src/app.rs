@@ -28,7 +28,11 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("cannot listen on {what} {addr}: {source}")]
-    Bind { what: String, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Consul(#[from] ConsulError),
     #[error("stopped before start-up finished")]
@@ -78,18 +82,24 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
 pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
-    let client = ConsulClient::new(settings.consul_http_addr.clone(), settings.token.clone(), settings.consul_ca_pem.as_deref())?;
+    let client = ConsulClient::new(
+        settings.consul_http_addr.clone(),
+        settings.token.clone(),
+        settings.consul_ca_pem.as_deref(),
+    )?;
     let stop_all = CancellationToken::new();
     let tasks = TaskTracker::new();
 
     // Listeners first: a port in use is a start-up error, and port 0 must be known before
     // registering. Nothing is accepted until the proxy is ready.
     let admin_listener = bind("admin listener", settings.admin_listener).await?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "admin listener".into(),
-        addr: settings.admin_listener,
-        source,
-    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "admin listener".into(),
+            addr: settings.admin_listener,
+            source,
+        })?;
     let public_listener = match settings.service_port {
         Some(_) => Some(bind("public listener", settings.public_listener).await?),
         None => None,
@@ -99,44 +109,88 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     for u in &settings.upstreams {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, u.local_port));
         let listener = bind(&format!("upstream {}", u.name), addr).await?;
-        let bound = listener.local_addr().map_err(|source| StartError::Bind { what: u.name.to_string(), addr, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            what: u.name.to_string(),
+            addr,
+            source,
+        })?;
         upstream_listeners.push((u.clone(), listener, bound));
     }
 
-    let state = Arc::new(AdminState::new(metrics.clone(), config_json(&settings, public_addr, &upstream_listeners, admin_addr)));
-    tasks.spawn(admin::serve(admin_listener, state.clone(), stop_all.clone(), tasks.clone()));
+    let state = Arc::new(AdminState::new(
+        metrics.clone(),
+        config_json(&settings, public_addr, &upstream_listeners, admin_addr),
+    ));
+    tasks.spawn(admin::serve(
+        admin_listener,
+        state.clone(),
+        stop_all.clone(),
+        tasks.clone(),
+    ));
     tracing::info!(admin.addr = %admin_addr, consul = %settings.consul_http_addr, "waiting for the consul agent");
 
     // The agent: its datacenter (retrying with backoff while it is down).
-    let agent = watcher::retry("agent", &metrics, settings.retry_max, &stop_all, || client.agent_self())
-        .await
-        .ok_or(StartError::Stopped)?;
+    let agent = watcher::retry("agent", &metrics, settings.retry_max, &stop_all, || {
+        client.agent_self()
+    })
+    .await
+    .ok_or(StartError::Stopped)?;
     let datacenter = agent.config.datacenter;
     tracing::info!(datacenter = %datacenter, node = %agent.config.node_name, "consul agent reached");
 
     // Registration.
-    let upstream_addrs: Vec<_> = upstream_listeners.iter().map(|(u, _, a)| (u.clone(), *a)).collect();
-    let registration = settings.register.then(|| registration::build(&settings, public_addr, &upstream_addrs));
+    let upstream_addrs: Vec<_> = upstream_listeners
+        .iter()
+        .map(|(u, _, a)| (u.clone(), *a))
+        .collect();
+    let registration = settings
+        .register
+        .then(|| registration::build(&settings, public_addr, &upstream_addrs));
     if let Some(reg) = &registration {
-        watcher::retry("registration", &metrics, settings.retry_max, &stop_all, || reg.register(&client, &metrics))
-            .await
-            .ok_or(StartError::Stopped)?;
+        watcher::retry(
+            "registration",
+            &metrics,
+            settings.retry_max,
+            &stop_all,
+            || reg.register(&client, &metrics),
+        )
+        .await
+        .ok_or(StartError::Stopped)?;
     }
 
     // Certificates and roots, intentions, upstream instances.
-    let identity = IdentityWatch::start(client.clone(), settings.service.to_string(), metrics.clone(), settings.retry_max, &stop_all)
-        .await
-        .ok_or(StartError::Stopped)?;
-    let (first_intentions, intentions_index) =
-        intentions::first(&client, settings.service.as_str(), settings.default_intention_policy, &metrics, settings.retry_max, &stop_all)
-            .await
-            .ok_or(StartError::Stopped)?;
+    let identity = IdentityWatch::start(
+        client.clone(),
+        settings.service.to_string(),
+        metrics.clone(),
+        settings.retry_max,
+        &stop_all,
+    )
+    .await
+    .ok_or(StartError::Stopped)?;
+    let (first_intentions, intentions_index) = intentions::first(
+        &client,
+        settings.service.as_str(),
+        settings.default_intention_policy,
+        &metrics,
+        settings.retry_max,
+        &stop_all,
+    )
+    .await
+    .ok_or(StartError::Stopped)?;
     let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
     let mut discoveries = Vec::new();
     for (u, listener, bound) in upstream_listeners {
-        let (list, index) = discovery::first(&client, &u, &datacenter, &metrics, settings.retry_max, &stop_all)
-            .await
-            .ok_or(StartError::Stopped)?;
+        let (list, index) = discovery::first(
+            &client,
+            &u,
+            &datacenter,
+            &metrics,
+            settings.retry_max,
+            &stop_all,
+        )
+        .await
+        .ok_or(StartError::Stopped)?;
         let (tx, rx) = watch::channel(Arc::new(list));
         discoveries.push((u, listener, bound, tx, rx, index));
     }
@@ -155,9 +209,21 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         stop_all.clone(),
     ));
     if let Some(reg) = registration.clone() {
-        let (client, metrics, settings, stop) = (client.clone(), metrics.clone(), settings.clone(), stop_all.clone());
+        let (client, metrics, settings, stop) = (
+            client.clone(),
+            metrics.clone(),
+            settings.clone(),
+            stop_all.clone(),
+        );
         tasks.spawn(async move {
-            reg.keep(&client, &metrics, settings.registration_check_interval, settings.retry_max, stop).await
+            reg.keep(
+                &client,
+                &metrics,
+                settings.registration_check_interval,
+                settings.retry_max,
+                stop,
+            )
+            .await
         });
     }
 
@@ -182,7 +248,12 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         tasks.spawn(inbound.serve(listener, stop_inbound.clone(), tasks.clone()));
     }
     if settings.close_denied_connections {
-        tasks.spawn(inbound::enforce(intentions_rx, connections.clone(), metrics.clone(), stop_all.clone()));
+        tasks.spawn(inbound::enforce(
+            intentions_rx,
+            connections.clone(),
+            metrics.clone(),
+            stop_all.clone(),
+        ));
     }
     let mut upstream_map = HashMap::new();
     for (u, listener, bound, tx, rx, index) in discoveries {
@@ -308,9 +379,10 @@ impl Proxy {
 
     async fn deregister(&self) {
         if let Some(reg) = &self.registration {
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), reg.deregister(&self.client))
-                .await
-                .unwrap_or_else(|_| Err(ConsulError::Client("deregistration timed out".into())))
+            if let Err(e) =
+                tokio::time::timeout(Duration::from_secs(5), reg.deregister(&self.client))
+                    .await
+                    .unwrap_or_else(|_| Err(ConsulError::Client("deregistration timed out".into())))
             {
                 tracing::warn!(error = %e, "deregistration failed");
             }
@@ -320,7 +392,10 @@ impl Proxy {
     async fn finish(self) {
         self.stop_all.cancel();
         self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 5s");
         }
         self.stopped.cancel();
@@ -340,7 +415,13 @@ impl Drop for Proxy {
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what: what.to_string(), addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_string(),
+            addr,
+            source,
+        })
 }
 
 fn config_json(
@@ -349,8 +430,10 @@ fn config_json(
     upstreams: &[(crate::config::Upstream, TcpListener, SocketAddr)],
     admin: SocketAddr,
 ) -> String {
-    let bound: serde_json::Map<String, serde_json::Value> =
-        upstreams.iter().map(|(u, _, a)| (u.name.to_string(), a.to_string().into())).collect();
+    let bound: serde_json::Map<String, serde_json::Value> = upstreams
+        .iter()
+        .map(|(u, _, a)| (u.name.to_string(), a.to_string().into()))
+        .collect();
     serde_json::to_string_pretty(&serde_json::json!({
         "settings": settings,
         "bound": { "public": public.map(|a| a.to_string()), "admin": admin.to_string(), "upstreams": bound },

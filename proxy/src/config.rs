@@ -27,8 +27,12 @@ status 64."
 )]
 pub struct Config {
     /// Service this pod serves (required, except with --check-ready).
-    #[arg(long, env = "TANDEM_SERVICE", value_name = "NAME",
-          required_unless_present = "check_ready")]
+    #[arg(
+        long,
+        env = "TANDEM_SERVICE",
+        value_name = "NAME",
+        required_unless_present = "check_ready"
+    )]
     pub service: Option<ServiceName>,
 
     /// App port inbound connections go to; without it there is no inbound listener.
@@ -37,7 +41,12 @@ pub struct Config {
     pub service_port: Option<u16>,
 
     /// Address the app listens on.
-    #[arg(long, env = "TANDEM_SERVICE_ADDRESS", value_name = "ADDR", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "TANDEM_SERVICE_ADDRESS",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
     pub service_address: IpAddr,
 
     /// Service ID to register [default: <POD_NAME>-<service>, else <hostname>-<service>].
@@ -45,11 +54,21 @@ pub struct Config {
     pub service_id: Option<String>,
 
     /// Upstreams as "NAME:PORT[:DATACENTER]" separated by commas, e.g. "db:1234,auth:6789:dc2".
-    #[arg(long, env = "TANDEM_UPSTREAMS", value_name = "LIST", default_value = "")]
+    #[arg(
+        long,
+        env = "TANDEM_UPSTREAMS",
+        value_name = "LIST",
+        default_value = ""
+    )]
     pub upstreams: UpstreamList,
 
     /// Inbound mutual-TLS listener.
-    #[arg(long, env = "TANDEM_PUBLIC_LISTENER", value_name = "ADDR", default_value = "0.0.0.0:20000")]
+    #[arg(
+        long,
+        env = "TANDEM_PUBLIC_LISTENER",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:20000"
+    )]
     pub public_listener: SocketAddr,
 
     /// Address registered in Consul [default: $POD_IP, else the first non-loopback IPv4].
@@ -61,7 +80,12 @@ pub struct Config {
     pub consul_http_addr: Option<String>,
 
     /// ACL token [default: $CONSUL_HTTP_TOKEN, else the content of $CONSUL_HTTP_TOKEN_FILE].
-    #[arg(long, env = "TANDEM_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TANDEM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 
     /// File holding the ACL token [default: $CONSUL_HTTP_TOKEN_FILE].
@@ -73,7 +97,12 @@ pub struct Config {
     pub consul_cacert: Option<PathBuf>,
 
     /// Admin HTTP listener (/ready, /live, /metrics, /config, POST /shutdown).
-    #[arg(long, env = "TANDEM_ADMIN_LISTENER", value_name = "ADDR", default_value = "127.0.0.1:19000")]
+    #[arg(
+        long,
+        env = "TANDEM_ADMIN_LISTENER",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:19000"
+    )]
     pub admin_listener: SocketAddr,
 
     /// Do not register the service and sidecar (something else does).
@@ -149,7 +178,11 @@ impl Config {
         let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
 
         let Some(service) = self.service.clone() else {
-            return Err(ConfigErrors(vec![ConfigError::new("--service", "", "a service name")]));
+            return Err(ConfigErrors(vec![ConfigError::new(
+                "--service",
+                "",
+                "a service name",
+            )]));
         };
 
         let pod_name = env_nonempty("POD_NAME");
@@ -185,12 +218,12 @@ impl Config {
             (None, None) => first_non_loopback_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
 
-        let (addr_source, raw_addr) = match (&self.consul_http_addr, env_nonempty("CONSUL_HTTP_ADDR"))
-        {
-            (Some(a), _) => ("--consul-http-addr", a.clone()),
-            (None, Some(a)) => ("CONSUL_HTTP_ADDR", a),
-            (None, None) => ("--consul-http-addr", "http://127.0.0.1:8500".to_string()),
-        };
+        let (addr_source, raw_addr) =
+            match (&self.consul_http_addr, env_nonempty("CONSUL_HTTP_ADDR")) {
+                (Some(a), _) => ("--consul-http-addr", a.clone()),
+                (None, Some(a)) => ("CONSUL_HTTP_ADDR", a),
+                (None, None) => ("--consul-http-addr", "http://127.0.0.1:8500".to_string()),
+            };
         let ssl = env_nonempty("CONSUL_HTTP_SSL").is_some_and(|v| v == "true" || v == "1");
         let consul_http_addr = match parse_consul_addr(&raw_addr, ssl) {
             Ok(url) => url,
@@ -208,16 +241,27 @@ impl Config {
                     .token_file
                     .clone()
                     .map(|p| ("--token-file", p))
-                    .or_else(|| env_nonempty("CONSUL_HTTP_TOKEN_FILE").map(|p| ("CONSUL_HTTP_TOKEN_FILE", p.into())));
+                    .or_else(|| {
+                        env_nonempty("CONSUL_HTTP_TOKEN_FILE")
+                            .map(|p| ("CONSUL_HTTP_TOKEN_FILE", p.into()))
+                    });
                 match file {
                     Some((source, path)) => match std::fs::read_to_string(&path) {
                         Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
                         Ok(_) => {
-                            errors.push(ConfigError::new(source, &path.display().to_string(), "a file holding a token (it is empty)"));
+                            errors.push(ConfigError::new(
+                                source,
+                                &path.display().to_string(),
+                                "a file holding a token (it is empty)",
+                            ));
                             None
                         }
                         Err(e) => {
-                            errors.push(ConfigError::new(source, &path.display().to_string(), format!("a readable token file ({e})")));
+                            errors.push(ConfigError::new(
+                                source,
+                                &path.display().to_string(),
+                                format!("a readable token file ({e})"),
+                            ));
                             None
                         }
                     },
@@ -235,11 +279,19 @@ impl Config {
             Some((source, path)) => match std::fs::read(&path) {
                 Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
                 Ok(_) => {
-                    errors.push(ConfigError::new(source, &path.display().to_string(), "a PEM file with at least one certificate"));
+                    errors.push(ConfigError::new(
+                        source,
+                        &path.display().to_string(),
+                        "a PEM file with at least one certificate",
+                    ));
                     None
                 }
                 Err(e) => {
-                    errors.push(ConfigError::new(source, &path.display().to_string(), format!("a readable PEM file ({e})")));
+                    errors.push(ConfigError::new(
+                        source,
+                        &path.display().to_string(),
+                        format!("a readable PEM file ({e})"),
+                    ));
                     None
                 }
             },
@@ -248,18 +300,27 @@ impl Config {
 
         let upstreams = self.upstreams.0.clone();
         for u in &upstreams {
-            if u.local_port != 0 && self.public_listener.port() == u.local_port && self.service_port.is_some() {
+            if u.local_port != 0
+                && self.public_listener.port() == u.local_port
+                && self.service_port.is_some()
+            {
                 errors.push(ConfigError::new(
                     "--upstreams",
                     &u.to_string(),
-                    format!("a local port other than the public listener's ({})", u.local_port),
+                    format!(
+                        "a local port other than the public listener's ({})",
+                        u.local_port
+                    ),
                 ));
             }
             if u.local_port != 0 && u.local_port == self.admin_listener.port() {
                 errors.push(ConfigError::new(
                     "--upstreams",
                     &u.to_string(),
-                    format!("a local port other than the admin listener's ({})", u.local_port),
+                    format!(
+                        "a local port other than the admin listener's ({})",
+                        u.local_port
+                    ),
                 ));
             }
         }
@@ -294,7 +355,9 @@ impl Config {
             max_connections: self.max_connections,
             default_intention_policy: self.default_intention_policy,
             retry_max: self.retry_max.max(Duration::from_millis(10)),
-            registration_check_interval: self.registration_check_interval.max(Duration::from_millis(10)),
+            registration_check_interval: self
+                .registration_check_interval
+                .max(Duration::from_millis(10)),
         })
     }
 }
@@ -372,7 +435,10 @@ impl FromStr for ServiceName {
         if s.len() > 63 {
             return Err("a service name has at most 63 characters".into());
         }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(format!(
                 "a service name has only letters, digits, '-' and '_' (found {c:?})"
             ));
@@ -399,7 +465,11 @@ pub struct Upstream {
 impl Upstream {
     /// An upstream built in code; `local_port` 0 lets the OS pick (tests).
     pub fn new(name: ServiceName, local_port: u16, datacenter: Option<String>) -> Self {
-        Upstream { name, local_port, datacenter }
+        Upstream {
+            name,
+            local_port,
+            datacenter,
+        }
     }
 }
 
@@ -420,14 +490,22 @@ impl FromStr for Upstream {
         let (name, port, dc) = match parts.as_slice() {
             [name, port] => (*name, *port, None),
             [name, port, dc] => (*name, *port, Some(*dc)),
-            _ => return Err(format!("invalid --upstreams \"{entry}\": expected NAME:PORT or NAME:PORT:DATACENTER")),
+            _ => {
+                return Err(format!(
+                    "invalid --upstreams \"{entry}\": expected NAME:PORT or NAME:PORT:DATACENTER"
+                ))
+            }
         };
         let name = name
             .parse::<ServiceName>()
             .map_err(|e| format!("invalid --upstreams \"{entry}\": {e}"))?;
         let local_port = match port.parse::<u16>() {
             Ok(p) if p > 0 => p,
-            _ => return Err(format!("invalid --upstreams \"{entry}\": port must be 1-65535")),
+            _ => {
+                return Err(format!(
+                    "invalid --upstreams \"{entry}\": port must be 1-65535"
+                ))
+            }
         };
         let datacenter = match dc {
             Some(dc) if dc.is_empty() || !dc.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
@@ -438,7 +516,11 @@ impl FromStr for Upstream {
             Some(dc) => Some(dc.to_string()),
             None => None,
         };
-        Ok(Upstream { name, local_port, datacenter })
+        Ok(Upstream {
+            name,
+            local_port,
+            datacenter,
+        })
     }
 }
 
@@ -454,8 +536,14 @@ impl FromStr for UpstreamList {
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             match entry.parse::<Upstream>() {
                 Ok(u) => {
-                    if list.iter().any(|o: &Upstream| o.name == u.name && o.datacenter == u.datacenter) {
-                        errors.push(format!("invalid --upstreams \"{entry}\": {} is listed twice", u.name));
+                    if list
+                        .iter()
+                        .any(|o: &Upstream| o.name == u.name && o.datacenter == u.datacenter)
+                    {
+                        errors.push(format!(
+                            "invalid --upstreams \"{entry}\": {} is listed twice",
+                            u.name
+                        ));
                     } else if list.iter().any(|o: &Upstream| o.local_port == u.local_port) {
                         errors.push(format!(
                             "invalid --upstreams \"{entry}\": port {} is already used by another upstream",
@@ -486,13 +574,21 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(source: &str, value: &str, expected: impl Into<String>) -> Self {
-        ConfigError { source: source.to_string(), value: value.to_string(), expected: expected.into() }
+        ConfigError {
+            source: source.to_string(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} \"{}\": expected {}", self.source, self.value, self.expected)
+        write!(
+            f,
+            "invalid {} \"{}\": expected {}",
+            self.source, self.value, self.expected
+        )
     }
 }
 
@@ -566,7 +662,10 @@ fn first_non_loopback_ipv4() -> Option<IpAddr> {
     None
 }
 
-fn serialize_display<S: serde::Serializer, T: fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_display<S: serde::Serializer, T: fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -574,7 +673,10 @@ fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
     s.collect_str(&humantime::format_duration(*d))
 }
 
-fn serialize_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_opt_duration<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.collect_str(&humantime::format_duration(*d)),
         None => s.serialize_none(),
@@ -613,7 +715,9 @@ mod tests {
 
     #[test]
     fn upstream_list_reports_every_bad_entry_and_duplicates() {
-        let err = "db:x,auth:1,auth:2,web:1".parse::<UpstreamList>().unwrap_err();
+        let err = "db:x,auth:1,auth:2,web:1"
+            .parse::<UpstreamList>()
+            .unwrap_err();
         assert!(err.contains("\"db:x\""), "{err}");
         assert!(err.contains("auth is listed twice"), "{err}");
         assert!(err.contains("port 1 is already used"), "{err}");
@@ -621,9 +725,20 @@ mod tests {
 
     #[test]
     fn consul_addr_accepts_consul_forms() {
-        assert_eq!(parse_consul_addr("10.0.0.1:8500", false).unwrap().as_str(), "http://10.0.0.1:8500/");
-        assert_eq!(parse_consul_addr("10.0.0.1:8501", true).unwrap().scheme(), "https");
-        assert_eq!(parse_consul_addr("https://consul:8501", false).unwrap().scheme(), "https");
+        assert_eq!(
+            parse_consul_addr("10.0.0.1:8500", false).unwrap().as_str(),
+            "http://10.0.0.1:8500/"
+        );
+        assert_eq!(
+            parse_consul_addr("10.0.0.1:8501", true).unwrap().scheme(),
+            "https"
+        );
+        assert_eq!(
+            parse_consul_addr("https://consul:8501", false)
+                .unwrap()
+                .scheme(),
+            "https"
+        );
         assert!(parse_consul_addr("ftp://x", false).is_err());
         assert!(parse_consul_addr("http://x:8500/v1", false).is_err());
     }
@@ -645,14 +760,23 @@ mod tests {
         assert_eq!(s.sidecar_id(), "web-abc-web-sidecar-proxy");
         assert_eq!(s.advertise_address.to_string(), "10.9.9.9");
         let shown = serde_json::to_string(&s).unwrap();
-        assert!(!shown.contains("secret"), "the token must not be serialised: {shown}");
+        assert!(
+            !shown.contains("secret"),
+            "the token must not be serialised: {shown}"
+        );
     }
 
     #[test]
     fn flag_wins_over_consul_variable_and_token_file_is_read() {
         let dir = std::env::temp_dir().join(format!("tandem-proxy-token-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").unwrap();
-        let config = Config::parse_from(["tandem-proxy", "--service", "web", "--consul-http-addr", "https://c:8501"]);
+        let config = Config::parse_from([
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--consul-http-addr",
+            "https://c:8501",
+        ]);
         let path = dir.display().to_string();
         let env = move |k: &str| match k {
             "CONSUL_HTTP_ADDR" => Some("10.1.2.3:8500".to_string()),
@@ -668,28 +792,60 @@ mod tests {
     #[test]
     fn resolve_collects_every_error() {
         let config = Config::parse_from([
-            "tandem-proxy", "--service", "web", "--consul-http-addr", "ftp://x", "--token-file", "/nonexistent/token",
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--consul-http-addr",
+            "ftp://x",
+            "--token-file",
+            "/nonexistent/token",
         ]);
-        let errs = config.resolve(&|k| if k == "POD_IP" { Some("not-an-ip".into()) } else { None }).unwrap_err();
+        let errs = config
+            .resolve(&|k| {
+                if k == "POD_IP" {
+                    Some("not-an-ip".into())
+                } else {
+                    None
+                }
+            })
+            .unwrap_err();
         let text = errs.to_string();
         assert_eq!(errs.0.len(), 3, "{text}");
-        assert!(text.contains("invalid --consul-http-addr \"ftp://x\""), "{text}");
-        assert!(text.contains("invalid --token-file \"/nonexistent/token\""), "{text}");
-        assert!(text.contains("invalid POD_IP \"not-an-ip\": expected an IP address"), "{text}");
+        assert!(
+            text.contains("invalid --consul-http-addr \"ftp://x\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid --token-file \"/nonexistent/token\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid POD_IP \"not-an-ip\": expected an IP address"),
+            "{text}"
+        );
     }
 
     #[test]
     fn service_id_defaults_to_service_without_pod_or_host() {
-        let s = Config::parse_from(["tandem-proxy", "--service", "web"]).resolve(&no_env).unwrap();
+        let s = Config::parse_from(["tandem-proxy", "--service", "web"])
+            .resolve(&no_env)
+            .unwrap();
         assert_eq!(s.service_id, "web");
     }
 
     #[test]
     fn clap_errors_name_flag_and_value() {
-        let err = Config::try_parse_from(["tandem-proxy", "--service", "web", "--service-port", "0"]).unwrap_err();
+        let err =
+            Config::try_parse_from(["tandem-proxy", "--service", "web", "--service-port", "0"])
+                .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--service-port") && text.contains("'0'"), "{text}");
-        let err = Config::try_parse_from(["tandem-proxy", "--service", "web", "--upstreams", "db:abc"]).unwrap_err();
+        assert!(
+            text.contains("--service-port") && text.contains("'0'"),
+            "{text}"
+        );
+        let err =
+            Config::try_parse_from(["tandem-proxy", "--service", "web", "--upstreams", "db:abc"])
+                .unwrap_err();
         assert!(err.to_string().contains("port must be 1-65535"), "{err}");
     }
 }

@@ -34,16 +34,33 @@ pub struct Connections {
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connections").field("open", &self.len()).finish()
+        f.debug_struct("Connections")
+            .field("open", &self.len())
+            .finish()
     }
 }
 
 impl Connections {
     /// Adds a connection; it leaves the registry when the returned guard is dropped.
-    pub fn insert(self: &Arc<Self>, direction: Direction, peer: Option<ServiceId>, stopper: Stopper) -> Registered {
+    pub fn insert(
+        self: &Arc<Self>,
+        direction: Direction,
+        peer: Option<ServiceId>,
+        stopper: Stopper,
+    ) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, Entry { direction, peer, stopper });
-        Registered { id, registry: self.clone() }
+        self.lock().insert(
+            id,
+            Entry {
+                direction,
+                peer,
+                stopper,
+            },
+        );
+        Registered {
+            id,
+            registry: self.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -84,7 +101,9 @@ impl Connections {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
-        self.open.lock().expect("connection registry lock is never poisoned: no panics while held")
+        self.open
+            .lock()
+            .expect("connection registry lock is never poisoned: no panics while held")
     }
 }
 
@@ -112,7 +131,9 @@ pub fn tune(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE).with_interval(Duration::from_secs(10));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(error = %e, "cannot enable TCP keepalive");
     }
@@ -132,9 +153,14 @@ pub fn handshake_reason(error: &io::Error) -> &'static str {
         Error::NoCertificatesPresented => "no_client_certificate",
         Error::InvalidCertificate(c) => match c {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
             CertificateError::UnknownIssuer | CertificateError::BadSignature => "unknown_issuer",
-            CertificateError::Other(other) => match other.0.downcast_ref::<tandem_certs::tls::TlsError>() {
+            CertificateError::Other(other) => match other
+                .0
+                .downcast_ref::<tandem_certs::tls::TlsError>()
+            {
                 Some(tandem_certs::tls::TlsError::UnexpectedService { .. }) => "wrong_service",
                 Some(tandem_certs::tls::TlsError::WrongTrustDomain { .. }) => "wrong_trust_domain",
                 Some(_) => "bad_identity",

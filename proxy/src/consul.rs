@@ -16,9 +16,16 @@ pub enum ConsulError {
     #[error("consul agent at {url} is unreachable: {source}")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("consul agent answered {status} for {url}: {body}")]
-    Status { url: String, status: StatusCode, body: String },
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
     #[error("cannot decode consul's answer for {url}: {source}")]
-    Decode { url: String, source: serde_json::Error },
+    Decode {
+        url: String,
+        source: serde_json::Error,
+    },
     #[error("cannot build the consul http client: {0}")]
     Client(String),
 }
@@ -57,7 +64,10 @@ pub struct Blocking {
 
 impl Blocking {
     pub fn now() -> Self {
-        Blocking { index: 0, wait: DEFAULT_WAIT }
+        Blocking {
+            index: 0,
+            wait: DEFAULT_WAIT,
+        }
     }
     pub fn after(index: u64, wait: Duration) -> Self {
         Blocking { index, wait }
@@ -82,14 +92,20 @@ pub struct ConsulClient {
 
 impl std::fmt::Debug for ConsulClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsulClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+        f.debug_struct("ConsulClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
     }
 }
 
 impl ConsulClient {
     /// `ca_pem` is trusted for an https agent address in addition to nothing else: Consul's
     /// `CONSUL_CACERT` replaces the system roots.
-    pub fn new(base: url::Url, token: Option<String>, ca_pem: Option<&[u8]>) -> Result<Self, ConsulError> {
+    pub fn new(
+        base: url::Url,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ConsulError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -102,7 +118,9 @@ impl ConsulClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| ConsulError::Client(e.to_string()))?;
+        let http = builder
+            .build()
+            .map_err(|e| ConsulError::Client(e.to_string()))?;
         Ok(ConsulClient { http, base, token })
     }
 
@@ -117,7 +135,12 @@ impl ConsulClient {
 
     /// `PUT /v1/agent/service/register`.
     pub async fn register_service(&self, service: &ServiceRegistration) -> Result<(), ConsulError> {
-        self.send(reqwest::Method::PUT, "/v1/agent/service/register", Some(service)).await
+        self.send(
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            Some(service),
+        )
+        .await
     }
 
     /// `PUT /v1/agent/service/deregister/<id>`; an unknown ID is not an error here.
@@ -174,11 +197,18 @@ impl ConsulClient {
         service: &str,
         q: Blocking,
     ) -> Result<Answer<Vec<Intention>>, ConsulError> {
-        let params = [("by", "destination".to_string()), ("name", service.to_string())];
-        let answer: Answer<BTreeMap<String, Vec<Intention>>> =
-            self.get("/v1/connect/intentions/match", &params, Some(q)).await?;
+        let params = [
+            ("by", "destination".to_string()),
+            ("name", service.to_string()),
+        ];
+        let answer: Answer<BTreeMap<String, Vec<Intention>>> = self
+            .get("/v1/connect/intentions/match", &params, Some(q))
+            .await?;
         let mut body = answer.body;
-        Ok(Answer { body: body.remove(service).unwrap_or_default(), meta: answer.meta })
+        Ok(Answer {
+            body: body.remove(service).unwrap_or_default(),
+            meta: answer.meta,
+        })
     }
 
     async fn get<T: DeserializeOwned>(
@@ -206,24 +236,37 @@ impl ConsulClient {
             _ => Duration::from_secs(30),
         };
         let request = self.authorize(self.http.get(url.clone())).timeout(timeout);
-        let response = request.send().await.map_err(|source| ConsulError::Unreachable {
-            url: redact(&url),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
         let meta = query_meta(response.headers());
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ConsulError::Unreachable {
-            url: redact(&url),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
         if !status.is_success() {
             return Err(ConsulError::Status {
                 url: redact(&url),
                 status,
-                body: String::from_utf8_lossy(&bytes).trim().chars().take(300).collect(),
+                body: String::from_utf8_lossy(&bytes)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect(),
             });
         }
-        let body = serde_json::from_slice(&bytes).map_err(|source| ConsulError::Decode { url: redact(&url), source })?;
+        let body = serde_json::from_slice(&bytes).map_err(|source| ConsulError::Decode {
+            url: redact(&url),
+            source,
+        })?;
         Ok(Answer { body, meta })
     }
 
@@ -234,14 +277,19 @@ impl ConsulClient {
         body: Option<&B>,
     ) -> Result<(), ConsulError> {
         let url = self.url(path);
-        let mut request = self.authorize(self.http.request(method, url.clone())).timeout(Duration::from_secs(30));
+        let mut request = self
+            .authorize(self.http.request(method, url.clone()))
+            .timeout(Duration::from_secs(30));
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|source| ConsulError::Unreachable {
-            url: redact(&url),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -269,9 +317,16 @@ impl ConsulClient {
 }
 
 fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     QueryMeta {
-        index: text("X-Consul-Index").and_then(|v| v.parse().ok()).unwrap_or(0),
+        index: text("X-Consul-Index")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         default_allow: text("X-Consul-Default-ACL-Policy").and_then(|v| match v {
             "allow" => Some(true),
             "deny" => Some(false),
@@ -283,15 +338,20 @@ fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
 
 /// Path segments (service names and IDs) are percent-encoded.
 fn encode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// URLs in errors and logs never carry a token (tokens go in a header, but be safe).
 fn redact(url: &url::Url) -> String {
     let mut u = url.clone();
     if u.query_pairs().any(|(k, _)| k == "token") {
-        let kept: Vec<(String, String)> =
-            u.query_pairs().filter(|(k, _)| k != "token").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "token")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         u.query_pairs_mut().clear().extend_pairs(kept);
     }
     u.to_string()
@@ -307,13 +367,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max: max.max(base), failures: 0 }
+        Backoff {
+            base,
+            max: max.max(base),
+            failures: 0,
+        }
     }
 
     /// The delay before the next attempt (grows with each failure, capped, jittered 50-100 %).
     pub fn next_delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let exp = self.base.saturating_mul(1u32 << self.failures.min(16).saturating_sub(1));
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16).saturating_sub(1));
         let capped = exp.min(self.max);
         let jitter = rand::random_range(0.5..=1.0);
         capped.mul_f64(jitter)
@@ -360,6 +426,8 @@ pub struct CaRoots {
 pub struct CaRoot {
     #[serde(rename = "ID")]
     pub id: String,
+    #[serde(default, rename = "SigningKeyID")]
+    pub signing_key_id: String,
     #[serde(default)]
     pub root_cert: String,
     #[serde(default)]
@@ -547,19 +615,35 @@ mod tests {
 
     #[test]
     fn decodes_documented_samples() {
-        let roots: CaRoots = serde_json::from_str(include_str!("../tests/data/connect-ca-roots.json")).unwrap();
+        let roots: CaRoots =
+            serde_json::from_str(include_str!("../tests/data/connect-ca-roots.json")).unwrap();
         assert!(!roots.trust_domain.is_empty());
-        assert!(roots.roots.unwrap()[0].root_cert.contains("BEGIN CERTIFICATE"));
-        let leaf: LeafCert = serde_json::from_str(include_str!("../tests/data/agent-connect-ca-leaf.json")).unwrap();
+        assert!(roots.roots.unwrap()[0]
+            .root_cert
+            .contains("BEGIN CERTIFICATE"));
+        let leaf: LeafCert =
+            serde_json::from_str(include_str!("../tests/data/agent-connect-ca-leaf.json")).unwrap();
         assert!(leaf.private_key_pem.contains("PRIVATE KEY"));
         assert!(parse_time(leaf.valid_before.as_deref().unwrap()).is_some());
-        let entries: Vec<ServiceEntry> =
-            serde_json::from_str(include_str!("../tests/data/health-connect-proxy.derived.json")).unwrap();
-        assert_eq!(entries[0].service.proxy.as_ref().unwrap().destination_service_name, "web");
+        let entries: Vec<ServiceEntry> = serde_json::from_str(include_str!(
+            "../tests/data/health-connect-proxy.derived.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            entries[0]
+                .service
+                .proxy
+                .as_ref()
+                .unwrap()
+                .destination_service_name,
+            "web"
+        );
         let matched: BTreeMap<String, Vec<Intention>> =
-            serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json")).unwrap();
+            serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json"))
+                .unwrap();
         assert!(!matched.values().next().unwrap().is_empty());
-        let me: AgentSelf = serde_json::from_str(include_str!("../tests/data/agent-self.json")).unwrap();
+        let me: AgentSelf =
+            serde_json::from_str(include_str!("../tests/data/agent-self.json")).unwrap();
         assert_eq!(me.config.datacenter, "dc1");
     }
 

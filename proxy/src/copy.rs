@@ -63,7 +63,12 @@ enum Failure {
 /// Copies `downstream` (the initiator) to `upstream` and back until both directions have
 /// ended. EOF on one side is passed on as a shutdown of the other's write half, so each
 /// direction closes on its own (half-close).
-pub async fn bidirectional<D, U>(downstream: D, upstream: U, idle: Option<Duration>, stopper: &Stopper) -> Transfer
+pub async fn bidirectional<D, U>(
+    downstream: D,
+    upstream: U,
+    idle: Option<Duration>,
+    stopper: &Stopper,
+) -> Transfer
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -76,22 +81,26 @@ where
     let activity = AtomicU64::new(0);
 
     let forward = async {
-        pipe(&mut d_read, &mut u_write, &received, &activity, start).await.map_err(|(read, e)| {
-            if read {
-                Failure::Downstream(e)
-            } else {
-                Failure::Upstream(e)
-            }
-        })
+        pipe(&mut d_read, &mut u_write, &received, &activity, start)
+            .await
+            .map_err(|(read, e)| {
+                if read {
+                    Failure::Downstream(e)
+                } else {
+                    Failure::Upstream(e)
+                }
+            })
     };
     let backward = async {
-        pipe(&mut u_read, &mut d_write, &sent, &activity, start).await.map_err(|(read, e)| {
-            if read {
-                Failure::Upstream(e)
-            } else {
-                Failure::Downstream(e)
-            }
-        })
+        pipe(&mut u_read, &mut d_write, &sent, &activity, start)
+            .await
+            .map_err(|(read, e)| {
+                if read {
+                    Failure::Upstream(e)
+                } else {
+                    Failure::Downstream(e)
+                }
+            })
     };
     let idle_watch = async {
         match idle {
@@ -122,7 +131,11 @@ where
         _ = idle_watch => "idle_timeout",
         _ = stopper.token.cancelled() => stopper.reason(),
     };
-    Transfer { received: received.load(Ordering::Relaxed), sent: sent.load(Ordering::Relaxed), end }
+    Transfer {
+        received: received.load(Ordering::Relaxed),
+        sent: sent.load(Ordering::Relaxed),
+        end,
+    }
 }
 
 /// One direction. Errors say whether the read (true) or the write (false) side failed.
@@ -166,7 +179,8 @@ mod tests {
         let (client, proxy_down) = tokio::io::duplex(1024);
         let (proxy_up, server) = tokio::io::duplex(1024);
         let stopper = Stopper::new();
-        let copy = tokio::spawn(async move { bidirectional(proxy_down, proxy_up, None, &stopper).await });
+        let copy =
+            tokio::spawn(async move { bidirectional(proxy_down, proxy_up, None, &stopper).await });
         // A server that answers only after the request side is closed.
         let server_task = tokio::spawn(async move {
             let mut server = server;
@@ -191,7 +205,13 @@ mod tests {
     async fn idle_connections_are_closed() {
         let (_client, proxy_down) = tokio::io::duplex(64);
         let (proxy_up, _server) = tokio::io::duplex(64);
-        let t = bidirectional(proxy_down, proxy_up, Some(Duration::from_millis(100)), &Stopper::new()).await;
+        let t = bidirectional(
+            proxy_down,
+            proxy_up,
+            Some(Duration::from_millis(100)),
+            &Stopper::new(),
+        )
+        .await;
         assert_eq!(t.end, "idle_timeout");
     }
 

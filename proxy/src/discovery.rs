@@ -44,18 +44,34 @@ pub fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Ve
     entries
         .iter()
         .filter_map(|e| {
-            let host = if e.service.address.is_empty() { &e.node.address } else { &e.service.address };
+            let host = if e.service.address.is_empty() {
+                &e.node.address
+            } else {
+                &e.service.address
+            };
             if host.is_empty() || e.service.port == 0 {
                 return None;
             }
             let native = e.service.connect.as_ref().is_some_and(|c| c.native);
             let service = match &e.service.proxy {
-                Some(p) if !native && !p.destination_service_name.is_empty() => p.destination_service_name.clone(),
+                Some(p) if !native && !p.destination_service_name.is_empty() => {
+                    p.destination_service_name.clone()
+                }
                 _ if native => e.service.service.clone(),
                 _ => upstream.to_string(),
             };
-            let datacenter = if e.node.datacenter.is_empty() { local_dc.to_string() } else { e.node.datacenter.clone() };
-            Some(Endpoint { id: e.service.id.clone(), host: host.clone(), port: e.service.port, datacenter, service })
+            let datacenter = if e.node.datacenter.is_empty() {
+                local_dc.to_string()
+            } else {
+                e.node.datacenter.clone()
+            };
+            Some(Endpoint {
+                id: e.service.id.clone(),
+                host: host.clone(),
+                port: e.service.port,
+                datacenter,
+                service,
+            })
         })
         .collect()
 }
@@ -69,7 +85,10 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn new(endpoints: watch::Receiver<Arc<Vec<Endpoint>>>) -> Self {
-        Balancer { endpoints, next: AtomicUsize::new(rand::random_range(0..1024)) }
+        Balancer {
+            endpoints,
+            next: AtomicUsize::new(rand::random_range(0..1024)),
+        }
     }
 
     /// Every current endpoint, starting at the next one in turn: the caller tries them in this
@@ -80,7 +99,12 @@ impl Balancer {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
-        list.iter().cycle().skip(start).take(list.len()).cloned().collect()
+        list.iter()
+            .cycle()
+            .skip(start)
+            .take(list.len())
+            .cloned()
+            .collect()
     }
 }
 
@@ -94,7 +118,11 @@ pub async fn first(
     stop: &CancellationToken,
 ) -> Option<(Vec<Endpoint>, u64)> {
     let answer = watcher::retry("discovery", metrics, retry_max, stop, || {
-        client.health_connect(upstream.name.as_str(), upstream.datacenter.as_deref(), Blocking::now())
+        client.health_connect(
+            upstream.name.as_str(),
+            upstream.datacenter.as_deref(),
+            Blocking::now(),
+        )
     })
     .await?;
     let list = endpoints(&answer.body, upstream.name.as_str(), local_dc);
@@ -117,7 +145,11 @@ pub async fn watch(
     let mut w = Watcher::new("discovery", &metrics, retry_max, stop);
     let name = upstream.name.as_str();
     loop {
-        let query = client.health_connect(name, upstream.datacenter.as_deref(), Blocking::after(index, consul::DEFAULT_WAIT));
+        let query = client.health_connect(
+            name,
+            upstream.datacenter.as_deref(),
+            Blocking::after(w.query_index(index), consul::DEFAULT_WAIT),
+        );
         let answer = match w.run(query).await {
             None => return,
             Some(Ok(a)) => a,
@@ -139,12 +171,19 @@ pub async fn watch(
             // A restarted agent answers [] until services register again. Keeping the last
             // known instances is safe: a stale address is refused (and the next instance tried)
             // or fails the server identity check; it can never reach the wrong service.
-            tracing::info!(upstream.service = name, kept = tx.borrow().len(),
-                "agent lists no instances; keeping the last known ones until it lists some again");
+            tracing::info!(
+                upstream.service = name,
+                kept = tx.borrow().len(),
+                "agent lists no instances; keeping the last known ones until it lists some again"
+            );
             continue;
         }
         if **tx.borrow() != list {
-            tracing::info!(upstream.service = name, instances = list.len(), "upstream instances updated");
+            tracing::info!(
+                upstream.service = name,
+                instances = list.len(),
+                "upstream instances updated"
+            );
             tx.send_replace(Arc::new(list));
         }
     }
@@ -156,8 +195,10 @@ mod tests {
 
     #[test]
     fn proxy_instances_expect_their_destination_identity() {
-        let entries: Vec<ServiceEntry> =
-            serde_json::from_str(include_str!("../tests/data/health-connect-proxy.derived.json")).unwrap();
+        let entries: Vec<ServiceEntry> = serde_json::from_str(include_str!(
+            "../tests/data/health-connect-proxy.derived.json"
+        ))
+        .unwrap();
         let list = endpoints(&entries, "web", "dc1");
         assert_eq!(list.len(), entries.len());
         assert_eq!(list[0].service, "web");
@@ -168,19 +209,36 @@ mod tests {
     #[test]
     fn candidates_rotate_across_every_endpoint() {
         let eps: Vec<Endpoint> = (0..3)
-            .map(|i| Endpoint { id: format!("i{i}"), host: "127.0.0.1".into(), port: 1000 + i, datacenter: "dc1".into(), service: "db".into() })
+            .map(|i| Endpoint {
+                id: format!("i{i}"),
+                host: "127.0.0.1".into(),
+                port: 1000 + i,
+                datacenter: "dc1".into(),
+                service: "db".into(),
+            })
             .collect();
         let (_tx, rx) = watch::channel(Arc::new(eps));
         let b = Balancer::new(rx);
-        let firsts: std::collections::HashSet<u16> = (0..3).map(|_| b.candidates()[0].port).collect();
-        assert_eq!(firsts.len(), 3, "three picks in a row start at three different instances");
+        let firsts: std::collections::HashSet<u16> =
+            (0..3).map(|_| b.candidates()[0].port).collect();
+        assert_eq!(
+            firsts.len(),
+            3,
+            "three picks in a row start at three different instances"
+        );
         let all: std::collections::HashSet<u16> = b.candidates().iter().map(|e| e.port).collect();
         assert_eq!(all.len(), 3, "every instance is a candidate");
     }
 
     #[test]
     fn address_brackets_ipv6() {
-        let e = Endpoint { id: String::new(), host: "::1".into(), port: 1, datacenter: String::new(), service: String::new() };
+        let e = Endpoint {
+            id: String::new(),
+            host: "::1".into(),
+            port: 1,
+            datacenter: String::new(),
+            service: String::new(),
+        };
         assert_eq!(e.address(), "[::1]:1");
     }
 }

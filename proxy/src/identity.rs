@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ClientConfig, ServerConfig};
 use tandem_certs::spiffe::{ServiceId, TrustDomain};
@@ -46,7 +46,9 @@ impl TlsState {
     /// Credentials from an identity and the roots to trust (start-up builds it from the agent's
     /// answers; tests and the bench from a test PKI).
     pub fn new(identity: Identity, roots: TrustRoots) -> Result<Self, tls::TlsError> {
-        let serial = tls::leaf_info(identity.cert_chain()[0].as_ref()).map(|i| i.serial_number).unwrap_or_default();
+        let serial = tls::leaf_info(identity.cert_chain()[0].as_ref())
+            .map(|i| i.serial_number)
+            .unwrap_or_default();
         let server = tls::server_config(&identity, &roots)?;
         Ok(TlsState {
             server,
@@ -76,8 +78,14 @@ impl TlsState {
 
     /// A client config that presents our leaf and accepts only `expected`.
     pub fn client_for(&self, expected: &ServiceId) -> Result<Arc<ClientConfig>, tls::TlsError> {
-        let key = (expected.datacenter.to_ascii_lowercase(), expected.service.to_ascii_lowercase());
-        let mut cache = self.clients.lock().expect("client config cache lock is never poisoned");
+        let key = (
+            expected.datacenter.to_ascii_lowercase(),
+            expected.service.to_ascii_lowercase(),
+        );
+        let mut cache = self
+            .clients
+            .lock()
+            .expect("client config cache lock is never poisoned");
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
@@ -87,11 +95,18 @@ impl TlsState {
     }
 }
 
+/// How long a leaf signed by a newly listed root waits before it is presented, so that every
+/// peer has learned the new root first (Consul spreads the same over 0-30 s on the agent side;
+/// the old leaf stays valid meanwhile because the old root stays listed).
+const NEW_ROOT_GRACE: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 struct LeafParts {
     identity: Identity,
     serial: String,
     not_before: SystemTime,
+    /// Colon-hex key ID of the signing CA (matches a root's `SigningKeyID`).
+    authority_key_id: Option<String>,
     index: u64,
 }
 
@@ -99,6 +114,7 @@ struct LeafParts {
 struct RootParts {
     roots: TrustRoots,
     ids: Vec<String>,
+    signing_keys: Vec<String>,
     index: u64,
 }
 
@@ -129,14 +145,30 @@ fn roots_from(answer: &CaRoots, index: u64) -> Result<RootParts, IdentityError> 
     if list.is_empty() {
         return Err(IdentityError::NoRoots);
     }
-    let roots = TrustRoots::from_pems(list.iter().map(|r| r.root_cert.as_str()), td).map_err(IdentityError::Roots)?;
-    Ok(RootParts { roots, ids: list.iter().map(|r| r.id.clone()).collect(), index })
+    let roots = TrustRoots::from_pems(list.iter().map(|r| r.root_cert.as_str()), td)
+        .map_err(IdentityError::Roots)?;
+    Ok(RootParts {
+        roots,
+        ids: list.iter().map(|r| r.id.clone()).collect(),
+        signing_keys: list
+            .iter()
+            .map(|r| r.signing_key_id.to_ascii_lowercase())
+            .collect(),
+        index,
+    })
 }
 
 fn leaf_from(answer: &LeafCert, index: u64) -> Result<LeafParts, IdentityError> {
-    let identity = Identity::from_pem(&answer.cert_pem, &answer.private_key_pem).map_err(IdentityError::Leaf)?;
+    let identity = Identity::from_pem(&answer.cert_pem, &answer.private_key_pem)
+        .map_err(IdentityError::Leaf)?;
     let info = tls::leaf_info(answer.cert_pem.as_bytes()).map_err(IdentityError::Leaf)?;
-    Ok(LeafParts { identity, serial: info.serial_number, not_before: info.not_before, index })
+    Ok(LeafParts {
+        identity,
+        serial: info.serial_number,
+        not_before: info.not_before,
+        authority_key_id: info.authority_key_id.map(|k| k.to_ascii_lowercase()),
+        index,
+    })
 }
 
 /// Owns the two watches and the published state.
@@ -146,6 +178,8 @@ pub struct IdentityWatch {
     metrics: Arc<Metrics>,
     retry_max: Duration,
     parts: Mutex<(LeafParts, RootParts)>,
+    /// When each root signing key was first listed (roots known at start-up count as old).
+    first_seen: Mutex<HashMap<String, Instant>>,
     tx: watch::Sender<Arc<TlsState>>,
 }
 
@@ -162,11 +196,19 @@ impl IdentityWatch {
         let mut w = Watcher::new("identity", &metrics, retry_max, stop.clone());
         loop {
             let attempt = async {
-                let roots = client.ca_roots(Blocking::now()).await.map_err(Failure::Consul)?;
-                let roots = roots_from(&roots.body, consul::next_index(0, roots.meta.index)).map_err(Failure::Unusable)?;
-                let leaf = client.leaf(&service, Blocking::now()).await.map_err(Failure::Consul)?;
+                let roots = client
+                    .ca_roots(Blocking::now())
+                    .await
+                    .map_err(Failure::Consul)?;
+                let roots = roots_from(&roots.body, consul::next_index(0, roots.meta.index))
+                    .map_err(Failure::Unusable)?;
+                let leaf = client
+                    .leaf(&service, Blocking::now())
+                    .await
+                    .map_err(Failure::Consul)?;
                 let leaf = leaf_from(&leaf.body, leaf.meta.index).map_err(Failure::Unusable)?;
-                let state = TlsState::build(&leaf, &roots).map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
+                let state = TlsState::build(&leaf, &roots)
+                    .map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
                 Ok::<_, Failure>((leaf, roots, state))
             };
             match w.run(attempt).await? {
@@ -177,7 +219,16 @@ impl IdentityWatch {
                     tracing::info!(leaf.serial = %state.leaf_serial, leaf.not_after = %humantime::format_rfc3339_seconds(state.leaf_not_after),
                         roots = roots.ids.len(), trust_domain = %roots.roots.trust_domain(), "certificates loaded");
                     let (tx, _) = watch::channel(Arc::new(state));
+                    let long_ago = Instant::now()
+                        .checked_sub(NEW_ROOT_GRACE)
+                        .unwrap_or_else(Instant::now);
+                    let first_seen = roots
+                        .signing_keys
+                        .iter()
+                        .map(|k| (k.clone(), long_ago))
+                        .collect();
                     return Some(Arc::new(IdentityWatch {
+                        first_seen: Mutex::new(first_seen),
                         client,
                         service,
                         metrics: metrics.clone(),
@@ -209,11 +260,27 @@ impl IdentityWatch {
         self.tx.borrow().clone()
     }
 
-    fn publish(&self, leaf: Option<LeafParts>, roots: Option<RootParts>) -> Result<(), IdentityError> {
-        let mut parts = self.parts.lock().expect("identity lock is never poisoned: no panics while held");
+    fn publish(
+        &self,
+        leaf: Option<LeafParts>,
+        roots: Option<RootParts>,
+    ) -> Result<(), IdentityError> {
+        let mut parts = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned: no panics while held");
         let new_leaf = leaf.unwrap_or_else(|| parts.0.clone());
         let new_roots = roots.unwrap_or_else(|| parts.1.clone());
         let state = TlsState::build(&new_leaf, &new_roots).map_err(IdentityError::Config)?;
+        {
+            let mut seen = self
+                .first_seen
+                .lock()
+                .expect("identity lock is never poisoned");
+            for key in &new_roots.signing_keys {
+                seen.entry(key.clone()).or_insert_with(Instant::now);
+            }
+        }
         self.metrics.certificate_expires(state.leaf_not_after);
         self.metrics.trust_roots(new_roots.ids.len());
         *parts = (new_leaf, new_roots);
@@ -221,12 +288,60 @@ impl IdentityWatch {
         Ok(())
     }
 
+    /// How long to hold back `leaf` because its signing root is new (fetching the roots first
+    /// if the leaf came before them).
+    async fn grace_for(&self, leaf: &LeafParts) -> Option<Duration> {
+        let key = leaf.authority_key_id.as_ref()?;
+        let known = self
+            .first_seen
+            .lock()
+            .expect("identity lock is never poisoned")
+            .contains_key(key);
+        if !known {
+            match self.client.ca_roots(Blocking::now()).await {
+                Ok(answer) => {
+                    match roots_from(&answer.body, consul::next_index(0, answer.meta.index)) {
+                        Ok(r) if r.signing_keys.contains(key) => {
+                            if let Err(e) = self.publish(None, Some(r)) {
+                                tracing::warn!(error = %e, "cannot use the new roots");
+                            } else {
+                                self.metrics.roots_updated();
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "ignoring a roots answer"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot fetch the roots for a new leaf"),
+            }
+        }
+        let seen = *self
+            .first_seen
+            .lock()
+            .expect("identity lock is never poisoned")
+            .get(key)?;
+        NEW_ROOT_GRACE
+            .checked_sub(seen.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
     /// Follows the roots until `stop` fires.
     pub async fn watch_roots(self: Arc<Self>, stop: CancellationToken) {
         let mut w = Watcher::new("roots", &self.metrics, self.retry_max, stop);
-        let mut index = self.parts.lock().expect("identity lock is never poisoned").1.index;
+        let mut index = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned")
+            .1
+            .index;
         loop {
-            let answer = match w.run(self.client.ca_roots(Blocking::after(index, consul::DEFAULT_WAIT))).await {
+            let answer = match w
+                .run(
+                    self.client
+                        .ca_roots(Blocking::after(w.query_index(index), consul::DEFAULT_WAIT)),
+                )
+                .await
+            {
                 None => return,
                 Some(Ok(a)) => a,
                 Some(Err(e)) => {
@@ -241,8 +356,20 @@ impl IdentityWatch {
             index = consul::next_index(previous, answer.meta.index);
             let same = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
-                let ids: Vec<&str> = answer.body.roots.as_deref().unwrap_or_default().iter().map(|r| r.id.as_str()).collect();
-                parts.1.ids.iter().map(String::as_str).eq(ids.iter().copied())
+                let ids: Vec<&str> = answer
+                    .body
+                    .roots
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                parts
+                    .1
+                    .ids
+                    .iter()
+                    .map(String::as_str)
+                    .eq(ids.iter().copied())
             };
             if same {
                 continue;
@@ -255,7 +382,9 @@ impl IdentityWatch {
                     self.metrics.roots_updated();
                     tracing::info!(roots = n, active = %answer.body.active_root_id, "trust roots updated")
                 }
-                Err(e) => tracing::warn!(error = %e, "ignoring a roots answer; keeping the current roots"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a roots answer; keeping the current roots")
+                }
             }
         }
     }
@@ -265,19 +394,35 @@ impl IdentityWatch {
     /// once 90 % of the lifetime has passed.
     pub async fn watch_leaf(self: Arc<Self>, stop: CancellationToken) {
         let mut w = Watcher::new("leaf", &self.metrics, self.retry_max, stop);
-        let mut index = self.parts.lock().expect("identity lock is never poisoned").0.index;
+        let mut index = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned")
+            .0
+            .index;
         loop {
             let (serial, not_before, not_after) = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
-                (parts.0.serial.clone(), parts.0.not_before, parts.0.identity.not_after())
+                (
+                    parts.0.serial.clone(),
+                    parts.0.not_before,
+                    parts.0.identity.not_after(),
+                )
             };
             let lifetime = not_after.duration_since(not_before).unwrap_or_default();
             let renew_at = not_before + lifetime.mul_f64(0.9);
-            let until_renew = renew_at.duration_since(SystemTime::now()).unwrap_or_default();
+            let until_renew = renew_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
             let query = if until_renew.is_zero() {
                 Blocking::now()
             } else {
-                Blocking::after(index, consul::DEFAULT_WAIT.min(until_renew).max(Duration::from_secs(1)))
+                Blocking::after(
+                    w.query_index(index),
+                    consul::DEFAULT_WAIT
+                        .min(until_renew)
+                        .max(Duration::from_secs(1)),
+                )
             };
             let answer = match w.run(self.client.leaf(&self.service, query)).await {
                 None => return,
@@ -294,19 +439,35 @@ impl IdentityWatch {
             w.succeeded();
             index = consul::next_index(index, answer.meta.index);
             if answer.body.serial_number.eq_ignore_ascii_case(&serial) {
-                if query.index == 0 {
+                if until_renew.is_zero() {
                     // The safety net got the same certificate back: wait before asking again.
                     let _ = w.run(tokio::time::sleep(Duration::from_secs(5))).await;
                 }
                 continue;
             }
-            match leaf_from(&answer.body, answer.meta.index).and_then(|l| {
-                let s = l.serial.clone();
-                self.publish(Some(l), None).map(|_| s)
-            }) {
-                Ok(s) => {
+            let leaf = match leaf_from(&answer.body, answer.meta.index) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                        "ignoring an unusable leaf; keeping the current certificate");
+                    let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
+                    continue;
+                }
+            };
+            if let Some(wait) = self.grace_for(&leaf).await {
+                tracing::info!(
+                    wait.ms = wait.as_millis() as u64,
+                    "new leaf is signed by a new root: letting peers learn the root first"
+                );
+                if w.run(tokio::time::sleep(wait)).await.is_none() {
+                    return;
+                }
+            }
+            let new_serial = leaf.serial.clone();
+            match self.publish(Some(leaf), None) {
+                Ok(()) => {
                     self.metrics.leaf_rotated();
-                    tracing::info!(leaf.serial = %s, "leaf certificate rotated")
+                    tracing::info!(leaf.serial = %new_serial, "leaf certificate rotated")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),

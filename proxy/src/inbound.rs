@@ -37,7 +37,12 @@ pub struct Inbound {
 impl Inbound {
     /// Accepts on `listener` until `stop_accepting` fires (then the listener is closed, so new
     /// connections are refused); connections are spawned on `tasks`.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop_accepting: CancellationToken, tasks: TaskTracker) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop_accepting: CancellationToken,
+        tasks: TaskTracker,
+    ) {
         loop {
             let (stream, client) = tokio::select! {
                 _ = stop_accepting.cancelled() => break,
@@ -68,7 +73,14 @@ impl Inbound {
     async fn handle(&self, stream: TcpStream, client: SocketAddr) {
         let started = Instant::now();
         self.metrics.connection_opened(Direction::Inbound);
-        let mut log = AccessLog { direction: Direction::Inbound, client, peer: None, upstream: None, target: None, started };
+        let mut log = AccessLog {
+            direction: Direction::Inbound,
+            client,
+            peer: None,
+            upstream: None,
+            target: None,
+            started,
+        };
         connections::tune(&stream);
 
         let tls = self.tls.borrow().clone();
@@ -80,23 +92,46 @@ impl Inbound {
                 let reason = connections::handshake_reason(&e);
                 self.metrics.handshake_failed(Direction::Inbound, reason);
                 tracing::debug!(client.addr = %client, error = %e, reason, "inbound handshake failed");
-                self.finish(&log, Transfer { received: 0, sent: 0, end: "handshake_failed" });
+                self.finish(
+                    &log,
+                    Transfer {
+                        received: 0,
+                        sent: 0,
+                        end: "handshake_failed",
+                    },
+                );
                 return;
             }
             Err(_) => {
                 self.metrics.handshake_failed(Direction::Inbound, "timeout");
-                self.finish(&log, Transfer { received: 0, sent: 0, end: "handshake_timeout" });
+                self.finish(
+                    &log,
+                    Transfer {
+                        received: 0,
+                        sent: 0,
+                        end: "handshake_timeout",
+                    },
+                );
                 return;
             }
         };
 
-        let peer = match tandem_certs::tls::peer_service_id(stream.get_ref().1.peer_certificates()) {
+        let peer = match tandem_certs::tls::peer_service_id(stream.get_ref().1.peer_certificates())
+        {
             Ok(p) => p,
             Err(e) => {
-                self.metrics.handshake_failed(Direction::Inbound, "bad_identity");
+                self.metrics
+                    .handshake_failed(Direction::Inbound, "bad_identity");
                 tracing::debug!(client.addr = %client, error = %e, "inbound peer has no service identity");
                 close(&mut stream).await;
-                self.finish(&log, Transfer { received: 0, sent: 0, end: "bad_identity" });
+                self.finish(
+                    &log,
+                    Transfer {
+                        received: 0,
+                        sent: 0,
+                        end: "bad_identity",
+                    },
+                );
                 return;
             }
         };
@@ -108,31 +143,63 @@ impl Inbound {
         if !decision.allowed {
             tracing::info!(client.addr = %client, peer.id = %peer, reason = %decision.reason, "connection denied by intentions");
             close(&mut stream).await;
-            self.finish(&log, Transfer { received: 0, sent: 0, end: "denied" });
+            self.finish(
+                &log,
+                Transfer {
+                    received: 0,
+                    sent: 0,
+                    end: "denied",
+                },
+            );
             return;
         }
 
         let stopper = Stopper::new();
-        let _registered = self.connections.insert(Direction::Inbound, Some(peer.clone()), stopper.clone());
+        let _registered =
+            self.connections
+                .insert(Direction::Inbound, Some(peer.clone()), stopper.clone());
         // An intention change between the decision and the registration must not be missed.
         if !self.intentions.borrow().authorize(&source(&peer)).allowed {
             close(&mut stream).await;
-            self.finish(&log, Transfer { received: 0, sent: 0, end: "denied" });
+            self.finish(
+                &log,
+                Transfer {
+                    received: 0,
+                    sent: 0,
+                    end: "denied",
+                },
+            );
             return;
         }
 
-        let app = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.app)).await {
+        let app = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.app))
+            .await
+        {
             Ok(Ok(app)) => app,
             Ok(Err(e)) => {
                 tracing::warn!(app.addr = %self.app, error = %e, "cannot connect to the local app");
                 close(&mut stream).await;
-                self.finish(&log, Transfer { received: 0, sent: 0, end: "app_unreachable" });
+                self.finish(
+                    &log,
+                    Transfer {
+                        received: 0,
+                        sent: 0,
+                        end: "app_unreachable",
+                    },
+                );
                 return;
             }
             Err(_) => {
                 tracing::warn!(app.addr = %self.app, "connecting to the local app timed out");
                 close(&mut stream).await;
-                self.finish(&log, Transfer { received: 0, sent: 0, end: "app_connect_timeout" });
+                self.finish(
+                    &log,
+                    Transfer {
+                        received: 0,
+                        sent: 0,
+                        end: "app_connect_timeout",
+                    },
+                );
                 return;
             }
         };
@@ -142,7 +209,12 @@ impl Inbound {
     }
 
     fn finish(&self, log: &AccessLog<'_>, transfer: Transfer) {
-        self.metrics.connection_closed(Direction::Inbound, transfer.end, transfer.received, transfer.sent);
+        self.metrics.connection_closed(
+            Direction::Inbound,
+            transfer.end,
+            transfer.received,
+            transfer.sent,
+        );
         log.emit(&transfer);
     }
 }
@@ -173,7 +245,11 @@ pub async fn enforce(
 }
 
 fn source(peer: &tandem_certs::spiffe::ServiceId) -> Source<'_> {
-    Source { partition: peer.partition.as_deref(), namespace: &peer.namespace, service: &peer.service }
+    Source {
+        partition: peer.partition.as_deref(),
+        namespace: &peer.namespace,
+        service: &peer.service,
+    }
 }
 
 /// Ends a TLS connection without sending data (close_notify, then FIN).

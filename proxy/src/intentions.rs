@@ -44,7 +44,10 @@ pub struct IntentionSet {
 
 impl IntentionSet {
     pub fn new(intentions: Vec<Intention>, default_allow: bool) -> Self {
-        IntentionSet { intentions, default_allow }
+        IntentionSet {
+            intentions,
+            default_allow,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +70,10 @@ impl IntentionSet {
             }
             let l7 = ixn.permissions.as_ref().is_some_and(|p| !p.is_empty());
             return if l7 {
-                Decision { allowed: false, reason: format!("Matched L7 intention: {}", describe(ixn)) }
+                Decision {
+                    allowed: false,
+                    reason: format!("Matched L7 intention: {}", describe(ixn)),
+                }
             } else {
                 Decision {
                     allowed: ixn.action.eq_ignore_ascii_case("allow"),
@@ -88,8 +94,16 @@ fn source_matches(ixn: &Intention, source: &Source<'_>) -> bool {
         return false;
     }
     let partition = source.partition.unwrap_or("default");
-    let ixn_partition = if ixn.source_partition.is_empty() { "default" } else { &ixn.source_partition };
-    let ixn_ns = if ixn.source_ns.is_empty() { "default" } else { &ixn.source_ns };
+    let ixn_partition = if ixn.source_partition.is_empty() {
+        "default"
+    } else {
+        &ixn.source_partition
+    };
+    let ixn_ns = if ixn.source_ns.is_empty() {
+        "default"
+    } else {
+        &ixn.source_ns
+    };
     (ixn_partition == "*" || ixn_partition.eq_ignore_ascii_case(partition))
         && (ixn_ns == "*" || ixn_ns.eq_ignore_ascii_case(source.namespace))
         && (ixn.source_name == "*" || ixn.source_name.eq_ignore_ascii_case(source.service))
@@ -97,7 +111,13 @@ fn source_matches(ixn: &Intention, source: &Source<'_>) -> bool {
 
 /// Consul's `Intention.String()` for CE: `default/web => default/db (Precedence: 9, Action: ALLOW)`.
 fn describe(ixn: &Intention) -> String {
-    let ns = |s: &str| if s.is_empty() { "default".to_string() } else { s.to_string() };
+    let ns = |s: &str| {
+        if s.is_empty() {
+            "default".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let tail = match &ixn.permissions {
         Some(p) if !p.is_empty() => format!("Permissions: {}", p.len()),
         _ => format!("Action: {}", ixn.action.to_ascii_uppercase()),
@@ -115,7 +135,12 @@ fn describe(ixn: &Intention) -> String {
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", if self.allowed { "allowed" } else { "denied" }, self.reason)
+        write!(
+            f,
+            "{} ({})",
+            if self.allowed { "allowed" } else { "denied" },
+            self.reason
+        )
     }
 }
 
@@ -135,7 +160,10 @@ pub async fn watch(
 ) {
     let mut w = Watcher::new("intentions", &metrics, retry_max, stop);
     loop {
-        let query = client.intentions_for_destination(&service, Blocking::after(index, consul::DEFAULT_WAIT));
+        let query = client.intentions_for_destination(
+            &service,
+            Blocking::after(w.query_index(index), consul::DEFAULT_WAIT),
+        );
         let answer = match w.run(query).await {
             None => return,
             Some(Ok(answer)) => answer,
@@ -152,7 +180,12 @@ pub async fn watch(
         if index == previous {
             continue;
         }
-        let set = IntentionSet::new(answer.body, default_override.or(answer.meta.default_allow).unwrap_or(true));
+        let set = IntentionSet::new(
+            answer.body,
+            default_override
+                .or(answer.meta.default_allow)
+                .unwrap_or(true),
+        );
         if set.is_empty() && answer.meta.known_leader == Some(false) && !tx.borrow().is_empty() {
             tracing::warn!(service = %service,
                 "agent answered no intentions without a known leader: keeping the last good set");
@@ -180,7 +213,9 @@ pub async fn first(
     })
     .await?;
     let index = consul::next_index(0, answer.meta.index);
-    let default_allow = default_override.or(answer.meta.default_allow).unwrap_or(true);
+    let default_allow = default_override
+        .or(answer.meta.default_allow)
+        .unwrap_or(true);
     Some((IntentionSet::new(answer.body, default_allow), index))
 }
 
@@ -205,17 +240,31 @@ mod tests {
     }
 
     fn web() -> Source<'static> {
-        Source { partition: None, namespace: "default", service: "web" }
+        Source {
+            partition: None,
+            namespace: "default",
+            service: "web",
+        }
     }
 
     #[test]
     fn first_match_in_returned_order_decides() {
         // As the match endpoint returns them: exact source before wildcard.
-        let set = IntentionSet::new(vec![ixn("web", "db", "allow", 9), ixn("*", "db", "deny", 8)], false);
+        let set = IntentionSet::new(
+            vec![ixn("web", "db", "allow", 9), ixn("*", "db", "deny", 8)],
+            false,
+        );
         let d = set.authorize(&web());
         assert!(d.allowed);
-        assert_eq!(d.reason, "Matched L4 intention: default/web => default/db (Precedence: 9, Action: ALLOW)");
-        let other = Source { partition: None, namespace: "default", service: "api" };
+        assert_eq!(
+            d.reason,
+            "Matched L4 intention: default/web => default/db (Precedence: 9, Action: ALLOW)"
+        );
+        let other = Source {
+            partition: None,
+            namespace: "default",
+            service: "api",
+        };
         let d = set.authorize(&other);
         assert!(!d.allowed);
         assert!(d.reason.contains("default/* => default/db"), "{}", d.reason);
@@ -254,7 +303,8 @@ mod tests {
     #[test]
     fn documented_match_sample_evaluates_in_order() {
         let matched: std::collections::BTreeMap<String, Vec<Intention>> =
-            serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json")).unwrap();
+            serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json"))
+                .unwrap();
         let set = IntentionSet::new(matched["web"].clone(), true);
         // The sample lists web => db (deny) first.
         assert!(!set.authorize(&web()).allowed);

@@ -24,12 +24,17 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -39,7 +44,11 @@ fn main() -> ExitCode {
 
     if config.check_ready {
         let ready = runtime.block_on(tandem_proxy::admin::check_ready(config.admin_listener));
-        return if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
 
     let settings = match config.resolve(&|name| std::env::var(name).ok()) {
@@ -55,7 +64,10 @@ fn main() -> ExitCode {
         "effective configuration");
 
     runtime.block_on(async move {
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
                 eprintln!("error: cannot install signal handlers");
@@ -76,11 +88,20 @@ fn main() -> ExitCode {
         // One machine-readable line for scripts and tests.
         println!(
             "tandem-proxy ready public={} admin={} upstreams={}",
-            proxy.public_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            proxy
+                .public_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
             proxy.admin_addr(),
-            proxy.settings().upstreams.iter()
-                .filter_map(|u| proxy.upstream_addr(u.name.as_str()).map(|a| format!("{}={a}", u.name)))
-                .collect::<Vec<_>>().join(",")
+            proxy
+                .settings()
+                .upstreams
+                .iter()
+                .filter_map(|u| proxy
+                    .upstream_addr(u.name.as_str())
+                    .map(|a| format!("{}={a}", u.name)))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let deadline = proxy.drain_deadline();
         tokio::select! {

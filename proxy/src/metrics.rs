@@ -134,9 +134,21 @@ impl Metrics {
             registrations: Counter::default(),
             ready: Gauge::default(),
         };
-        registry.register("connections_opened", "Connections accepted, by direction", m.opened.clone());
-        registry.register("connections_closed", "Connections ended, by direction and end reason", m.closed.clone());
-        registry.register("connections_active", "Connections open now, by direction", m.active.clone());
+        registry.register(
+            "connections_opened",
+            "Connections accepted, by direction",
+            m.opened.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections ended, by direction and end reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Connections open now, by direction",
+            m.active.clone(),
+        );
         registry.register(
             "bytes_received",
             "Bytes read from the connection's initiator (inbound: the calling proxy; outbound: the local app)",
@@ -147,14 +159,26 @@ impl Metrics {
             "Bytes written back to the connection's initiator",
             m.bytes_sent.clone(),
         );
-        registry.register("tls_handshake_failures", "Failed TLS handshakes, by direction and reason", m.handshake_failures.clone());
-        registry.register("authorizations", "Inbound intention decisions (allowed or denied)", m.authorizations.clone());
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes, by direction and reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "authorizations",
+            "Inbound intention decisions (allowed or denied)",
+            m.authorizations.clone(),
+        );
         registry.register(
             "connections_revoked",
             "Open inbound connections closed because a changed intention denies them",
             m.revoked.clone(),
         );
-        registry.register("connections_refused", "Connections refused before any work, by reason", m.refused.clone());
+        registry.register(
+            "connections_refused",
+            "Connections refused before any work, by reason",
+            m.refused.clone(),
+        );
         registry.register(
             "upstream_connect_duration_seconds",
             "Time to connect and complete mTLS with an upstream instance",
@@ -171,9 +195,21 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         registry.register("trust_roots", "CA roots currently trusted", m.roots.clone());
-        registry.register("leaf_rotations", "New leaf certificates taken into use after start-up", m.leaf_rotations.clone());
-        registry.register("root_updates", "Changes of the trusted CA roots after start-up", m.root_updates.clone());
-        registry.register("agent_watch_errors", "Failed queries to the Consul agent, by watch", m.watch_errors.clone());
+        registry.register(
+            "leaf_rotations",
+            "New leaf certificates taken into use after start-up",
+            m.leaf_rotations.clone(),
+        );
+        registry.register(
+            "root_updates",
+            "Changes of the trusted CA roots after start-up",
+            m.root_updates.clone(),
+        );
+        registry.register(
+            "agent_watch_errors",
+            "Failed queries to the Consul agent, by watch",
+            m.watch_errors.clone(),
+        );
         registry.register(
             "agent_watch_staleness_seconds",
             "Seconds since the watch last had a good answer, 0 while it is healthy",
@@ -184,17 +220,30 @@ impl Metrics {
             "Unix time of the watch's last good answer",
             m.watch_last_success.clone(),
         );
-        registry.register("registrations", "Service registrations sent to the agent", m.registrations.clone());
-        registry.register("ready", "1 when every start-up step is done and the proxy is not draining", m.ready.clone());
+        registry.register(
+            "registrations",
+            "Service registrations sent to the agent",
+            m.registrations.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when every start-up step is done and the proxy is not draining",
+            m.ready.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         {
-            let stale = self.stale_since.lock().expect("metrics lock is never poisoned: no panics while held");
+            let stale = self
+                .stale_since
+                .lock()
+                .expect("metrics lock is never poisoned: no panics while held");
             for (watch, since) in stale.iter() {
-                self.watch_staleness.get_or_create(&WatchLabels { watch }).set(since.elapsed().as_secs_f64());
+                self.watch_staleness
+                    .get_or_create(&WatchLabels { watch })
+                    .set(since.elapsed().as_secs_f64());
             }
         }
         let mut out = String::new();
@@ -204,26 +253,42 @@ impl Metrics {
     }
 
     pub fn connection_opened(&self, d: Direction) {
-        let l = DirectionLabels { direction: d.as_str() };
+        let l = DirectionLabels {
+            direction: d.as_str(),
+        };
         self.opened.get_or_create(&l).inc();
         self.active.get_or_create(&l).inc();
     }
 
     pub fn connection_closed(&self, d: Direction, reason: &'static str, received: u64, sent: u64) {
-        let l = DirectionLabels { direction: d.as_str() };
+        let l = DirectionLabels {
+            direction: d.as_str(),
+        };
         self.active.get_or_create(&l).dec();
-        self.closed.get_or_create(&ReasonLabels { direction: d.as_str(), reason }).inc();
+        self.closed
+            .get_or_create(&ReasonLabels {
+                direction: d.as_str(),
+                reason,
+            })
+            .inc();
         self.bytes_received.get_or_create(&l).inc_by(received);
         self.bytes_sent.get_or_create(&l).inc_by(sent);
     }
 
     pub fn handshake_failed(&self, d: Direction, reason: &'static str) {
-        self.handshake_failures.get_or_create(&ReasonLabels { direction: d.as_str(), reason }).inc();
+        self.handshake_failures
+            .get_or_create(&ReasonLabels {
+                direction: d.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn authorized(&self, allowed: bool) {
         let decision = if allowed { "allowed" } else { "denied" };
-        self.authorizations.get_or_create(&DecisionLabels { decision }).inc();
+        self.authorizations
+            .get_or_create(&DecisionLabels { decision })
+            .inc();
     }
 
     pub fn revoked(&self) {
@@ -231,23 +296,36 @@ impl Metrics {
     }
 
     pub fn refused(&self, d: Direction, reason: &'static str) {
-        self.refused.get_or_create(&ReasonLabels { direction: d.as_str(), reason }).inc();
+        self.refused
+            .get_or_create(&ReasonLabels {
+                direction: d.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn upstream_connected(&self, upstream: &str, took: Duration) {
         self.upstream_connect
-            .get_or_create(&UpstreamLabels { upstream: upstream.to_string() })
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
             .observe(took.as_secs_f64());
     }
 
     pub fn upstream_failed(&self, upstream: &str, reason: &'static str) {
         self.upstream_failures
-            .get_or_create(&UpstreamReasonLabels { upstream: upstream.to_string(), reason })
+            .get_or_create(&UpstreamReasonLabels {
+                upstream: upstream.to_string(),
+                reason,
+            })
             .inc();
     }
 
     pub fn certificate_expires(&self, at: SystemTime) {
-        let secs = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.cert_expiry.set(secs);
     }
 
@@ -273,19 +351,35 @@ impl Metrics {
 
     pub fn watch_succeeded(&self, watch: &'static str) {
         let l = WatchLabels { watch };
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.watch_last_success.get_or_create(&l).set(now);
         self.watch_staleness.get_or_create(&l).set(0.0);
-        self.stale_since.lock().expect("metrics lock is never poisoned").remove(watch);
+        self.stale_since
+            .lock()
+            .expect("metrics lock is never poisoned")
+            .remove(watch);
     }
 
     pub fn watch_failed(&self, watch: &'static str) {
-        self.watch_errors.get_or_create(&WatchLabels { watch }).inc();
-        self.stale_since.lock().expect("metrics lock is never poisoned").entry(watch).or_insert_with(Instant::now);
+        self.watch_errors
+            .get_or_create(&WatchLabels { watch })
+            .inc();
+        self.stale_since
+            .lock()
+            .expect("metrics lock is never poisoned")
+            .entry(watch)
+            .or_insert_with(Instant::now);
     }
 
     /// How long the watch has been without a good answer, if it is failing.
     pub fn watch_staleness(&self, watch: &'static str) -> Option<Duration> {
-        self.stale_since.lock().expect("metrics lock is never poisoned").get(watch).map(|s| s.elapsed())
+        self.stale_since
+            .lock()
+            .expect("metrics lock is never poisoned")
+            .get(watch)
+            .map(|s| s.elapsed())
     }
 }

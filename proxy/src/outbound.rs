@@ -34,7 +34,12 @@ pub struct Outbound {
 
 impl Outbound {
     /// Accepts on `listener` until `stop_accepting` fires.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop_accepting: CancellationToken, tasks: TaskTracker) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop_accepting: CancellationToken,
+        tasks: TaskTracker,
+    ) {
         loop {
             let (stream, client) = tokio::select! {
                 _ = stop_accepting.cancelled() => break,
@@ -65,18 +70,36 @@ impl Outbound {
         self.metrics.connection_opened(Direction::Outbound);
         connections::tune(&app);
         let stopper = Stopper::new();
-        let _registered = self.connections.insert(Direction::Outbound, None, stopper.clone());
+        let _registered = self
+            .connections
+            .insert(Direction::Outbound, None, stopper.clone());
 
         let dialed = tokio::select! {
             d = self.dial() => d,
             _ = stopper.cancelled() => None,
         };
         let Some((tls, endpoint)) = dialed else {
-            let end = if stopper.is_stopped() { "stopped" } else { "no_instance_reachable" };
-            let log = AccessLog {
-                direction: Direction::Outbound, client, peer: None, upstream: Some(&self.upstream), target: None, started,
+            let end = if stopper.is_stopped() {
+                "stopped"
+            } else {
+                "no_instance_reachable"
             };
-            self.finish(&log, Transfer { received: 0, sent: 0, end });
+            let log = AccessLog {
+                direction: Direction::Outbound,
+                client,
+                peer: None,
+                upstream: Some(&self.upstream),
+                target: None,
+                started,
+            };
+            self.finish(
+                &log,
+                Transfer {
+                    received: 0,
+                    sent: 0,
+                    end,
+                },
+            );
             return;
         };
         let peer = tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates()).ok();
@@ -105,7 +128,8 @@ impl Outbound {
             let started = Instant::now();
             match self.dial_one(&endpoint).await {
                 Ok(tls) => {
-                    self.metrics.upstream_connected(&self.upstream, started.elapsed());
+                    self.metrics
+                        .upstream_connected(&self.upstream, started.elapsed());
                     return Some((tls, endpoint));
                 }
                 Err(reason) => {
@@ -119,9 +143,16 @@ impl Outbound {
     }
 
     async fn dial_one(&self, endpoint: &Endpoint) -> Result<TlsStream<TcpStream>, &'static str> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint.address())).await {
+        let tcp = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(endpoint.address()),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err("connection_refused"),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err("connection_refused")
+            }
             Ok(Err(_)) => return Err("connect_error"),
             Err(_) => return Err("connect_timeout"),
         };
@@ -134,7 +165,9 @@ impl Outbound {
         })?;
         let server_name = tandem_certs::tls::server_name(&expected);
         let connector = TlsConnector::from(config);
-        match tokio::time::timeout(self.handshake_timeout, connector.connect(server_name, tcp)).await {
+        match tokio::time::timeout(self.handshake_timeout, connector.connect(server_name, tcp))
+            .await
+        {
             Ok(Ok(tls)) => Ok(tls),
             Ok(Err(e)) => {
                 let reason = connections::handshake_reason(&e);
@@ -144,14 +177,20 @@ impl Outbound {
                 Err(reason)
             }
             Err(_) => {
-                self.metrics.handshake_failed(Direction::Outbound, "timeout");
+                self.metrics
+                    .handshake_failed(Direction::Outbound, "timeout");
                 Err("handshake_timeout")
             }
         }
     }
 
     fn finish(&self, log: &AccessLog<'_>, transfer: Transfer) {
-        self.metrics.connection_closed(Direction::Outbound, transfer.end, transfer.received, transfer.sent);
+        self.metrics.connection_closed(
+            Direction::Outbound,
+            transfer.end,
+            transfer.received,
+            transfer.sent,
+        );
         log.emit(&transfer);
     }
 }

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Upstream};
 use crate::consul::{
-    CheckRegistration, ConsulClient, ConsulError, ProxyRegistration, ServiceRegistration, UpstreamRegistration,
+    CheckRegistration, ConsulClient, ConsulError, ProxyRegistration, ServiceRegistration,
+    UpstreamRegistration,
 };
 use crate::metrics::Metrics;
 use crate::watcher::Watcher;
@@ -24,7 +25,11 @@ pub struct Registration {
 
 /// Builds both registrations. `public` is the bound inbound listener (None without
 /// `--service-port`); `upstreams` pairs each upstream with its bound local address.
-pub fn build(settings: &Settings, public: Option<SocketAddr>, upstreams: &[(Upstream, SocketAddr)]) -> Registration {
+pub fn build(
+    settings: &Settings,
+    public: Option<SocketAddr>,
+    upstreams: &[(Upstream, SocketAddr)],
+) -> Registration {
     let mut meta = BTreeMap::new();
     if let Some(pod) = &settings.pod_name {
         meta.insert("pod-name".to_string(), pod.clone());
@@ -45,7 +50,9 @@ pub fn build(settings: &Settings, public: Option<SocketAddr>, upstreams: &[(Upst
     };
     // Without an inbound listener the sidecar still advertises the configured public port (its
     // TCP check then fails, so no one is sent there); with port 0 there is nothing to advertise.
-    let public_port = public.map(|a| a.port()).unwrap_or(settings.public_listener.port());
+    let public_port = public
+        .map(|a| a.port())
+        .unwrap_or(settings.public_listener.port());
     let sidecar = (public_port != 0).then(|| ServiceRegistration {
         kind: Some("connect-proxy".to_string()),
         id: settings.sidecar_id(),
@@ -76,7 +83,14 @@ pub fn build(settings: &Settings, public: Option<SocketAddr>, upstreams: &[(Upst
                 interval: Some("10s".to_string()),
                 alias_service: None,
                 // The listener is bound before we register: passing is true from the start.
-                status: Some(if public.is_some() { "passing" } else { "critical" }.to_string()),
+                status: Some(
+                    if public.is_some() {
+                        "passing"
+                    } else {
+                        "critical"
+                    }
+                    .to_string(),
+                ),
             },
             CheckRegistration {
                 name: "Destination Alias".to_string(),
@@ -93,7 +107,11 @@ pub fn build(settings: &Settings, public: Option<SocketAddr>, upstreams: &[(Upst
 
 impl Registration {
     /// Registers the service, then the sidecar.
-    pub async fn register(&self, client: &ConsulClient, metrics: &Metrics) -> Result<(), ConsulError> {
+    pub async fn register(
+        &self,
+        client: &ConsulClient,
+        metrics: &Metrics,
+    ) -> Result<(), ConsulError> {
         client.register_service(&self.service).await?;
         if let Some(sidecar) = &self.sidecar {
             client.register_service(sidecar).await?;
@@ -163,8 +181,17 @@ mod tests {
     #[test]
     fn sidecar_registration_carries_the_contracted_fields() {
         let config = Config::parse_from([
-            "tandem-proxy", "--service", "web", "--service-port", "8080", "--service-id", "web-1",
-            "--advertise-address", "10.0.0.7", "--upstreams", "db:1234:dc2",
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--service-port",
+            "8080",
+            "--service-id",
+            "web-1",
+            "--advertise-address",
+            "10.0.0.7",
+            "--upstreams",
+            "db:1234:dc2",
         ]);
         let env = |k: &str| match k {
             "POD_NAME" => Some("web-abc".to_string()),
@@ -173,7 +200,11 @@ mod tests {
         };
         let s = config.resolve(&env).unwrap();
         let up = s.upstreams[0].clone();
-        let reg = build(&s, Some("0.0.0.0:20000".parse().unwrap()), &[(up, "127.0.0.1:1234".parse().unwrap())]);
+        let reg = build(
+            &s,
+            Some("0.0.0.0:20000".parse().unwrap()),
+            &[(up, "127.0.0.1:1234".parse().unwrap())],
+        );
         assert_eq!(reg.service.id, "web-1");
         assert_eq!(reg.service.port, Some(8080));
         assert_eq!(reg.service.meta["pod-name"], "web-abc");

@@ -23,8 +23,19 @@ pub struct Watcher<'a> {
 }
 
 impl<'a> Watcher<'a> {
-    pub fn new(name: &'static str, metrics: &'a Metrics, retry_max: Duration, stop: CancellationToken) -> Self {
-        Watcher { name, metrics, backoff: Backoff::new(RETRY_BASE, retry_max), stop, last_answer: None }
+    pub fn new(
+        name: &'static str,
+        metrics: &'a Metrics,
+        retry_max: Duration,
+        stop: CancellationToken,
+    ) -> Self {
+        Watcher {
+            name,
+            metrics,
+            backoff: Backoff::new(RETRY_BASE, retry_max),
+            stop,
+            last_answer: None,
+        }
     }
 
     /// Runs `f` unless the watch is stopped first (then `None`).
@@ -41,6 +52,16 @@ impl<'a> Watcher<'a> {
         tokio::select! {
             _ = self.stop.cancelled() => None,
             out = f => { self.last_answer = Some(Instant::now()); Some(out) }
+        }
+    }
+
+    /// The index for the next blocking query: after a failure, 0 (an immediate answer) so the
+    /// watch knows at once that the agent is back and catches up on what it missed.
+    pub fn query_index(&self, index: u64) -> u64 {
+        if self.backoff.failures() > 0 {
+            0
+        } else {
+            index
         }
     }
 

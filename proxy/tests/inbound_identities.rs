@@ -57,7 +57,10 @@ async fn exchange(pki: &TestPki, kind: TestIdentity, server: std::net::SocketAdd
     let expected = pki.service_id("static-server");
     let config = tls::client_config(&identity, &pki.roots(), &expected).unwrap();
     let tcp = TcpStream::connect(server).await.unwrap();
-    let mut stream = match TlsConnector::from(config).connect(tls::server_name(&expected), tcp).await {
+    let mut stream = match TlsConnector::from(config)
+        .connect(tls::server_name(&expected), tcp)
+        .await
+    {
         Ok(s) => s,
         Err(_) => return Vec::new(),
     };
@@ -88,11 +91,21 @@ async fn exchange(pki: &TestPki, kind: TestIdentity, server: std::net::SocketAdd
 #[tokio::test]
 async fn every_bad_identity_is_refused_and_counted() {
     let pki = TestPki::new();
-    let state = TlsState::new(pki.tls_identity(TestIdentity::Valid, "static-server"), pki.roots()).unwrap();
+    let state = TlsState::new(
+        pki.tls_identity(TestIdentity::Valid, "static-server"),
+        pki.roots(),
+    )
+    .unwrap();
     let (_tls_tx, tls_rx) = watch::channel(Arc::new(state));
     // Only static-client may call; everyone else is denied (the wrong-service identity is a
     // valid certificate for another service).
-    let set = IntentionSet::new(vec![intention("static-client", "allow", 9), intention("*", "deny", 8)], true);
+    let set = IntentionSet::new(
+        vec![
+            intention("static-client", "allow", 9),
+            intention("*", "deny", 8),
+        ],
+        true,
+    );
     let (_ixn_tx, ixn_rx) = watch::channel(Arc::new(set));
     let metrics = Arc::new(Metrics::new());
     let inbound = Arc::new(Inbound {
@@ -113,10 +126,20 @@ async fn every_bad_identity_is_refused_and_counted() {
     let tasks = TaskTracker::new();
     tasks.spawn(inbound.serve(listener, stop.clone(), tasks.clone()));
 
-    assert_eq!(exchange(&pki, TestIdentity::Valid, addr).await, b"ping", "a valid, allowed caller reaches the app");
-    for kind in TestIdentity::ALL.into_iter().filter(|k| *k != TestIdentity::Valid) {
+    assert_eq!(
+        exchange(&pki, TestIdentity::Valid, addr).await,
+        b"ping",
+        "a valid, allowed caller reaches the app"
+    );
+    for kind in TestIdentity::ALL
+        .into_iter()
+        .filter(|k| *k != TestIdentity::Valid)
+    {
         let got = exchange(&pki, kind, addr).await;
-        assert!(got.is_empty(), "{kind:?} must be refused with no data, got {got:?}");
+        assert!(
+            got.is_empty(),
+            "{kind:?} must be refused with no data, got {got:?}"
+        );
     }
     // Also a client that presents no certificate at all.
     let roots = pki.roots();
@@ -124,25 +147,77 @@ async fn every_bad_identity_is_refused_and_counted() {
         .with_protocol_versions(tls::PROTOCOL_VERSIONS)
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(tls::SpiffeServerVerifier::new(&roots, pki.service_id("static-server"))))
+        .with_custom_certificate_verifier(Arc::new(tls::SpiffeServerVerifier::new(
+            &roots,
+            pki.service_id("static-server"),
+        )))
         .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    if let Ok(mut s) = TlsConnector::from(Arc::new(no_cert)).connect(tls::server_name(&pki.service_id("static-server")), tcp).await {
+    if let Ok(mut s) = TlsConnector::from(Arc::new(no_cert))
+        .connect(tls::server_name(&pki.service_id("static-server")), tcp)
+        .await
+    {
         let _ = s.write_all(b"ping").await;
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        assert!(buf.is_empty(), "a client without a certificate gets no data");
+        assert!(
+            buf.is_empty(),
+            "a client without a certificate gets no data"
+        );
     }
 
     // Counted: five handshake failures (other CA, expired, not yet valid, wrong trust domain,
     // no URI SAN), one with no certificate, and one intention denial (wrong service).
-    let text = wait_for_metrics(&metrics, |t| value(t, "tandem_connections_closed_total", "") >= 8.0).await;
-    assert_eq!(value(&text, "tandem_tls_handshake_failures_total", "direction=\"inbound\""), 6.0, "{text}");
-    assert_eq!(value(&text, "tandem_tls_handshake_failures_total", "reason=\"no_client_certificate\""), 1.0, "{text}");
-    assert_eq!(value(&text, "tandem_tls_handshake_failures_total", "reason=\"expired\""), 1.0, "{text}");
-    assert_eq!(value(&text, "tandem_tls_handshake_failures_total", "reason=\"not_yet_valid\""), 1.0, "{text}");
-    assert_eq!(value(&text, "tandem_authorizations_total", "decision=\"denied\""), 1.0, "{text}");
-    assert_eq!(value(&text, "tandem_authorizations_total", "decision=\"allowed\""), 1.0, "{text}");
+    let text = wait_for_metrics(&metrics, |t| {
+        value(t, "tandem_connections_closed_total", "") >= 8.0
+    })
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            "tandem_tls_handshake_failures_total",
+            "direction=\"inbound\""
+        ),
+        6.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tandem_tls_handshake_failures_total",
+            "reason=\"no_client_certificate\""
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tandem_tls_handshake_failures_total",
+            "reason=\"expired\""
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "tandem_tls_handshake_failures_total",
+            "reason=\"not_yet_valid\""
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tandem_authorizations_total", "decision=\"denied\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "tandem_authorizations_total", "decision=\"allowed\""),
+        1.0,
+        "{text}"
+    );
     stop.cancel();
 }
 
@@ -150,7 +225,10 @@ async fn every_bad_identity_is_refused_and_counted() {
 fn value(text: &str, name: &str, filter: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l.len() == name.len() || matches!(l.as_bytes()[name.len()], b'{' | b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.len() == name.len() || matches!(l.as_bytes()[name.len()], b'{' | b' '))
+        })
         .filter(|l| l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

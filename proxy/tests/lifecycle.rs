@@ -22,7 +22,9 @@ struct Running {
 /// Starts the binary and reads its "tandem-proxy ready ..." line.
 fn spawn(args: &[&str]) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem-proxy"));
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     for (k, _) in std::env::vars() {
         if k.starts_with("TANDEM_") || k.starts_with("CONSUL_") {
             cmd.env_remove(k);
@@ -31,12 +33,24 @@ fn spawn(args: &[&str]) -> Running {
     let mut child = cmd.spawn().expect("the proxy binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the proxy prints its ready line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the proxy prints its ready line");
     let field = |key: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_string).unwrap_or_default()
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .unwrap_or_default()
     };
-    assert!(line.starts_with("tandem-proxy ready"), "unexpected first line: {line:?}");
-    Running { public: field("public=").parse().ok(), admin: field("admin=").parse().unwrap(), child }
+    assert!(
+        line.starts_with("tandem-proxy ready"),
+        "unexpected first line: {line:?}"
+    );
+    Running {
+        public: field("public=").parse().ok(),
+        admin: field("admin=").parse().unwrap(),
+        child,
+    }
 }
 
 /// Waits for the process to exit, up to `limit`; returns its exit code.
@@ -60,9 +74,22 @@ async fn sigterm_drains_open_connections_and_exits_0() {
     let url = agent.url();
     let app = echo_app().await.to_string();
     let mut server = spawn(&[
-        "--service", "static-server", "--service-id", "static-server", "--service-port", &app,
-        "--public-listener", "127.0.0.1:0", "--admin-listener", "127.0.0.1:0", "--advertise-address", "127.0.0.1",
-        "--consul-http-addr", &url, "--drain-deadline", "10s",
+        "--service",
+        "static-server",
+        "--service-id",
+        "static-server",
+        "--service-port",
+        &app,
+        "--public-listener",
+        "127.0.0.1:0",
+        "--admin-listener",
+        "127.0.0.1:0",
+        "--advertise-address",
+        "127.0.0.1",
+        "--consul-http-addr",
+        &url,
+        "--drain-deadline",
+        "10s",
     ]);
     let client = client_proxy(&url, "static-client", "static-server").await;
     let upstream = client.upstream_addr("static-server").unwrap();
@@ -73,13 +100,24 @@ async fn sigterm_drains_open_connections_and_exits_0() {
     assert_eq!(&buf, b"first");
 
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 
     // New inbound connections are refused, the proxy is deregistered and not ready...
     let public = server.public.unwrap();
-    wait_for("the public listener to close", || async { TcpStream::connect(public).await.is_err() }).await;
+    wait_for("the public listener to close", || async {
+        TcpStream::connect(public).await.is_err()
+    })
+    .await;
     wait_for("deregistration", || async {
-        http_get(&format!("{url}/v1/agent/service/static-server-sidecar-proxy")).await.0 == 404
+        http_get(&format!(
+            "{url}/v1/agent/service/static-server-sidecar-proxy"
+        ))
+        .await
+        .0 == 404
     })
     .await;
     let ready = http_get(&format!("http://{}/ready", server.admin)).await.0;
@@ -93,7 +131,11 @@ async fn sigterm_drains_open_connections_and_exits_0() {
     let mut rest = Vec::new();
     open.read_to_end(&mut rest).await.unwrap();
 
-    assert_eq!(exit_code(&mut server.child, Duration::from_secs(10)).await, Some(0), "exit 0 within the deadline");
+    assert_eq!(
+        exit_code(&mut server.child, Duration::from_secs(10)).await,
+        Some(0),
+        "exit 0 within the deadline"
+    );
     client.shutdown().await;
     agent.shutdown().await;
 }
@@ -104,21 +146,44 @@ async fn drain_deadline_closes_what_is_left_and_exits_0() {
     let url = agent.url();
     let app = echo_app().await.to_string();
     let mut server = spawn(&[
-        "--service", "static-server", "--service-port", &app, "--public-listener", "127.0.0.1:0",
-        "--admin-listener", "127.0.0.1:0", "--advertise-address", "127.0.0.1", "--consul-http-addr", &url,
-        "--drain-deadline", "500ms",
+        "--service",
+        "static-server",
+        "--service-port",
+        &app,
+        "--public-listener",
+        "127.0.0.1:0",
+        "--admin-listener",
+        "127.0.0.1:0",
+        "--advertise-address",
+        "127.0.0.1",
+        "--consul-http-addr",
+        &url,
+        "--drain-deadline",
+        "500ms",
     ]);
     let client = client_proxy(&url, "static-client", "static-server").await;
-    let mut open = TcpStream::connect(client.upstream_addr("static-server").unwrap()).await.unwrap();
+    let mut open = TcpStream::connect(client.upstream_addr("static-server").unwrap())
+        .await
+        .unwrap();
     open.write_all(b"x").await.unwrap();
     let mut buf = [0u8; 1];
     open.read_exact(&mut buf).await.unwrap();
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     // The connection never finishes by itself: the deadline closes it and the proxy exits 0.
-    assert_eq!(exit_code(&mut server.child, Duration::from_secs(15)).await, Some(0));
+    assert_eq!(
+        exit_code(&mut server.child, Duration::from_secs(15)).await,
+        Some(0)
+    );
     let r = tokio::time::timeout(DEADLINE, open.read(&mut buf)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "the leftover connection was closed: {r:?}");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the leftover connection was closed: {r:?}"
+    );
     client.shutdown().await;
     agent.shutdown().await;
 }
@@ -129,13 +194,30 @@ async fn post_shutdown_ends_the_proxy() {
     let url = agent.url();
     for path in ["/shutdown", "/quitquitquit"] {
         let mut proxy = spawn(&[
-            "--service", "job", "--public-listener",
-            "127.0.0.1:0", "--admin-listener", "127.0.0.1:0", "--advertise-address", "127.0.0.1",
-            "--consul-http-addr", &url,
+            "--service",
+            "job",
+            "--public-listener",
+            "127.0.0.1:0",
+            "--admin-listener",
+            "127.0.0.1:0",
+            "--advertise-address",
+            "127.0.0.1",
+            "--consul-http-addr",
+            &url,
         ]);
-        assert_eq!(http_get(&format!("http://{}/ready", proxy.admin)).await.0, 200);
-        assert_eq!(http_post(&format!("http://{}{path}", proxy.admin)).await, 200);
-        assert_eq!(exit_code(&mut proxy.child, Duration::from_secs(30)).await, Some(0), "{path} ends the proxy");
+        assert_eq!(
+            http_get(&format!("http://{}/ready", proxy.admin)).await.0,
+            200
+        );
+        assert_eq!(
+            http_post(&format!("http://{}{path}", proxy.admin)).await,
+            200
+        );
+        assert_eq!(
+            exit_code(&mut proxy.child, Duration::from_secs(30)).await,
+            Some(0),
+            "{path} ends the proxy"
+        );
     }
     agent.shutdown().await;
 }

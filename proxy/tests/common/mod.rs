@@ -16,7 +16,10 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -114,10 +117,15 @@ pub async fn echo_app() -> u16 {
 /// What an HTTP/1.0 GET to `addr` returns: the response body, or "" for an empty reply
 /// (what curl reports as exit 52).
 pub async fn get(addr: SocketAddr) -> String {
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await else {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await
+    else {
         return String::new();
     };
-    if s.write_all(b"GET / HTTP/1.0\r\nhost: test\r\n\r\n").await.is_err() {
+    if s.write_all(b"GET / HTTP/1.0\r\nhost: test\r\n\r\n")
+        .await
+        .is_err()
+    {
         return String::new();
     }
     let mut out = Vec::new();
@@ -154,22 +162,34 @@ fn http() -> reqwest::Client {
 /// `PUT /v1/connect/intentions/exact` on the agent (as `consul intention create`).
 pub async fn set_intention(agent_url: &str, source: &str, destination: &str, action: &str) {
     let r = http()
-        .put(format!("{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"))
+        .put(format!(
+            "{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"
+        ))
         .json(&serde_json::json!({ "Action": action }))
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "intention upsert failed: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "intention upsert failed: {}",
+        r.status()
+    );
 }
 
 /// `DELETE /v1/connect/intentions/exact` on the agent.
 pub async fn delete_intention(agent_url: &str, source: &str, destination: &str) {
     let r = http()
-        .delete(format!("{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"))
+        .delete(format!(
+            "{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"
+        ))
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "intention delete failed: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "intention delete failed: {}",
+        r.status()
+    );
 }
 
 /// `GET <url>` returning status and body.
@@ -185,35 +205,54 @@ pub async fn http_get(url: &str) -> (u16, String) {
 
 /// `PUT <url>` with a JSON body.
 pub async fn http_put(url: &str, body: serde_json::Value) -> u16 {
-    http().put(url).json(&body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    http()
+        .put(url)
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 /// `POST <url>`.
 pub async fn http_post(url: &str) -> u16 {
-    http().post(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    http()
+        .post(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 /// Healthy mesh instances of `service` as the agent reports them.
 pub async fn passing_instances(agent_url: &str, service: &str) -> usize {
-    let (status, body) = http_get(&format!("{agent_url}/v1/health/connect/{service}?passing=1")).await;
+    let (status, body) = http_get(&format!(
+        "{agent_url}/v1/health/connect/{service}?passing=1"
+    ))
+    .await;
     if status != 200 {
         return 0;
     }
-    serde_json::from_str::<Vec<serde_json::Value>>(&body).map(|v| v.len()).unwrap_or(0)
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .map(|v| v.len())
+        .unwrap_or(0)
 }
 
 /// Parses `/metrics` with a Prometheus text-format parser; returns the sum of the samples
 /// of `name` whose labels include every `(key, value)` of `labels`.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text");
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text");
     scrape
         .samples
         .iter()
         .filter(|s| s.metric == name)
         .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         })
         .sum()
