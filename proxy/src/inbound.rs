@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::connections::{self, AccessLog, Connections};
 use crate::copy::{self, Stopper, Transfer};
@@ -61,10 +62,14 @@ impl Inbound {
                 continue;
             };
             let this = self.clone();
-            tasks.spawn(async move {
-                this.handle(stream, client).await;
-                drop(permit);
-            });
+            let span = tracing::info_span!("conn", direction = "inbound", client.addr = %client);
+            tasks.spawn(
+                async move {
+                    this.handle(stream, client).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         drop(listener);
         tracing::info!("inbound listener closed");

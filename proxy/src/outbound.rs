@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::connections::{self, AccessLog, Connections};
 use crate::copy::{self, Stopper, Transfer};
@@ -58,10 +59,15 @@ impl Outbound {
                 continue;
             };
             let this = self.clone();
-            tasks.spawn(async move {
-                this.handle(stream, client).await;
-                drop(permit);
-            });
+            let span = tracing::info_span!("conn", direction = "outbound", client.addr = %client,
+                upstream.service = %self.upstream);
+            tasks.spawn(
+                async move {
+                    this.handle(stream, client).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     }
 
