@@ -411,12 +411,23 @@ async fn leaf_and_root_rotation_without_a_failed_connection() {
     let url = agent.url();
     let (app_port, _) = http_app("hello world").await;
     let server = server_proxy(&url, "static-server", "static-server", app_port).await;
-    let client = client_proxy(&url, "static-client", "static-server").await;
+    let echo = server_proxy(&url, "echo", "echo", echo_app().await).await;
+    let mut c = config(&url, "static-client");
+    c.upstreams = tandem_proxy::UpstreamList(vec![
+        tandem_proxy::Upstream::new(name("static-server"), 0, None),
+        tandem_proxy::Upstream::new(name("echo"), 0, None),
+    ]);
+    let client = tandem_proxy::start(c).await.unwrap();
     let traffic = Traffic::start(
         client.upstream_addr("static-server").unwrap(),
         "hello world",
     );
     traffic.more(5).await;
+    // One connection held open across every rotation.
+    let mut long_lived = TcpStream::connect(client.upstream_addr("echo").unwrap())
+        .await
+        .unwrap();
+    assert!(echo_roundtrip(&mut long_lived, b"before rotations").await);
 
     // Leaf rotation on both sides.
     wait_for("a leaf rotation on both proxies", || async {
@@ -460,6 +471,11 @@ async fn leaf_and_root_rotation_without_a_failed_connection() {
         failed, 0,
         "no connection failed during rotations ({ok} succeeded)"
     );
+    assert!(
+        echo_roundtrip(&mut long_lived, b"after rotations").await,
+        "the open connection carried on"
+    );
+    echo.shutdown().await;
     server.shutdown().await;
     client.shutdown().await;
     agent.shutdown().await;
