@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::echo::{Backend, MESSAGE_SIZE};
 use crate::haproxy::HaproxyPair;
-use crate::loadgen::{self, Direction};
+use crate::loadgen::{self, Direction, RateRun};
 use crate::process::ChildProcess;
 use crate::report::{
     Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, TANDEM,
@@ -37,6 +37,7 @@ impl Settings {
         Settings {
             rates: vec![1000.0, 5000.0],
             rate_seconds: secs(2.0, 10.0),
+            rate_rounds: if quick { 2 } else { 5 },
             connections: 8,
             saturation_seconds: secs(2.0, 5.0),
             new_conn_workers: 8,
@@ -55,6 +56,11 @@ impl Settings {
 }
 
 /// Runs everything and returns the report (the caller prints and writes it).
+///
+/// All subjects are started first. The fixed-rate runs, where the differences are fractions of
+/// a millisecond, are interleaved: each rate is cut into rounds and every round runs each
+/// subject once, in a rotating order, so drift from other work on the machine lands on all
+/// subjects alike. The throughput scenarios then run one subject after the other.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,51 +74,69 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let bins = Binaries::locate(opts.build)?;
     let pki = BenchPki::generate()?;
 
-    let mut subjects = Vec::new();
-    let mut policy = Outcome::NotRun {
-        reason: "the tandem subject was not selected".into(),
-    };
+    let mut live: Vec<Live> = Vec::new();
+    let mut failed: Vec<SubjectReport> = Vec::new();
     for name in [DIRECT, TANDEM, HAPROXY] {
         if !opts.subjects.iter().any(|s| s == name) {
             continue;
         }
-        eprintln!("bench: subject {name}");
+        eprintln!("bench: starting {name}");
         let backend = rt.block_on(Backend::start())?;
         let dir = opts.work_dir.join(name);
         std::fs::create_dir_all(&dir)?;
-        let started: anyhow::Result<Subject> = match name {
-            DIRECT => Ok(Subject::Direct(backend.addr())),
-            HAPROXY => HaproxyPair::start(&pki, backend.addr(), &dir, haproxy_maxconn(&settings))
-                .map(Subject::Haproxy),
-            _ => TandemPair::start(&bins, backend.addr(), &dir).map(Subject::Tandem),
-        };
-        let report = match started {
-            Ok(subject) => {
-                let mut r = run_scenarios(name, &subject, &settings);
-                if let Subject::Tandem(pair) = &subject {
-                    eprintln!(
-                        "bench: policy propagation ({} tries)",
-                        settings.policy_tries
-                    );
-                    policy = Outcome::from_result(policy::measure(pair, settings.policy_tries));
-                    if let Some(e) = pair_alive(pair) {
-                        r.scenario_errors.push(e);
-                    }
-                }
-                r
-            }
+        let maxconn = haproxy_maxconn(&settings);
+        match start_subject(name, &bins, &pki, backend.addr(), &dir, maxconn) {
+            Ok(subject) => live.push(Live::new(name, backend, subject)),
             Err(e) => {
                 eprintln!("bench: {name} did not start: {e:#}");
-                SubjectReport {
+                failed.push(SubjectReport {
                     name: name.into(),
                     error: Some(format!("{e:#}")),
                     ..Default::default()
-                }
+                });
+                rt.block_on(backend.shutdown());
             }
-        };
-        subjects.push(report);
-        rt.block_on(backend.shutdown());
+        }
     }
+
+    for l in &mut live {
+        // Warm-up: caches, lazy initialisation, first handshakes.
+        if let Err(e) =
+            loadgen::fixed_rate(l.subject.target(), 500.0, 2, Duration::from_millis(400))
+        {
+            l.fail("warm-up", e);
+        }
+    }
+    for &rate in &settings.rates {
+        fixed_rate_interleaved(&mut live, &settings, rate);
+    }
+    for l in &mut live {
+        throughput_and_memory(l, &settings);
+    }
+    let mut policy = Outcome::NotRun {
+        reason: "the tandem subject did not run".into(),
+    };
+    for l in &mut live {
+        if let Subject::Tandem(pair) = &l.subject {
+            eprintln!(
+                "bench: policy propagation ({} tries)",
+                settings.policy_tries
+            );
+            policy = Outcome::from_result(policy::measure(pair, settings.policy_tries));
+            if let Some(e) = pair_alive(pair) {
+                l.report.scenario_errors.push(e);
+            }
+        }
+    }
+    let mut subjects = Vec::new();
+    for l in live {
+        subjects.push(l.report);
+        drop(l.subject);
+        rt.block_on(l.backend.shutdown());
+    }
+    subjects.extend(failed);
+    let order = |n: &str| [DIRECT, TANDEM, HAPROXY].iter().position(|x| *x == n);
+    subjects.sort_by_key(|s| order(&s.name));
 
     eprintln!("bench: injector");
     let injector = Outcome::from_result(injector::measure(
@@ -135,15 +159,146 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
+/// A started subject, its backend and what has been measured so far.
+struct Live {
+    backend: Backend,
+    subject: Subject,
+    report: SubjectReport,
+}
+
+impl Live {
+    fn new(name: &str, backend: Backend, subject: Subject) -> Self {
+        // Idle memory: right after start-up, before any traffic.
+        let processes = subject
+            .processes()
+            .iter()
+            .map(|p| ProcessReport {
+                role: p.role.clone(),
+                idle_rss_kb: procstat::rss_kb(p.pid()).unwrap_or(0),
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            backend,
+            subject,
+            report: SubjectReport {
+                name: name.into(),
+                processes,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: anyhow::Error) {
+        eprintln!("bench: {}: {what} failed: {e:#}", self.report.name);
+        self.report.scenario_errors.push(format!("{what}: {e:#}"));
+    }
+
+    fn rss_kb(&self) -> Vec<u64> {
+        self.subject
+            .processes()
+            .iter()
+            .map(|p| procstat::rss_kb(p.pid()).unwrap_or(0))
+            .collect()
+    }
+
+    fn cpu_times(&self, ticks: u64) -> Vec<Option<Duration>> {
+        self.subject
+            .processes()
+            .iter()
+            .map(|p| procstat::cpu_time(p.pid(), ticks).ok())
+            .collect()
+    }
+}
+
+fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
+    eprintln!(
+        "bench: {rate} rps, {} rounds of {:.1} s per subject",
+        s.rate_rounds,
+        s.rate_seconds / s.rate_rounds as f64
+    );
+    let ticks = procstat::clock_ticks_per_sec();
+    let slice = Duration::from_secs_f64(s.rate_seconds / s.rate_rounds as f64);
+    let n = live.len();
+    let mut runs: Vec<Option<RateRun>> = vec![Some(RateRun::default()); n];
+    let mut cpu: Vec<Vec<Duration>> = live
+        .iter()
+        .map(|l| vec![Duration::ZERO; l.subject.processes().len()])
+        .collect();
+    for round in 0..s.rate_rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            if runs[i].is_none() {
+                continue;
+            }
+            let before = live[i].cpu_times(ticks);
+            match loadgen::fixed_rate(live[i].subject.target(), rate, s.connections, slice) {
+                Ok(r) => {
+                    let after = live[i].cpu_times(ticks);
+                    let rss = live[i].rss_kb();
+                    for (p, kb) in rss.into_iter().enumerate() {
+                        let slot = &mut live[i].report.processes[p].rss_under_load_kb;
+                        match slot.iter_mut().find(|(x, _)| *x == rate) {
+                            Some((_, max)) => *max = (*max).max(kb),
+                            None => slot.push((rate, kb)),
+                        }
+                    }
+                    for (p, (a, b)) in before.iter().zip(after).enumerate() {
+                        if let (Some(a), Some(b)) = (a, b) {
+                            cpu[i][p] += b.saturating_sub(*a);
+                        }
+                    }
+                    if let Some(total) = runs[i].as_mut() {
+                        total.merge(&r);
+                    }
+                }
+                Err(e) => {
+                    live[i].fail(&format!("{rate} rps"), e);
+                    runs[i] = None;
+                }
+            }
+        }
+    }
+    for (i, run) in runs.into_iter().enumerate() {
+        let Some(run) = run else { continue };
+        let result = run.result(rate, s.connections);
+        for (p, used) in cpu[i].iter().enumerate() {
+            let per_10k = used.as_secs_f64() * 10_000.0 / result.requests.max(1) as f64;
+            live[i].report.processes[p]
+                .cpu_s_per_10k_requests
+                .push((rate, (per_10k * 1000.0).round() / 1000.0));
+        }
+        live[i].report.rates.push(result);
+    }
+}
+
+/// Starts subject `name` in front of `backend`, with its files under `dir`.
+pub fn start_subject(
+    name: &str,
+    bins: &Binaries,
+    pki: &BenchPki,
+    backend: SocketAddr,
+    dir: &std::path::Path,
+    haproxy_maxconn: u32,
+) -> anyhow::Result<Subject> {
+    std::fs::create_dir_all(dir)?;
+    match name {
+        DIRECT => Ok(Subject::Direct(backend)),
+        HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
+        TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
+        other => anyhow::bail!("unknown subject {other:?} (expected direct, tandem or haproxy)"),
+    }
+}
+
 /// A subject that is up: where the load goes and which processes to measure.
-enum Subject {
+pub enum Subject {
     Direct(SocketAddr),
     Haproxy(HaproxyPair),
     Tandem(TandemPair),
 }
 
 impl Subject {
-    fn target(&self) -> SocketAddr {
+    pub fn target(&self) -> SocketAddr {
         match self {
             Subject::Direct(a) => *a,
             Subject::Haproxy(p) => p.listen,
@@ -151,7 +306,7 @@ impl Subject {
         }
     }
 
-    fn processes(&self) -> Vec<&ChildProcess> {
+    pub fn processes(&self) -> Vec<&ChildProcess> {
         match self {
             Subject::Direct(_) => vec![],
             Subject::Haproxy(p) => vec![&p.client_side, &p.server_side],
@@ -179,66 +334,17 @@ fn haproxy_maxconn(settings: &Settings) -> u32 {
     (most + 500) as u32
 }
 
-fn run_scenarios(name: &str, subject: &Subject, s: &Settings) -> SubjectReport {
-    let target = subject.target();
-    let ticks = procstat::clock_ticks_per_sec();
-    let mut report = SubjectReport {
-        name: name.into(),
-        ..Default::default()
-    };
-    let procs = subject.processes();
-    report.processes = procs
-        .iter()
-        .map(|p| ProcessReport {
-            role: p.role.clone(),
-            idle_rss_kb: procstat::rss_kb(p.pid()).unwrap_or(0),
-            ..Default::default()
-        })
-        .collect();
-    let fail = |report: &mut SubjectReport, what: &str, e: anyhow::Error| {
-        eprintln!("bench: {name}: {what} failed: {e:#}");
-        report.scenario_errors.push(format!("{what}: {e:#}"));
-    };
-
-    // Warm-up: caches, lazy initialisation, first handshakes.
-    if let Err(e) = loadgen::fixed_rate(target, 500.0, 2, Duration::from_millis(400)) {
-        fail(&mut report, "warm-up", e);
-    }
-    for &rate in &s.rates {
-        eprintln!("bench: {name}: {rate} rps");
-        let cpu_before: Vec<Option<Duration>> = procs
-            .iter()
-            .map(|p| procstat::cpu_time(p.pid(), ticks).ok())
-            .collect();
-        match loadgen::fixed_rate(
-            target,
-            rate,
-            s.connections,
-            Duration::from_secs_f64(s.rate_seconds),
-        ) {
-            Ok(r) => {
-                for (i, p) in procs.iter().enumerate() {
-                    if let (Some(a), Ok(b)) = (cpu_before[i], procstat::cpu_time(p.pid(), ticks)) {
-                        let per_10k =
-                            b.saturating_sub(a).as_secs_f64() * 10_000.0 / r.requests.max(1) as f64;
-                        report.processes[i]
-                            .cpu_s_per_10k_requests
-                            .push((rate, (per_10k * 1000.0).round() / 1000.0));
-                    }
-                }
-                report.rates.push(r);
-            }
-            Err(e) => fail(&mut report, &format!("{rate} rps"), e),
-        }
-    }
+fn throughput_and_memory(l: &mut Live, s: &Settings) {
+    let name = l.report.name.clone();
+    let target = l.subject.target();
     eprintln!("bench: {name}: saturation");
     match loadgen::saturation(
         target,
         s.connections,
         Duration::from_secs_f64(s.saturation_seconds),
     ) {
-        Ok(r) => report.saturation = Some(r),
-        Err(e) => fail(&mut report, "saturation", e),
+        Ok(r) => l.report.saturation = Some(r),
+        Err(e) => l.fail("saturation", e),
     }
     eprintln!("bench: {name}: new connection per request");
     match loadgen::new_connection_per_request(
@@ -246,8 +352,8 @@ fn run_scenarios(name: &str, subject: &Subject, s: &Settings) -> SubjectReport {
         s.new_conn_workers,
         Duration::from_secs_f64(s.new_conn_seconds),
     ) {
-        Ok(r) => report.new_conn = Some(r),
-        Err(e) => fail(&mut report, "new connection per request", e),
+        Ok(r) => l.report.new_conn = Some(r),
+        Err(e) => l.fail("new connection per request", e),
     }
     eprintln!("bench: {name}: bulk");
     for dir in [Direction::Upload, Direction::Download] {
@@ -258,39 +364,39 @@ fn run_scenarios(name: &str, subject: &Subject, s: &Settings) -> SubjectReport {
                 streams,
                 Duration::from_secs_f64(s.bulk_seconds),
             ) {
-                Ok(r) => report.bulk.push(r),
-                Err(e) => fail(&mut report, &format!("bulk {dir:?} x{streams}"), e),
+                Ok(r) => l.report.bulk.push(r),
+                Err(e) => l.fail(&format!("bulk {dir:?} x{streams}"), e),
             }
         }
     }
-    if !procs.is_empty() {
-        let mut held: Vec<TcpStream> = Vec::new();
-        for &n in &s.idle_connection_counts {
-            eprintln!("bench: {name}: {n} idle connections");
-            match loadgen::open_idle(target, n - held.len().min(n)) {
-                Ok(more) => held.extend(more),
-                Err(e) => {
-                    fail(&mut report, &format!("{n} idle connections"), e);
-                    break;
-                }
-            }
-            // Let allocators and the kernel settle before sampling.
-            std::thread::sleep(Duration::from_millis(500));
-            for (i, p) in procs.iter().enumerate() {
-                if let Ok(kb) = procstat::rss_kb(p.pid()) {
-                    report.processes[i].rss_with_connections_kb.push((n, kb));
-                }
-            }
-        }
-        // The pair still answers with all of them open.
-        if let Err(e) = loadgen::echo_connection(target)
-            .and_then(|mut c| Ok(loadgen::round_trip(&mut c, &[9u8; MESSAGE_SIZE])?))
-        {
-            fail(&mut report, "request with idle connections held", e);
-        }
-        drop(held);
+    let pids: Vec<u32> = l.subject.processes().iter().map(|p| p.pid()).collect();
+    if pids.is_empty() {
+        return;
     }
-    report
+    let mut held: Vec<TcpStream> = Vec::new();
+    for &n in &s.idle_connection_counts {
+        eprintln!("bench: {name}: {n} idle connections");
+        match loadgen::open_idle(target, n.saturating_sub(held.len())) {
+            Ok(more) => held.extend(more),
+            Err(e) => {
+                l.fail(&format!("{n} idle connections"), e);
+                break;
+            }
+        }
+        // Let allocators and the kernel settle before sampling.
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, pid) in pids.iter().enumerate() {
+            if let Ok(kb) = procstat::rss_kb(*pid) {
+                l.report.processes[i].rss_with_connections_kb.push((n, kb));
+            }
+        }
+    }
+    // The pair still answers with all of them open.
+    if let Err(e) = loadgen::echo_connection(target)
+        .and_then(|mut c| Ok(loadgen::round_trip(&mut c, &[9u8; MESSAGE_SIZE])?))
+    {
+        l.fail("request with idle connections held", e);
+    }
 }
 
 fn versions() -> Versions {

@@ -34,11 +34,16 @@ pub fn measure(
     duration: Duration,
 ) -> anyhow::Result<InjectorResult> {
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let ca_path = log_dir.join("injector-ca.pem");
+    // A stale bundle from an earlier run must not be mistaken for this one's.
+    let _ = std::fs::remove_file(&ca_path);
     let mut cmd = Command::new(bins.path("tandem-injector")?);
     cmd.arg("serve")
         .args(["--listen", &listen.to_string()])
         .args(["--proxy-image", "tandem-proxy:bench"])
-        .args(["--tls-auto-hosts", "localhost"])
+        .args(["--tls-auto-hosts", "127.0.0.1"])
+        .arg("--ca-bundle-out")
+        .arg(&ca_path)
         .current_dir(log_dir);
     let log = std::fs::File::create(log_dir.join("injector.log"))?;
     cmd.stdin(Stdio::null())
@@ -46,17 +51,29 @@ pub fn measure(
         .stderr(log);
     let mut injector = ChildProcess::spawn("tandem-injector", cmd)?;
     let ticks = crate::procstat::clock_ticks_per_sec();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ca_pem = loop {
+        injector.check_running()?;
+        match std::fs::read(&ca_path) {
+            Ok(pem) if !pem.is_empty() => break pem,
+            _ if Instant::now() > deadline => anyhow::bail!(
+                "tandem-injector wrote no CA bundle to {} within 20 s",
+                ca_path.display()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let ca = reqwest::Certificate::from_pem(&ca_pem)
+        .with_context(|| format!("parsing the injector's CA bundle {}", ca_path.display()))?;
     let client = reqwest::Client::builder()
-        // The injector made its own CA; trusting it would add nothing to a throughput figure.
-        .danger_accept_invalid_certs(true)
+        .add_root_certificate(ca)
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(10))
         .build()?;
     let base = format!("https://{listen}");
-    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         injector.check_running()?;
-        let ready = rt.block_on(client.get(format!("{base}/health/ready")).send());
+        let ready = rt.block_on(async { client.get(format!("{base}/health/ready")).send().await });
         if matches!(&ready, Ok(r) if r.status().is_success()) {
             break;
         }

@@ -96,13 +96,43 @@ pub fn round_trip(s: &mut TcpStream, req: &[u8; MESSAGE_SIZE]) -> std::io::Resul
     Ok(())
 }
 
+/// The raw outcome of one or more fixed-rate slices, mergeable across slices of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RateRun {
+    pub recorder: LatencyRecorder,
+    pub errors: u64,
+    pub seconds: f64,
+}
+
+impl RateRun {
+    pub fn merge(&mut self, other: &RateRun) {
+        self.recorder.merge(&other.recorder);
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    pub fn result(&self, target_rps: f64, connections: usize) -> RateResult {
+        let requests = self.recorder.corrected.len();
+        RateResult {
+            target_rps,
+            achieved_rps: requests as f64 / self.seconds.max(1e-9),
+            connections,
+            requests,
+            errors: self.errors,
+            latency: Percentiles::of(&self.recorder.corrected),
+            service: Percentiles::of(&self.recorder.service),
+            send_lag: Percentiles::of(&self.recorder.send_lag),
+        }
+    }
+}
+
 /// Open-loop run at `rate` requests/s over `connections` persistent connections for `duration`.
 pub fn fixed_rate(
     target: SocketAddr,
     rate: f64,
     connections: usize,
     duration: Duration,
-) -> anyhow::Result<RateResult> {
+) -> anyhow::Result<RateRun> {
     let schedule = Schedule::for_duration(rate, connections, duration);
     let mut streams = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -144,26 +174,16 @@ pub fn fixed_rate(
             })
         })
         .collect();
-    let mut rec = LatencyRecorder::new();
-    let mut errors = 0;
+    let mut run = RateRun::default();
     let mut end = start;
     for h in handles {
         let (r, e, t) = h.join().expect("load thread does not panic");
-        rec.merge(&r);
-        errors += e;
+        run.recorder.merge(&r);
+        run.errors += e;
         end = end.max(t);
     }
-    let requests = rec.corrected.len();
-    Ok(RateResult {
-        target_rps: rate,
-        achieved_rps: requests as f64 / end.duration_since(start).as_secs_f64().max(1e-9),
-        connections,
-        requests,
-        errors,
-        latency: Percentiles::of(&rec.corrected),
-        service: Percentiles::of(&rec.service),
-        send_lag: Percentiles::of(&rec.send_lag),
-    })
+    run.seconds = end.duration_since(start).as_secs_f64();
+    Ok(run)
 }
 
 /// Closed-loop run: every connection sends its next request as soon as the previous answer is in.

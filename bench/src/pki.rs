@@ -1,25 +1,24 @@
-//! Certificates for the HAProxy pair, issued the way Consul's built-in CA issues them: an EC
-//! P-256 root whose URI SAN is `spiffe://<trust-domain>`, and leaves with the service's SPIFFE
-//! ID as URI SAN, usable as both TLS server and client.
+//! Certificates for the HAProxy pair, from `tandem-certs`' CA: exactly what Consul's built-in CA
+//! issues (an EC P-256 root with URI SAN `spiffe://<trust-domain>`, leaves with the service's
+//! SPIFFE ID, clientAuth + serverAuth), so both pairs do the same mutual TLS.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
-};
+use tandem_certs::{CertificateAuthority, ServiceId, TrustDomain};
 
-pub const TRUST_DOMAIN: &str = "11111111-2222-3333-4444-555555555555.consul";
+pub const CLUSTER_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const DATACENTER: &str = "dc1";
+const LEAF_TTL: Duration = Duration::from_secs(72 * 3600);
 
 /// A root CA and the leaves issued from it.
 pub struct BenchPki {
-    root_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    trust_domain: TrustDomain,
+    ca: CertificateAuthority,
 }
 
-/// One leaf: certificate and PKCS#8 key, PEM.
+/// One leaf: certificate and SEC1 key, PEM.
 pub struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
@@ -27,57 +26,25 @@ pub struct Leaf {
 
 impl BenchPki {
     pub fn generate() -> anyhow::Result<Self> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Tandem Bench CA 1");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{TRUST_DOMAIN}")
-                .try_into()
-                .context("trust domain URI")?,
-        )];
-        let root = params.self_signed(&key)?;
-        Ok(Self {
-            root_pem: root.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        let trust_domain = TrustDomain::from_cluster_id(CLUSTER_ID)?;
+        let ca = CertificateAuthority::generate(&trust_domain, CLUSTER_ID)?;
+        Ok(Self { trust_domain, ca })
     }
 
     pub fn root_pem(&self) -> &str {
-        &self.root_pem
+        &self.ca.root().root_cert_pem
     }
 
     /// A leaf for `service` in the default namespace of [`DATACENTER`].
     pub fn leaf(&self, service: &str) -> anyhow::Result<Leaf> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, service);
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{TRUST_DOMAIN}/ns/default/dc/{DATACENTER}/svc/{service}")
-                .try_into()
-                .with_context(|| format!("SPIFFE URI for service {service:?}"))?,
-        )];
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let id = ServiceId::new(self.trust_domain.clone(), DATACENTER, service);
+        let leaf = self
+            .ca
+            .issue_leaf(&id, LEAF_TTL)
+            .with_context(|| format!("issuing a leaf for {id}"))?;
         Ok(Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.private_key_pem,
         })
     }
 }
@@ -94,38 +61,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leaves_carry_the_spiffe_id_and_chain_to_the_root() {
+    fn leaves_carry_the_spiffe_id() {
         let pki = BenchPki::generate().unwrap();
         let leaf = pki.leaf("echo").unwrap();
         assert!(pki.root_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(leaf.key_pem.contains("PRIVATE KEY"));
-        let der = rustls_pem_der(&leaf.cert_pem);
-        let text = String::from_utf8_lossy(&der);
-        assert!(text.contains(&format!(
-            "spiffe://{TRUST_DOMAIN}/ns/default/dc/dc1/svc/echo"
-        )));
-    }
-
-    fn rustls_pem_der(pem: &str) -> Vec<u8> {
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        base64_decode(&body)
-    }
-
-    // A tiny decoder so the test needs no extra dependency.
-    fn base64_decode(s: &str) -> Vec<u8> {
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = Vec::new();
-        let (mut acc, mut bits) = (0u32, 0);
-        for c in s.bytes().filter(|&c| c != b'=') {
-            let v = alphabet.iter().position(|&a| a == c).unwrap() as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        out
+        assert!(leaf.key_pem.contains("EC PRIVATE KEY"));
+        let info = tandem_certs::leaf_info(&leaf.cert_pem).unwrap();
+        assert_eq!(
+            info.spiffe.to_string(),
+            format!("spiffe://{CLUSTER_ID}.consul/ns/default/dc/dc1/svc/echo")
+        );
     }
 }

@@ -48,12 +48,13 @@ impl PatchOp {
     }
 }
 
-/// The pod does not have the shape of a Pod where the patch needs to write.
+/// The pod cannot take the patch: a field the patch writes to has the wrong type, or the pod
+/// already has a container with the sidecar's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed pod: {field} is not {expected}")]
+#[error("cannot inject this pod: {field} {problem}")]
 pub struct PodShapeError {
     pub field: String,
-    pub expected: &'static str,
+    pub problem: String,
 }
 
 /// Escapes a map key for use as one JSON-pointer segment (RFC 6901).
@@ -69,13 +70,24 @@ pub fn build(
 ) -> Result<Vec<PatchOp>, PodShapeError> {
     let mut ops = Vec::new();
 
+    for list in ["initContainers", "containers"] {
+        for (i, c) in array_at(pod, &format!("/spec/{list}"))?.iter().enumerate() {
+            if c.get("name").and_then(Value::as_str) == Some(SIDECAR_NAME) {
+                return Err(PodShapeError {
+                    field: format!("spec.{list}[{i}].name"),
+                    problem: format!("is already {SIDECAR_NAME:?}, the injected sidecar's name"),
+                });
+            }
+        }
+    }
+
     // Upstream env vars, into every container that was there before (init containers first).
     let env = upstream_env(settings);
     for list in ["initContainers", "containers"] {
         for (i, container) in array_at(pod, &format!("/spec/{list}"))?.iter().enumerate() {
             let container = container.as_object().ok_or_else(|| PodShapeError {
                 field: format!("spec.{list}[{i}]"),
-                expected: "an object",
+                problem: "is not an object".into(),
             })?;
             add_env(&mut ops, &format!("/spec/{list}/{i}/env"), container, &env)?;
         }
@@ -232,7 +244,7 @@ fn add_env(
         Some(_) => {
             return Err(PodShapeError {
                 field: pointer_to_field(path),
-                expected: "a list",
+                problem: "is not a list".into(),
             })
         }
     };
@@ -281,7 +293,7 @@ fn add_map_entries(
         Some(_) => {
             return Err(PodShapeError {
                 field: "metadata".into(),
-                expected: "an object",
+                problem: "is not an object".into(),
             })
         }
     }
@@ -301,7 +313,7 @@ fn add_map_entries(
         Some(_) => {
             return Err(PodShapeError {
                 field: format!("metadata.{map}"),
-                expected: "a map",
+                problem: "is not a map".into(),
             })
         }
     }
@@ -315,7 +327,7 @@ fn array_at<'a>(pod: &'a Value, pointer: &str) -> Result<&'a [Value], PodShapeEr
         Some(Value::Array(items)) => Ok(items),
         Some(_) => Err(PodShapeError {
             field: pointer_to_field(pointer),
-            expected: "a list",
+            problem: "is not a list".into(),
         }),
     }
 }
@@ -548,9 +560,12 @@ mod tests {
         let err = build(&pod, &s, &options()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "malformed pod: spec.containers[0].env is not a list"
+            "cannot inject this pod: spec.containers[0].env is not a list"
         );
         let pod = json!({"spec": {"containers": "x"}});
         assert!(build(&pod, &s, &options()).is_err());
+        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": SIDECAR_NAME}]}});
+        let err = build(&pod, &s, &options()).unwrap_err();
+        assert_eq!(err.field, "spec.containers[1].name");
     }
 }

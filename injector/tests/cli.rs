@@ -344,3 +344,111 @@ fn assert_chain(ca: &[u8], cert: &[u8], key: &[u8], host: &str) {
     }
     panic!("handshake did not finish");
 }
+
+#[test]
+fn inject_handles_every_workload_kind_and_the_results_validate() {
+    let file = data("workloads/all-kinds.yaml");
+    for native in [false, true] {
+        let mut args = vec!["inject", "-f", file.to_str().unwrap()];
+        if native {
+            args.push("--native-sidecar");
+        }
+        let out = run(&args, None);
+        let docs = stdout_docs(&out);
+        let original = inject::parse(&std::fs::read_to_string(&file).unwrap())
+            .unwrap()
+            .1;
+        assert_eq!(docs.len(), original.len());
+        let template_of = |d: &Value| -> Value {
+            if d["kind"] == "CronJob" {
+                d["spec"]["jobTemplate"]["spec"]["template"].clone()
+            } else {
+                d["spec"]["template"].clone()
+            }
+        };
+        for (doc, before) in docs.iter().zip(&original) {
+            let kind = doc["kind"].as_str().unwrap();
+            match kind {
+                "ConfigMap" => assert_eq!(doc, before),
+                "Deployment" => assert_eq!(doc, before, "not opted in: unchanged"),
+                _ => {
+                    let t = template_of(doc);
+                    let list = if native {
+                        "initContainers"
+                    } else {
+                        "containers"
+                    };
+                    let sidecars: Vec<&Value> = t["spec"][list]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|c| c["name"] == "tandem-proxy")
+                        .collect();
+                    assert_eq!(sidecars.len(), 1, "{kind}");
+                    if native {
+                        assert_eq!(
+                            t["spec"]["initContainers"][0]["name"], "tandem-proxy",
+                            "{kind}"
+                        );
+                    }
+                    // Everything outside the template is untouched.
+                    let (mut a, mut b) = (doc.clone(), before.clone());
+                    for v in [&mut a, &mut b] {
+                        if kind == "CronJob" {
+                            v["spec"]["jobTemplate"]["spec"]["template"] = Value::Null;
+                        } else {
+                            v["spec"]["template"] = Value::Null;
+                        }
+                    }
+                    assert_eq!(a, b, "{kind}");
+                }
+            }
+        }
+        let statefulset = template_of(&docs[0]);
+        let sidecar = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|l| statefulset["spec"][*l].as_array().into_iter().flatten())
+            .find(|c| c["name"] == "tandem-proxy")
+            .expect("the StatefulSet has the sidecar");
+        assert_eq!(
+            sidecar["args"],
+            json!(["--service", "postgres", "--service-port", "5432"])
+        );
+        let cron = template_of(&docs[4]);
+        let wait = cron["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "wait")
+            .unwrap();
+        assert_eq!(
+            wait["env"][2],
+            json!({"name": "API_CONNECT_SERVICE_HOST", "value": "127.0.0.1"})
+        );
+        kubernetes_validate(&labelled(&docs));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("deployment/not-opted-in: skipped"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn inject_output_of_the_seed_manifests_matches_golden() {
+    for name in ["static-server", "static-client", "example-deployment"] {
+        let file = data(&format!("seed/{name}.yaml"));
+        let out = run(
+            &[
+                "inject",
+                "--proxy-image",
+                PROXY_IMAGE,
+                "-f",
+                file.to_str().unwrap(),
+            ],
+            None,
+        );
+        let docs = stdout_docs(&out);
+        golden(&format!("inject/{name}.json"), &Value::Array(docs));
+    }
+}
