@@ -77,13 +77,15 @@ impl CheckDefinition {
         })
     }
 
+    /// Whether an initial `Status` given with the check is one Consul accepts.
+    pub fn status_is_valid(&self) -> bool {
+        self.status
+            .as_deref()
+            .is_none_or(|s| [PASSING, WARNING, CRITICAL].contains(&s))
+    }
+
     /// `CheckType.Validate` plus this agent's limits; the text follows Consul's.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(status) = &self.status {
-            if ![PASSING, WARNING, CRITICAL].contains(&status.as_str()) {
-                return Err("Status for checks must 'passing', 'warning', 'critical'".into());
-            }
-        }
         if self.unsupported == Some("script") {
             return Err("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".into());
         }

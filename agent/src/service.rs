@@ -139,21 +139,41 @@ pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> 
     if service.name.is_empty() {
         return Err(RegisterError::bad("Missing service name"));
     }
-    for check in &checks {
-        check
-            .validate()
-            .map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
-    }
+    validate_checks(&checks)?;
     validate_service(&service)?;
     let sidecar = match sidecar_fields {
         None => None,
-        Some(sidecar_fields) => Some(expand_sidecar(&service, &sidecar_fields)?),
+        Some(sidecar_fields) => {
+            let sidecar = expand_sidecar(&service, &sidecar_fields)?;
+            validate_checks(&sidecar.checks)?;
+            // The port is assigned at registration; validate as if it were.
+            let mut probe = sidecar.service.clone();
+            if probe.port == 0 {
+                probe.port = i64::from(*SIDECAR_PORTS.start());
+            }
+            validate_service(&probe)?;
+            Some(sidecar)
+        }
     };
     Ok(Registration {
         service,
         checks,
         sidecar,
     })
+}
+
+fn validate_checks(checks: &[CheckDefinition]) -> Result<(), RegisterError> {
+    for check in checks {
+        check
+            .validate()
+            .map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
+    }
+    if checks.iter().any(|c| !c.status_is_valid()) {
+        return Err(RegisterError::bad(
+            "Status for checks must 'passing', 'warning', 'critical'",
+        ));
+    }
+    Ok(())
 }
 
 type Decoded<'a> = (Service, Vec<CheckDefinition>, Option<Fields<'a>>);

@@ -599,3 +599,44 @@ async fn deregistering_the_parent_removes_the_sidecar() {
     assert_eq!(api.json("/v1/agent/checks").await, json!({}));
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn leaf_is_reissued_in_its_renewal_window() {
+    // A 3 s leaf enters its renewal window (60-90 % of its life) within seconds; a blocking
+    // query on its ModifyIndex returns the replacement.
+    let agent = agent_with(|c| c.leaf_ttl = std::time::Duration::from_secs(3)).await;
+    let api = Api::new(&agent);
+    let leaf = api.json("/v1/agent/connect/ca/leaf/web").await;
+    let index = leaf["ModifyIndex"].as_u64().unwrap();
+    // Not expired on issue (short TTLs count from now).
+    let der = pem_certs(leaf["CertPEM"].as_str().unwrap()).remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(cert.validity().is_valid(), "a fresh leaf is valid now");
+    let renewed = api
+        .get(&format!(
+            "/v1/agent/connect/ca/leaf/web?index={index}&wait=60s"
+        ))
+        .await;
+    assert_eq!(renewed.status, 200);
+    let renewed = renewed.json();
+    assert!(renewed["ModifyIndex"].as_u64().unwrap() > index);
+    assert_ne!(renewed["SerialNumber"], leaf["SerialNumber"]);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn catalog_views_list_services() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    api.ok_put("/v1/agent/service/register", WEB_WITH_SIDECAR)
+        .await;
+    let services = api.json("/v1/catalog/services").await;
+    assert_eq!(services, json!({"web": [], "web-sidecar-proxy": []}));
+    let nodes = api.json("/v1/catalog/service/web").await;
+    assert_eq!(nodes[0]["ServiceID"], "web");
+    assert_eq!(nodes[0]["Node"], "test-node");
+    let mesh = api.json("/v1/catalog/connect/web").await;
+    assert_eq!(mesh[0]["ServiceID"], "web-sidecar-proxy");
+    assert_eq!(mesh[0]["ServiceKind"], "connect-proxy");
+    agent.shutdown().await;
+}

@@ -76,10 +76,11 @@ fn has_tags(entry: &ServiceEntry, wanted: &[String]) -> bool {
 }
 
 /// `GET /v1/catalog/services`: service name to the union of its instances' tags.
-pub fn catalog_services(agent: &Agent, req: &Request) -> Result {
-    req.blocking()?;
+pub async fn catalog_services(agent: &Agent, req: &Request) -> Result {
+    let (index, wait) = req.blocking()?;
     let visible = acl::may_read(agent, req)?;
-    let (index, body) = agent.read(|state| {
+    let timeout = blocking::query_timeout(wait);
+    let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
         let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         if visible {
             for entry in state.catalog.services() {
@@ -97,7 +98,8 @@ pub fn catalog_services(agent: &Agent, req: &Request) -> Result {
             })
             .collect();
         (state.catalog.table_index(), Value::Object(map))
-    });
+    })
+    .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
 }
 
