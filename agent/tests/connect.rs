@@ -674,7 +674,8 @@ async fn http_checks_follow_the_endpoint_status() {
     let url = format!("http://{addr}/health");
     let body = json!({"Name": "app", "Port": 1,
         "Check": {"HTTP": url, "Interval": "100ms", "Header": {"X-Probe": ["yes"]}}});
-    api.ok_put("/v1/agent/service/register", &body.to_string()).await;
+    api.ok_put("/v1/agent/service/register", &body.to_string())
+        .await;
     let check = eventually("the HTTP check to pass", || async {
         let checks = api.json("/v1/agent/checks").await;
         let check = checks["service:app"].clone();
@@ -683,7 +684,10 @@ async fn http_checks_follow_the_endpoint_status() {
     .await;
     assert_eq!(check["Type"], "http");
     assert_eq!(check["Interval"], "100ms");
-    assert_eq!(check["Output"], format!("HTTP GET {url}: 200 OK Output: ok"));
+    assert_eq!(
+        check["Output"],
+        format!("HTTP GET {url}: 200 OK Output: ok")
+    );
     status.store(503, Ordering::SeqCst);
     eventually("the HTTP check to fail", || async {
         let checks = api.json("/v1/agent/checks").await;
