@@ -16,6 +16,9 @@ use crate::state::{Agent, State};
 /// `GET /v1/health/service/:name` and (`connect`) `GET /v1/health/connect/:name`.
 pub async fn health_service(agent: &Agent, req: &Request, name: &str, connect: bool) -> Result {
     let (index, wait) = req.blocking()?;
+    if name.is_empty() {
+        return Err(ApiError::new(400, "Missing service name"));
+    }
     let passing_only = req
         .flag("passing")
         .map_err(|_| ApiError::new(400, "Invalid value for ?passing"))?;
@@ -118,6 +121,9 @@ pub async fn catalog_services(agent: &Agent, req: &Request) -> Result {
 /// `GET /v1/catalog/service/:name` and (`connect`) `/v1/catalog/connect/:name`.
 pub async fn catalog_service(agent: &Agent, req: &Request, name: &str, connect: bool) -> Result {
     let (index, wait) = req.blocking()?;
+    if name.is_empty() {
+        return Err(ApiError::new(400, "Missing service name"));
+    }
     let visible = acl::may_read(agent, req)?;
     let tags: Vec<String> = req.params("tag").into_iter().map(str::to_string).collect();
     let timeout = blocking::query_timeout(wait);
