@@ -126,6 +126,8 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         "Cannot specify ?stale with ?consistent, conflicting semantics.",
     ),
     ("GET", "/v1/agent/connect/ca/roots?index=-1", "", 400, "Invalid index"),
+    ("GET", "/v1/health/connect/", "", 400, "Missing service name"),
+    ("GET", "/v1/catalog/service/", "", 400, "Missing service name"),
     // Intentions.
     ("GET", "/v1/connect/intentions/exact?destination=db", "", 500, "required query parameter 'source' not set"),
     ("GET", "/v1/connect/intentions/exact?source=web&destination=db", "", 404, "Intention not found"),
