@@ -170,6 +170,7 @@ say "Tandem: the seed walkthrough \"Connect Sidecar on Kubernetes\", in real pod
 [ "$(id -u)" = 0 ] || die "run as root: podman here runs rootful, and set-up installs packages"
 note "setting up podman (docker/setup-podman.sh)"
 "$here/setup-podman.sh"
+"$here/walkthrough/resolve-test.sh" || die "walkthrough/resolve.jq does not resolve pods as it must"
 command -v cargo >/dev/null 2>&1 ||
   die "cargo is missing: install Rust (https://rustup.rs) and run this again"
 
