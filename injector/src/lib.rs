@@ -1,1 +1,75 @@
-//! placeholder: filled in by its issue
+//! `tandem-injector`: the mutating admission webhook that adds `tandem-proxy` to annotated pods,
+//! the offline `inject` command, and the `install` manifests.
+//!
+//! The webhook ([`webhook`]) and `inject` ([`inject`]) share one path: [`Injector::mutate`]
+//! decides ([`decision`]), reads the annotations ([`annotations`]) and builds a JSON patch
+//! ([`patch`]). The webhook returns the patch in an `AdmissionReview` ([`review`]); `inject`
+//! applies it with the `json-patch` crate.
+
+pub mod annotations;
+pub mod cli;
+pub mod decision;
+pub mod inject;
+pub mod install;
+pub mod patch;
+pub mod review;
+pub mod tls;
+pub mod webhook;
+
+use serde_json::Value;
+
+use crate::annotations::{AnnotationError, ConnectSettings};
+use crate::decision::{Decision, Policy, SkipReason};
+use crate::patch::{PatchOp, PodShapeError, SidecarOptions};
+
+/// Everything the injector needs to answer for one pod.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    policy: Policy,
+    sidecar: SidecarOptions,
+}
+
+/// What happens to one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Skipped(SkipReason),
+    Patched {
+        ops: Vec<PatchOp>,
+        settings: ConnectSettings,
+    },
+}
+
+/// Why a pod is rejected (`allowed: false`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MutateError {
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    #[error(transparent)]
+    Shape(#[from] PodShapeError),
+}
+
+impl Injector {
+    pub fn new(policy: Policy, sidecar: SidecarOptions) -> Self {
+        Injector { policy, sidecar }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn sidecar(&self) -> &SidecarOptions {
+        &self.sidecar
+    }
+
+    /// Decides for `pod` admitted into `namespace` and, when injecting, builds the patch.
+    pub fn mutate(&self, namespace: &str, pod: &Value) -> Result<Outcome, MutateError> {
+        match decision::decide(&self.policy, namespace, pod)? {
+            Decision::Skip(reason) => Ok(Outcome::Skipped(reason)),
+            Decision::Inject => {
+                let settings = annotations::connect_settings(pod)?;
+                let ops = patch::build(pod, &settings, &self.sidecar)?;
+                Ok(Outcome::Patched { ops, settings })
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! `compare`: every scenario against every subject, one after the other, in one run.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::echo::{Backend, MESSAGE_SIZE};
+use crate::haproxy::HaproxyPair;
+use crate::loadgen::{self, Direction, RateRun};
+use crate::process::ChildProcess;
+use crate::report::{
+    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, TANDEM,
+};
+use crate::tandem::{Binaries, TandemPair};
+use crate::{injector, machine, pki::BenchPki, policy, procstat};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub quick: bool,
+    /// Build the agent, proxy and injector release binaries first.
+    pub build: bool,
+    /// Subjects to run, by name.
+    pub subjects: Vec<String>,
+    /// Where logs and HAProxy configuration go.
+    pub work_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn for_run(quick: bool, nofile: u64) -> Self {
+        // A pair's proxy holds two descriptors per connection (accepted + forwarded), and the
+        // bench process holds the client and (direct) the backend ends: stay under the limit.
+        let high = ((nofile.saturating_sub(1000) / 2) / 1000 * 1000).min(10_000) as usize;
+        let secs = |quick_s: f64, full_s: f64| if quick { quick_s } else { full_s };
+        Settings {
+            rates: vec![1000.0, 5000.0],
+            rate_seconds: secs(2.0, 10.0),
+            rate_rounds: if quick { 2 } else { 5 },
+            connections: 8,
+            saturation_seconds: secs(2.0, 5.0),
+            new_conn_workers: 8,
+            new_conn_seconds: secs(2.0, 5.0),
+            bulk_seconds: secs(1.0, 3.0),
+            idle_connection_counts: if quick || high <= 1000 {
+                vec![1000]
+            } else {
+                vec![1000, high]
+            },
+            policy_tries: if quick { 5 } else { 20 },
+            injector_concurrency: 16,
+            injector_seconds: secs(2.0, 5.0),
+        }
+    }
+}
+
+/// Runs everything and returns the report (the caller prints and writes it).
+///
+/// All subjects are started first. The fixed-rate runs, where the differences are fractions of
+/// a millisecond, are interleaved: each rate is cut into rounds and every round runs each
+/// subject once, in a rotating order, so drift from other work on the machine lands on all
+/// subjects alike. The throughput scenarios then run one subject after the other.
+pub fn run(opts: &Options) -> anyhow::Result<Report> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    std::fs::create_dir_all(&opts.work_dir)
+        .with_context(|| format!("creating {}", opts.work_dir.display()))?;
+    let machine = machine::describe();
+    let settings = Settings::for_run(opts.quick, machine.nofile_limit);
+    let versions = versions();
+    let bins = Binaries::locate(opts.build)?;
+    let pki = BenchPki::generate()?;
+
+    let mut live: Vec<Live> = Vec::new();
+    let mut failed: Vec<SubjectReport> = Vec::new();
+    for name in [DIRECT, TANDEM, HAPROXY] {
+        if !opts.subjects.iter().any(|s| s == name) {
+            continue;
+        }
+        eprintln!("bench: starting {name}");
+        let backend = rt.block_on(Backend::start())?;
+        let dir = opts.work_dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let started: anyhow::Result<Subject> = match name {
+            DIRECT => Ok(Subject::Direct(backend.addr())),
+            HAPROXY => HaproxyPair::start(&pki, backend.addr(), &dir, haproxy_maxconn(&settings))
+                .map(Subject::Haproxy),
+            _ => TandemPair::start(&bins, backend.addr(), &dir).map(Subject::Tandem),
+        };
+        match started {
+            Ok(subject) => live.push(Live::new(name, backend, subject)),
+            Err(e) => {
+                eprintln!("bench: {name} did not start: {e:#}");
+                failed.push(SubjectReport {
+                    name: name.into(),
+                    error: Some(format!("{e:#}")),
+                    ..Default::default()
+                });
+                rt.block_on(backend.shutdown());
+            }
+        }
+    }
+
+    for l in &mut live {
+        // Warm-up: caches, lazy initialisation, first handshakes.
+        if let Err(e) =
+            loadgen::fixed_rate(l.subject.target(), 500.0, 2, Duration::from_millis(400))
+        {
+            l.fail("warm-up", e);
+        }
+    }
+    for &rate in &settings.rates {
+        fixed_rate_interleaved(&mut live, &settings, rate);
+    }
+    for l in &mut live {
+        throughput_and_memory(l, &settings);
+    }
+    let mut policy = Outcome::NotRun {
+        reason: "the tandem subject did not run".into(),
+    };
+    for l in &mut live {
+        if let Subject::Tandem(pair) = &l.subject {
+            eprintln!(
+                "bench: policy propagation ({} tries)",
+                settings.policy_tries
+            );
+            policy = Outcome::from_result(policy::measure(pair, settings.policy_tries));
+            if let Some(e) = pair_alive(pair) {
+                l.report.scenario_errors.push(e);
+            }
+        }
+    }
+    let mut subjects = Vec::new();
+    for l in live {
+        subjects.push(l.report);
+        drop(l.subject);
+        rt.block_on(l.backend.shutdown());
+    }
+    subjects.extend(failed);
+    let order = |n: &str| [DIRECT, TANDEM, HAPROXY].iter().position(|x| *x == n);
+    subjects.sort_by_key(|s| order(&s.name));
+
+    eprintln!("bench: injector");
+    let injector = Outcome::from_result(injector::measure(
+        &rt,
+        &bins,
+        &opts.work_dir,
+        settings.injector_concurrency,
+        Duration::from_secs_f64(settings.injector_seconds),
+    ));
+
+    Ok(Report {
+        date: machine::utc_now(),
+        quick: opts.quick,
+        machine,
+        versions,
+        settings,
+        subjects,
+        policy,
+        injector,
+    })
+}
+
+/// A started subject, its backend and what has been measured so far.
+struct Live {
+    backend: Backend,
+    subject: Subject,
+    report: SubjectReport,
+}
+
+impl Live {
+    fn new(name: &str, backend: Backend, subject: Subject) -> Self {
+        // Idle memory: right after start-up, before any traffic.
+        let processes = subject
+            .processes()
+            .iter()
+            .map(|p| ProcessReport {
+                role: p.role.clone(),
+                idle_rss_kb: procstat::rss_kb(p.pid()).unwrap_or(0),
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            backend,
+            subject,
+            report: SubjectReport {
+                name: name.into(),
+                processes,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: anyhow::Error) {
+        eprintln!("bench: {}: {what} failed: {e:#}", self.report.name);
+        self.report.scenario_errors.push(format!("{what}: {e:#}"));
+    }
+
+    fn cpu_times(&self, ticks: u64) -> Vec<Option<Duration>> {
+        self.subject
+            .processes()
+            .iter()
+            .map(|p| procstat::cpu_time(p.pid(), ticks).ok())
+            .collect()
+    }
+}
+
+fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
+    eprintln!(
+        "bench: {rate} rps, {} rounds of {:.1} s per subject",
+        s.rate_rounds,
+        s.rate_seconds / s.rate_rounds as f64
+    );
+    let ticks = procstat::clock_ticks_per_sec();
+    let slice = Duration::from_secs_f64(s.rate_seconds / s.rate_rounds as f64);
+    let n = live.len();
+    let mut runs: Vec<Option<RateRun>> = vec![Some(RateRun::default()); n];
+    let mut cpu: Vec<Vec<Duration>> = live
+        .iter()
+        .map(|l| vec![Duration::ZERO; l.subject.processes().len()])
+        .collect();
+    for round in 0..s.rate_rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            if runs[i].is_none() {
+                continue;
+            }
+            let before = live[i].cpu_times(ticks);
+            match loadgen::fixed_rate(live[i].subject.target(), rate, s.connections, slice) {
+                Ok(r) => {
+                    let after = live[i].cpu_times(ticks);
+                    for (p, (a, b)) in before.iter().zip(after).enumerate() {
+                        if let (Some(a), Some(b)) = (a, b) {
+                            cpu[i][p] += b.saturating_sub(*a);
+                        }
+                    }
+                    if let Some(total) = runs[i].as_mut() {
+                        total.merge(&r);
+                    }
+                }
+                Err(e) => {
+                    live[i].fail(&format!("{rate} rps"), e);
+                    runs[i] = None;
+                }
+            }
+        }
+    }
+    for (i, run) in runs.into_iter().enumerate() {
+        let Some(run) = run else { continue };
+        let result = run.result(rate, s.connections);
+        for (p, used) in cpu[i].iter().enumerate() {
+            let per_10k = used.as_secs_f64() * 10_000.0 / result.requests.max(1) as f64;
+            live[i].report.processes[p]
+                .cpu_s_per_10k_requests
+                .push((rate, (per_10k * 1000.0).round() / 1000.0));
+        }
+        live[i].report.rates.push(result);
+    }
+}
+
+/// A subject that is up: where the load goes and which processes to measure.
+enum Subject {
+    Direct(SocketAddr),
+    Haproxy(HaproxyPair),
+    Tandem(TandemPair),
+}
+
+impl Subject {
+    fn target(&self) -> SocketAddr {
+        match self {
+            Subject::Direct(a) => *a,
+            Subject::Haproxy(p) => p.listen,
+            Subject::Tandem(p) => p.listen,
+        }
+    }
+
+    fn processes(&self) -> Vec<&ChildProcess> {
+        match self {
+            Subject::Direct(_) => vec![],
+            Subject::Haproxy(p) => vec![&p.client_side, &p.server_side],
+            Subject::Tandem(p) => vec![&p.client_side, &p.server_side],
+        }
+    }
+}
+
+fn pair_alive(pair: &TandemPair) -> Option<String> {
+    for p in [&pair.client_side, &pair.server_side, &pair.agent] {
+        if crate::procstat::rss_kb(p.pid()).is_err() {
+            return Some(format!("{} (pid {}) is gone", p.role, p.pid()));
+        }
+    }
+    None
+}
+
+fn haproxy_maxconn(settings: &Settings) -> u32 {
+    let most = settings
+        .idle_connection_counts
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1000);
+    (most + 500) as u32
+}
+
+fn throughput_and_memory(l: &mut Live, s: &Settings) {
+    let name = l.report.name.clone();
+    let target = l.subject.target();
+    eprintln!("bench: {name}: saturation");
+    match loadgen::saturation(
+        target,
+        s.connections,
+        Duration::from_secs_f64(s.saturation_seconds),
+    ) {
+        Ok(r) => l.report.saturation = Some(r),
+        Err(e) => l.fail("saturation", e),
+    }
+    eprintln!("bench: {name}: new connection per request");
+    match loadgen::new_connection_per_request(
+        target,
+        s.new_conn_workers,
+        Duration::from_secs_f64(s.new_conn_seconds),
+    ) {
+        Ok(r) => l.report.new_conn = Some(r),
+        Err(e) => l.fail("new connection per request", e),
+    }
+    eprintln!("bench: {name}: bulk");
+    for dir in [Direction::Upload, Direction::Download] {
+        for streams in [1, 8] {
+            match loadgen::bulk(
+                target,
+                dir,
+                streams,
+                Duration::from_secs_f64(s.bulk_seconds),
+            ) {
+                Ok(r) => l.report.bulk.push(r),
+                Err(e) => l.fail(&format!("bulk {dir:?} x{streams}"), e),
+            }
+        }
+    }
+    let pids: Vec<u32> = l.subject.processes().iter().map(|p| p.pid()).collect();
+    if pids.is_empty() {
+        return;
+    }
+    let mut held: Vec<TcpStream> = Vec::new();
+    for &n in &s.idle_connection_counts {
+        eprintln!("bench: {name}: {n} idle connections");
+        match loadgen::open_idle(target, n.saturating_sub(held.len())) {
+            Ok(more) => held.extend(more),
+            Err(e) => {
+                l.fail(&format!("{n} idle connections"), e);
+                break;
+            }
+        }
+        // Let allocators and the kernel settle before sampling.
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, pid) in pids.iter().enumerate() {
+            if let Ok(kb) = procstat::rss_kb(*pid) {
+                l.report.processes[i].rss_with_connections_kb.push((n, kb));
+            }
+        }
+    }
+    // The pair still answers with all of them open.
+    if let Err(e) = loadgen::echo_connection(target)
+        .and_then(|mut c| Ok(loadgen::round_trip(&mut c, &[9u8; MESSAGE_SIZE])?))
+    {
+        l.fail("request with idle connections held", e);
+    }
+}
+
+fn versions() -> Versions {
+    let cmd = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    Versions {
+        tandem: env!("CARGO_PKG_VERSION").into(),
+        git_commit: cmd(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        ),
+        haproxy: crate::haproxy::version().unwrap_or_else(|e| format!("unavailable: {e:#}")),
+        rustc: cmd("rustc", &["--version"]),
+    }
+}

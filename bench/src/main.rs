@@ -1,0 +1,98 @@
+//! `tandem-bench compare [--quick]`: runs every scenario against direct TCP, a Tandem pair and an
+//! HAProxy pair, prints one table, writes `bench/results/<date>.json` and refreshes the generated
+//! section of `docs/PERFORMANCE.md`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tandem_bench::compare::{self, Options};
+use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem-bench",
+    about = "Benchmarks Tandem side by side with direct TCP and an HAProxy pair"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every scenario against every subject and report them side by side.
+    ///
+    /// Subjects: direct (client -> backend), tandem (tandem-agent dev + two tandem-proxy
+    /// processes), haproxy (two haproxy processes doing the same mutual TLS). Scenarios: 1 kB
+    /// request/response at 1,000 and 5,000 rps (open loop) and at saturation; a new connection
+    /// per request; bulk 1 and 8 streams each way; RSS idle and with open idle connections; CPU
+    /// per 10,000 requests; deny-intention propagation; injector AdmissionReviews/s.
+    Compare {
+        /// Short runs (under 2 minutes, for CI smoke runs): results go to
+        /// `bench/results/<date>-quick.json` and docs/PERFORMANCE.md is left alone.
+        #[arg(long)]
+        quick: bool,
+        /// Subjects to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "direct,tandem,haproxy",
+              value_parser = [DIRECT, TANDEM, HAPROXY])]
+        subjects: Vec<String>,
+        /// Do not run `cargo build --release` for the agent, proxy and injector binaries first
+        /// (they are then expected next to this executable).
+        #[arg(long)]
+        no_build: bool,
+        /// Directory for results JSON.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+        results_dir: PathBuf,
+        /// The performance document whose generated section is refreshed (full runs only).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PERFORMANCE.md"))]
+        doc: PathBuf,
+        /// Directory for process logs and HAProxy configuration.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("tandem-bench"))]
+        work_dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cmd::Compare {
+        quick,
+        subjects,
+        no_build,
+        results_dir,
+        doc,
+        work_dir,
+    } = Cli::parse().command;
+    let opts = Options {
+        quick,
+        build: !no_build,
+        subjects,
+        work_dir,
+    };
+    let report = compare::run(&opts)?;
+
+    println!("{}", report.table());
+    std::fs::create_dir_all(&results_dir)
+        .with_context(|| format!("creating {}", results_dir.display()))?;
+    let day = &report.date[..10];
+    let file = results_dir.join(if quick {
+        format!("{day}-quick.json")
+    } else {
+        format!("{day}.json")
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("bench: wrote {}", file.display());
+    if !quick {
+        let old = std::fs::read_to_string(&doc).unwrap_or_else(|_| "# Performance\n".into());
+        std::fs::write(&doc, splice_generated(&old, &report.markdown()))
+            .with_context(|| format!("writing {}", doc.display()))?;
+        eprintln!("bench: refreshed {}", doc.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,611 @@
+//! What a run produces: the result types (written as JSON), the side-by-side table and the
+//! generated part of `docs/PERFORMANCE.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::injector::InjectorResult;
+use crate::loadgen::{BulkResult, Direction, NewConnResult, RateResult, SaturationResult};
+use crate::policy::PolicyResult;
+
+pub const DIRECT: &str = "direct";
+pub const TANDEM: &str = "tandem";
+pub const HAPROXY: &str = "haproxy";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub date: String,
+    pub quick: bool,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub settings: Settings,
+    pub subjects: Vec<SubjectReport>,
+    pub policy: Outcome<PolicyResult>,
+    pub injector: Outcome<InjectorResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub nproc: usize,
+    pub kernel: String,
+    pub mem_total_mb: u64,
+    pub nofile_limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Versions {
+    pub tandem: String,
+    pub git_commit: String,
+    pub haproxy: String,
+    pub rustc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub rates: Vec<f64>,
+    /// Seconds per subject per rate, cut into `rate_rounds` interleaved slices.
+    pub rate_seconds: f64,
+    pub rate_rounds: usize,
+    pub connections: usize,
+    pub saturation_seconds: f64,
+    pub new_conn_workers: usize,
+    pub new_conn_seconds: f64,
+    pub bulk_seconds: f64,
+    pub idle_connection_counts: Vec<usize>,
+    pub policy_tries: usize,
+    pub injector_concurrency: usize,
+    pub injector_seconds: f64,
+}
+
+/// A scenario that ran, or why it did not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome<T> {
+    Measured { result: T },
+    NotRun { reason: String },
+}
+
+impl<T> Outcome<T> {
+    pub fn from_result(r: anyhow::Result<T>) -> Self {
+        match r {
+            Ok(result) => Outcome::Measured { result },
+            Err(e) => Outcome::NotRun {
+                reason: format!("{e:#}"),
+            },
+        }
+    }
+
+    pub fn measured(&self) -> Option<&T> {
+        match self {
+            Outcome::Measured { result } => Some(result),
+            Outcome::NotRun { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SubjectReport {
+    pub name: String,
+    /// Set when the subject could not be started at all.
+    pub error: Option<String>,
+    pub rates: Vec<RateResult>,
+    pub saturation: Option<SaturationResult>,
+    pub new_conn: Option<NewConnResult>,
+    pub bulk: Vec<BulkResult>,
+    pub processes: Vec<ProcessReport>,
+    /// Scenarios that failed for this subject, with the error.
+    pub scenario_errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessReport {
+    pub role: String,
+    pub idle_rss_kb: u64,
+    /// (open idle connections through the pair, RSS in kB)
+    pub rss_with_connections_kb: Vec<(usize, u64)>,
+    /// (offered rate, CPU seconds this process used per 10,000 requests at that rate)
+    pub cpu_s_per_10k_requests: Vec<(f64, f64)>,
+}
+
+impl Report {
+    pub fn subject(&self, name: &str) -> Option<&SubjectReport> {
+        self.subjects
+            .iter()
+            .find(|s| s.name == name && s.error.is_none())
+    }
+
+    /// The side-by-side table, as Markdown (readable on a terminal too).
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let mut out = String::from(
+            "| metric | direct | tandem | haproxy | tandem / haproxy |\n|---|---:|---:|---:|---:|\n",
+        );
+        for r in rows {
+            let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| fmt_num(v, r.decimals));
+            let ratio = match (r.values[1], r.values[2]) {
+                (Some(t), Some(h)) if h != 0.0 => format!("{:.2}", t / h),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.label,
+                cell(r.values[0]),
+                cell(r.values[1]),
+                cell(r.values[2]),
+                ratio
+            ));
+        }
+        out
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let subjects = [DIRECT, TANDEM, HAPROXY].map(|n| self.subject(n));
+        let per = |f: &dyn Fn(&SubjectReport) -> Option<f64>| -> [Option<f64>; 3] {
+            subjects.map(|s| s.and_then(f))
+        };
+        let mut rows = Vec::new();
+        for &rate in &self.settings.rates {
+            let at = |s: &SubjectReport| s.rates.iter().find(|r| r.target_rps == rate).cloned();
+            let k = format_rate(rate);
+            for (label, pick) in [
+                (
+                    "p50",
+                    (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
+                ),
+                ("p99", |r| r.latency.p99_us),
+                ("p99.9", |r| r.latency.p999_us),
+                ("max", |r| r.latency.max_us),
+            ] {
+                rows.push(Row::new(
+                    format!("{k} rps, 1 kB: {label} latency (µs)"),
+                    per(&|s| at(s).map(|r| pick(&r))),
+                    0,
+                ));
+            }
+            for (label, pick) in [
+                (
+                    "p50",
+                    (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
+                ),
+                ("p99", |r| r.latency.p99_us),
+            ] {
+                let direct = subjects[0].and_then(&at).map(|r| pick(&r));
+                rows.push(Row::new(
+                    format!("{k} rps: added {label} over direct (µs)"),
+                    per(&|s| Some(at(s).map(|r| pick(&r))? - direct?)),
+                    0,
+                ));
+            }
+            rows.push(Row::new(
+                format!("{k} rps: achieved rps"),
+                per(&|s| at(s).map(|r| r.achieved_rps)),
+                0,
+            ));
+        }
+        rows.push(Row::new(
+            format!(
+                "saturation, {} conns: requests/s",
+                self.settings.connections
+            ),
+            per(&|s| s.saturation.as_ref().map(|r| r.rps)),
+            0,
+        ));
+        rows.push(Row::new(
+            "saturation: p99 latency (µs)".into(),
+            per(&|s| s.saturation.as_ref().map(|r| r.latency.p99_us)),
+            0,
+        ));
+        rows.push(Row::new(
+            "new connection per request: conns/s".into(),
+            per(&|s| s.new_conn.as_ref().map(|r| r.conns_per_sec)),
+            0,
+        ));
+        for (label, pick) in [
+            (
+                "p50",
+                (|r: &NewConnResult| r.ttfb.p50_us) as fn(&NewConnResult) -> f64,
+            ),
+            ("p99", |r| r.ttfb.p99_us),
+        ] {
+            rows.push(Row::new(
+                format!("new connection: {label} time to first byte (µs)"),
+                per(&|s| s.new_conn.as_ref().map(pick)),
+                0,
+            ));
+        }
+        for dir in [Direction::Upload, Direction::Download] {
+            for streams in [1, 8] {
+                rows.push(Row::new(
+                    format!(
+                        "bulk {}, {streams} stream{}: MB/s",
+                        match dir {
+                            Direction::Upload => "client->server",
+                            Direction::Download => "server->client",
+                        },
+                        if streams == 1 { "" } else { "s" }
+                    ),
+                    per(&|s| {
+                        s.bulk
+                            .iter()
+                            .find(|b| b.direction == dir && b.streams == streams)
+                            .map(|b| b.mb_per_sec)
+                    }),
+                    0,
+                ));
+            }
+        }
+        // Memory: the larger of the two proxies of a pair ("one proxy").
+        let max_over = |s: &SubjectReport, f: &dyn Fn(&ProcessReport) -> Option<u64>| {
+            s.processes
+                .iter()
+                .filter_map(f)
+                .max()
+                .map(|kb| kb as f64 / 1024.0)
+        };
+        rows.push(Row::new(
+            "RSS of one proxy, idle (MB, larger of the pair)".into(),
+            per(&|s| max_over(s, &|p| Some(p.idle_rss_kb))),
+            1,
+        ));
+        for &n in &self.settings.idle_connection_counts {
+            rows.push(Row::new(
+                format!("RSS of one proxy, {n} open idle connections (MB)"),
+                per(&|s| {
+                    max_over(s, &|p| {
+                        p.rss_with_connections_kb
+                            .iter()
+                            .find(|(c, _)| *c == n)
+                            .map(|(_, kb)| *kb)
+                    })
+                }),
+                1,
+            ));
+        }
+        for &rate in &self.settings.rates {
+            rows.push(Row::new(
+                format!(
+                    "CPU s per 10k requests at {} rps (both proxies)",
+                    format_rate(rate)
+                ),
+                per(&|s| {
+                    let v: Vec<f64> = s
+                        .processes
+                        .iter()
+                        .filter_map(|p| {
+                            p.cpu_s_per_10k_requests
+                                .iter()
+                                .find(|(r, _)| *r == rate)
+                                .map(|(_, c)| *c)
+                        })
+                        .collect();
+                    (!v.is_empty()).then(|| v.iter().sum())
+                }),
+                2,
+            ));
+        }
+        rows
+    }
+
+    /// The part of `docs/PERFORMANCE.md` a run regenerates.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let v = &self.versions;
+        let s = &self.settings;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "Run of {date}{quick}. Machine: {cpu}, {nproc} cores (`nproc`), {mem} MB RAM, \
+             Linux {kernel}, open-files limit {nofile}. Tandem {tv} (commit `{commit}`), \
+             {haproxy}, {rustc}.\n\n",
+            date = self.date,
+            quick = if self.quick { " (`--quick`)" } else { "" },
+            cpu = m.cpu_model,
+            nproc = m.nproc,
+            mem = m.mem_total_mb,
+            kernel = m.kernel,
+            nofile = m.nofile_limit,
+            tv = v.tandem,
+            commit = v.git_commit,
+            haproxy = v.haproxy,
+            rustc = v.rustc,
+        ));
+        out.push_str(&format!(
+            "Settings: fixed rates {rates} rps for {rs} s each ({rr} interleaved rounds) over {c} \
+             persistent connections; \
+             saturation {ss} s; new connection per request with {w} workers for {ns} s; bulk \
+             {bs} s per run; idle connections {idle}; {pt} policy tries; injector {ic} \
+             concurrent clients for {is} s.\n\n",
+            rates = s
+                .rates
+                .iter()
+                .map(|r| format_rate(*r))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            rs = s.rate_seconds,
+            rr = s.rate_rounds,
+            c = s.connections,
+            ss = s.saturation_seconds,
+            w = s.new_conn_workers,
+            ns = s.new_conn_seconds,
+            bs = s.bulk_seconds,
+            idle = s
+                .idle_connection_counts
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            pt = s.policy_tries,
+            ic = s.injector_concurrency,
+            is = s.injector_seconds,
+        ));
+        out.push_str(&self.table());
+        out.push('\n');
+        for subj in &self.subjects {
+            if let Some(e) = &subj.error {
+                out.push_str(&format!("- **{}** did not run: {e}\n", subj.name));
+            }
+            for e in &subj.scenario_errors {
+                out.push_str(&format!("- **{}**: {e}\n", subj.name));
+            }
+        }
+        if let Some(sat) = self.subject(DIRECT).and_then(|d| d.rates.first()) {
+            out.push_str(&format!(
+                "- Generator wake-up lag at {} rps (in every subject's latency): p50 {} µs, \
+                 p99 {} µs.\n",
+                format_rate(sat.target_rps),
+                sat.send_lag.p50_us,
+                sat.send_lag.p99_us
+            ));
+        }
+        out.push_str("\n**Policy propagation** (tandem pair): ");
+        match &self.policy {
+            Outcome::Measured { result: p } => {
+                let show = |x: &crate::policy::Propagation| match (x.p50_ms, x.p99_ms) {
+                    (Some(a), Some(b)) => format!(
+                        "p50 {a} ms, p99 {b} ms ({} of {} tries took effect within {} ms)",
+                        x.took_effect, x.tries, p.timeout_ms
+                    ),
+                    _ => format!("never within {} ms in {} tries", p.timeout_ms, x.tries),
+                };
+                out.push_str(&format!(
+                    "deny to next new connection refused: {}; deny to open connection closed: {}.\n",
+                    show(&p.new_connections),
+                    p.open_connections_note
+                        .clone()
+                        .unwrap_or_else(|| show(&p.open_connections))
+                ));
+            }
+            Outcome::NotRun { reason } => out.push_str(&format!("not run: {reason}.\n")),
+        }
+        out.push_str("\n**Injector** (`tandem-injector serve`, HTTPS): ");
+        match &self.injector {
+            Outcome::Measured { result: i } => out.push_str(&format!(
+                "{:.0} AdmissionReviews/s with {} concurrent keep-alive clients, p50 {} µs, \
+                 p99 {} µs, {} errors{}{}.\n",
+                i.reviews_per_sec,
+                i.concurrency,
+                i.latency.p50_us,
+                i.latency.p99_us,
+                i.errors,
+                i.rss_kb
+                    .map(|kb| format!(", RSS {:.1} MB", kb as f64 / 1024.0))
+                    .unwrap_or_default(),
+                i.cpu_seconds
+                    .map(|c| format!(", {c:.2} CPU s"))
+                    .unwrap_or_default(),
+            )),
+            Outcome::NotRun { reason } => out.push_str(&format!("not run: {reason}.\n")),
+        }
+        out
+    }
+}
+
+struct Row {
+    label: String,
+    values: [Option<f64>; 3],
+    decimals: usize,
+}
+
+impl Row {
+    fn new(label: String, values: [Option<f64>; 3], decimals: usize) -> Self {
+        Self {
+            label,
+            values,
+            decimals,
+        }
+    }
+}
+
+fn fmt_num(v: f64, decimals: usize) -> String {
+    format!("{v:.decimals$}")
+}
+
+fn format_rate(r: f64) -> String {
+    let r = r.round() as u64;
+    if r >= 1000 && r.is_multiple_of(1000) {
+        format!("{},000", r / 1000)
+    } else {
+        r.to_string()
+    }
+}
+
+/// Replaces the text between the generated-section markers in `doc` (or appends the section).
+pub fn splice_generated(doc: &str, generated: &str) -> String {
+    const BEGIN: &str = "<!-- bench:begin (generated by `tandem-bench compare`) -->";
+    const END: &str = "<!-- bench:end -->";
+    let section = format!("{BEGIN}\n{generated}{END}");
+    match (doc.find(BEGIN), doc.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &doc[..b], &doc[e + END.len()..])
+        }
+        _ => format!("{doc}\n{section}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Percentiles;
+
+    fn pct(p50: f64, p99: f64) -> Percentiles {
+        Percentiles {
+            count: 100,
+            p50_us: p50,
+            p90_us: p50,
+            p99_us: p99,
+            p999_us: p99,
+            max_us: p99,
+        }
+    }
+
+    fn rate(p50: f64, p99: f64) -> RateResult {
+        RateResult {
+            target_rps: 1000.0,
+            achieved_rps: 999.0,
+            connections: 8,
+            requests: 1000,
+            errors: 0,
+            latency: pct(p50, p99),
+            service: pct(p50, p99),
+            send_lag: pct(5.0, 9.0),
+        }
+    }
+
+    fn sample() -> Report {
+        let settings = Settings {
+            rates: vec![1000.0],
+            rate_seconds: 2.0,
+            rate_rounds: 2,
+            connections: 8,
+            saturation_seconds: 2.0,
+            new_conn_workers: 8,
+            new_conn_seconds: 2.0,
+            bulk_seconds: 1.0,
+            idle_connection_counts: vec![1000],
+            policy_tries: 5,
+            injector_concurrency: 16,
+            injector_seconds: 2.0,
+        };
+        let mut direct = SubjectReport {
+            name: DIRECT.into(),
+            rates: vec![rate(40.0, 80.0)],
+            ..Default::default()
+        };
+        direct.bulk.push(BulkResult {
+            direction: Direction::Upload,
+            streams: 1,
+            bytes: 1,
+            seconds: 1.0,
+            mb_per_sec: 3000.0,
+        });
+        let tandem = SubjectReport {
+            name: TANDEM.into(),
+            rates: vec![rate(140.0, 230.0)],
+            processes: vec![
+                ProcessReport {
+                    role: "client".into(),
+                    idle_rss_kb: 4096,
+                    rss_with_connections_kb: vec![(1000, 10240)],
+                    cpu_s_per_10k_requests: vec![(1000.0, 0.25)],
+                },
+                ProcessReport {
+                    role: "server".into(),
+                    idle_rss_kb: 5120,
+                    rss_with_connections_kb: vec![(1000, 8192)],
+                    cpu_s_per_10k_requests: vec![(1000.0, 0.5)],
+                },
+            ],
+            ..Default::default()
+        };
+        let haproxy = SubjectReport {
+            name: HAPROXY.into(),
+            rates: vec![rate(120.0, 200.0)],
+            ..Default::default()
+        };
+        Report {
+            date: "2026-11-26T07:00:00Z".into(),
+            quick: true,
+            machine: Machine {
+                cpu_model: "AMD EPYC".into(),
+                nproc: 2,
+                kernel: "6.1".into(),
+                mem_total_mb: 24000,
+                nofile_limit: 20000,
+            },
+            versions: Versions {
+                tandem: "0.1.0".into(),
+                git_commit: "abc".into(),
+                haproxy: "HAProxy version 2.6.12".into(),
+                rustc: "rustc 1.95.0".into(),
+            },
+            settings,
+            subjects: vec![direct, tandem, haproxy],
+            policy: Outcome::NotRun {
+                reason: "no pair".into(),
+            },
+            injector: Outcome::NotRun {
+                reason: "no binary".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = sample();
+        let json = serde_json::to_string_pretty(&r).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert!(json.contains(r#""status": "not_run""#));
+    }
+
+    #[test]
+    fn table_shows_added_latency_and_ratios() {
+        let t = sample().table();
+        let line = |prefix: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {prefix}")))
+                .unwrap_or_else(|| panic!("no row {prefix:?} in\n{t}"))
+                .to_string()
+        };
+        assert_eq!(
+            line("1,000 rps, 1 kB: p99"),
+            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | 230 | 200 | 1.15 |"
+        );
+        assert_eq!(
+            line("1,000 rps: added p99"),
+            "| 1,000 rps: added p99 over direct (µs) | 0 | 150 | 120 | 1.25 |"
+        );
+        // Larger proxy of the pair, in MB.
+        assert_eq!(
+            line("RSS of one proxy, idle"),
+            "| RSS of one proxy, idle (MB, larger of the pair) | - | 5.0 | - | - |"
+        );
+        assert_eq!(
+            line("CPU s per 10k requests at 1,000"),
+            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | 0.75 | - | - |"
+        );
+        assert!(line("bulk client->server, 1 stream").contains("| 3000 | - | - | - |"));
+    }
+
+    #[test]
+    fn markdown_names_machine_and_reasons() {
+        let md = sample().markdown();
+        assert!(md.contains("AMD EPYC, 2 cores"));
+        assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
+        assert!(md.contains("| metric | direct | tandem | haproxy |"));
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_section() {
+        let doc = "# Perf\n\nintro\n";
+        let once = splice_generated(doc, "table v1\n");
+        assert!(once.starts_with("# Perf\n\nintro\n"));
+        assert!(once.contains("table v1\n<!-- bench:end -->"));
+        let with_tail = format!("{once}\n## Profiling\nhand-written\n");
+        let twice = splice_generated(&with_tail, "table v2\n");
+        assert!(!twice.contains("table v1"));
+        assert!(twice.contains("table v2\n<!-- bench:end -->"));
+        assert!(twice.ends_with("## Profiling\nhand-written\n"));
+        assert_eq!(twice.matches("bench:begin").count(), 1);
+    }
+}

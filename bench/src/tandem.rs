@@ -1,0 +1,202 @@
+//! The subject under test: `tandem-agent dev` and two `tandem-proxy` processes from the release
+//! build, each its own process so memory and CPU are measured per proxy.
+//!
+//! client -> [bench-client proxy: upstream listener 127.0.0.1:U] --mTLS--> [echo proxy: public
+//! listener] -> backend. The agent's default intention is deny; one intention allows
+//! `bench-client -> echo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::http;
+use crate::loadgen::one_shot;
+use crate::process::{free_port, wait_listening, ChildProcess};
+
+pub const CLIENT_SERVICE: &str = "bench-client";
+pub const SERVER_SERVICE: &str = "echo";
+
+/// Release binaries of the other crates.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    /// The directory holding this executable (`target/release` under `cargo run --release`),
+    /// after building the agent, proxy and injector binaries there unless `build` is false.
+    pub fn locate(build: bool) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the bench executable")?;
+        let dir = exe
+            .parent()
+            .context("bench executable has no parent directory")?
+            .to_path_buf();
+        if build {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--release", "--bins"])
+                .args([
+                    "-p",
+                    "tandem-agent",
+                    "-p",
+                    "tandem-proxy",
+                    "-p",
+                    "tandem-injector",
+                ]);
+            // Build into the same target directory this binary came from.
+            if let Some(target) = dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            eprintln!("bench: building the release binaries: {cmd:?}");
+            let status = cmd.status().with_context(|| format!("running {cargo}"))?;
+            if !status.success() {
+                // Some crates may not have a binary yet; the subjects that need one say so.
+                eprintln!("bench: `cargo build` of the other binaries failed ({status})");
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(name);
+        anyhow::ensure!(
+            p.is_file(),
+            "{} not found (build it with `cargo build --release -p {name}`)",
+            p.display()
+        );
+        Ok(p)
+    }
+}
+
+/// A running agent + proxy pair.
+pub struct TandemPair {
+    pub agent: ChildProcess,
+    pub agent_addr: SocketAddr,
+    pub server_side: ChildProcess,
+    pub client_side: ChildProcess,
+    /// The client proxy's upstream listener for `echo`: where the load goes.
+    pub listen: SocketAddr,
+}
+
+impl TandemPair {
+    pub fn start(bins: &Binaries, backend: SocketAddr, log_dir: &Path) -> anyhow::Result<Self> {
+        let agent_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut agent_cmd = Command::new(bins.path("tandem-agent")?);
+        agent_cmd
+            .arg("dev")
+            .args(["--http-addr", &agent_addr.to_string()])
+            .args(["--default-intention", "deny"]);
+        logs_to(&mut agent_cmd, log_dir, "agent")?;
+        let mut agent = ChildProcess::spawn("tandem-agent", agent_cmd)?;
+        wait_listening(&mut agent, agent_addr, Duration::from_secs(15))?;
+        set_intention(agent_addr, "allow")?;
+
+        let url = format!("http://{agent_addr}");
+        let proxy = bins.path("tandem-proxy")?;
+        let server_public: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let server_admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut cmd = Command::new(&proxy);
+        cmd.args(["--service", SERVER_SERVICE])
+            .args(["--service-port", &backend.port().to_string()])
+            .args(["--service-address", "127.0.0.1"])
+            .args(["--public-listener", &server_public.to_string()])
+            .args(["--advertise-address", "127.0.0.1"])
+            .args(["--admin-listener", &server_admin.to_string()])
+            .args(["--consul-http-addr", &url]);
+        logs_to(&mut cmd, log_dir, "proxy-server-side")?;
+        let mut server_side = ChildProcess::spawn("tandem-proxy server side", cmd)?;
+
+        let upstream: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let client_public: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let client_admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut cmd = Command::new(&proxy);
+        cmd.args(["--service", CLIENT_SERVICE])
+            .args([
+                "--upstreams",
+                &format!("{SERVER_SERVICE}:{}", upstream.port()),
+            ])
+            .args(["--public-listener", &client_public.to_string()])
+            .args(["--advertise-address", "127.0.0.1"])
+            .args(["--admin-listener", &client_admin.to_string()])
+            .args(["--consul-http-addr", &url]);
+        logs_to(&mut cmd, log_dir, "proxy-client-side")?;
+        let mut client_side = ChildProcess::spawn("tandem-proxy client side", cmd)?;
+
+        wait_ready(&mut server_side, server_admin)?;
+        wait_ready(&mut client_side, client_admin)?;
+        // Ready means listening; the client side may still be learning the echo instances.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match one_shot(upstream) {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!(
+                        "no answer through the tandem pair at {upstream} within 15 s"
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Ok(Self {
+            agent,
+            agent_addr,
+            server_side,
+            client_side,
+            listen: upstream,
+        })
+    }
+
+    /// Allows or denies `bench-client -> echo`.
+    pub fn set_intention(&self, action: &str) -> anyhow::Result<()> {
+        set_intention(self.agent_addr, action)
+    }
+}
+
+/// `PUT /v1/connect/intentions/exact` for `bench-client -> echo`.
+pub fn set_intention(agent: SocketAddr, action: &str) -> anyhow::Result<()> {
+    let path = format!(
+        "/v1/connect/intentions/exact?source={CLIENT_SERVICE}&destination={SERVER_SERVICE}"
+    );
+    let body = format!(r#"{{"SourceType":"consul","Action":"{action}"}}"#);
+    let r = http::request(agent, "PUT", &path, Some(&body))?;
+    anyhow::ensure!(
+        r.status == 200,
+        "agent at {agent} answered {} to PUT {path}: {}",
+        r.status,
+        r.body.trim()
+    );
+    Ok(())
+}
+
+fn wait_ready(proxy: &mut ChildProcess, admin: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proxy.check_running()?;
+        if let Ok(r) = http::request(admin, "GET", "/ready", None) {
+            if r.status == 200 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{} not ready at http://{admin}/ready within 30 s",
+                proxy.role
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn logs_to(cmd: &mut Command, dir: &Path, name: &str) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.log"));
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The one module that owns crypto policy: ring `CryptoProvider`, TLS 1.3 preferred and 1.2
+//! accepted, ECDHE + AEAD suites only, and the rustls configs the proxy uses.
+//!
+//! Chain verification is always rustls/webpki's; the SPIFFE checks in [`verifier`] run after it
+//! succeeds, never instead of it. Credentials rotate by building new configs
+//! ([`server_config`], [`client_config`]) from the new [`Identity`] / [`TrustRoots`] and
+//! publishing them (the proxy uses a `tokio::sync::watch`); connections already established keep
+//! the config they started with.
+
+mod verifier;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::ring::{cipher_suite, default_provider};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::version::{TLS12, TLS13};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::ca::colon_hex;
+use crate::spiffe::{ServiceId, SpiffeError, SpiffeId, TrustDomain};
+
+pub use verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
+
+/// The protocol versions Tandem speaks, best first. TLS 1.2 stays because Envoy's upstream
+/// default tops out at 1.2.
+pub static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
+
+/// The ring provider restricted to ECDHE key exchange with AEAD ciphers (the TLS 1.3 suites and
+/// the TLS 1.2 ECDHE-{ECDSA,RSA}-{AES-GCM,CHACHA20-POLY1305} suites, as Consul allows).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            Arc::new(CryptoProvider {
+                cipher_suites: vec![
+                    cipher_suite::TLS13_AES_128_GCM_SHA256,
+                    cipher_suite::TLS13_AES_256_GCM_SHA384,
+                    cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                    cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                ],
+                ..default_provider()
+            })
+        })
+        .clone()
+}
+
+/// A certificate chain (leaf first, then any intermediates) and its private key.
+#[derive(Clone)]
+pub struct Identity {
+    certified: Arc<CertifiedKey>,
+    spiffe: Option<SpiffeId>,
+    not_after: SystemTime,
+}
+
+impl Identity {
+    /// Loads a chain and key from PEM, e.g. a Consul leaf's `CertPEM` and `PrivateKeyPEM`.
+    /// The key may be SEC1 (`EC PRIVATE KEY`, what Consul returns), PKCS#8 (`PRIVATE KEY`) or
+    /// PKCS#1 (`RSA PRIVATE KEY`); it must match the first certificate.
+    pub fn from_pem(cert_chain_pem: &str, key_pem: &str) -> Result<Identity, TlsError> {
+        let chain = certs_from_pem(cert_chain_pem, "certificate chain")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoPrivateKey,
+            other => TlsError::Pem {
+                what: "private key",
+                reason: other.to_string(),
+            },
+        })?;
+        let (spiffe, not_after) = {
+            let leaf = parse_cert(&chain[0])?;
+            (
+                spiffe_of(&leaf).ok(),
+                asn1_time(leaf.validity().not_after.timestamp()),
+            )
+        };
+        let certified =
+            CertifiedKey::from_der(chain, key, &crypto_provider()).map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch,
+                other => TlsError::UnusableKey(other),
+            })?;
+        Ok(Identity {
+            certified: Arc::new(certified),
+            spiffe,
+            not_after,
+        })
+    }
+
+    /// The SPIFFE ID in the leaf's first URI SAN, if it has one.
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        self.spiffe.as_ref()
+    }
+
+    /// The service identity of the leaf, if it is a service leaf.
+    pub fn service_id(&self) -> Option<&ServiceId> {
+        self.spiffe.as_ref().and_then(SpiffeId::as_service)
+    }
+
+    /// The leaf's NotAfter.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// The chain as presented in handshakes, leaf first.
+    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.certified.cert
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("spiffe", &self.spiffe.as_ref().map(|id| id.to_string()))
+            .field("chain_len", &self.certified.cert.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CA roots a peer's chain must end in, and the trust domain peers must belong to.
+/// Holds every root Consul lists (not only the active one): that keeps leaves of a rotated-out
+/// root valid until they are renewed.
+#[derive(Clone, Debug)]
+pub struct TrustRoots {
+    store: Arc<RootCertStore>,
+    trust_domain: TrustDomain,
+    roots: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl TrustRoots {
+    /// Builds the trust set from PEM strings (each may hold several certificates), e.g. every
+    /// `RootCert` of `/v1/agent/connect/ca/roots`. No certificate at all is an error.
+    pub fn from_pems<'a>(
+        pems: impl IntoIterator<Item = &'a str>,
+        trust_domain: TrustDomain,
+    ) -> Result<TrustRoots, TlsError> {
+        let mut store = RootCertStore::empty();
+        let mut roots = Vec::new();
+        for (index, pem) in pems.into_iter().enumerate() {
+            for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let der = der.map_err(|e| TlsError::InvalidRoot {
+                    index,
+                    reason: e.to_string(),
+                })?;
+                store.add(der.clone()).map_err(|e| TlsError::InvalidRoot {
+                    index,
+                    reason: e.to_string(),
+                })?;
+                roots.push(der);
+            }
+        }
+        if roots.is_empty() {
+            return Err(TlsError::NoTrustRoots);
+        }
+        Ok(TrustRoots {
+            store: Arc::new(store),
+            trust_domain,
+            roots: Arc::new(roots),
+        })
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// How many root certificates are trusted.
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// Always false: an empty set cannot be built.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// The trusted roots, DER.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    pub(crate) fn store(&self) -> Arc<RootCertStore> {
+        self.store.clone()
+    }
+}
+
+/// The config for the public (inbound) listener: presents `identity`, requires a client
+/// certificate that chains to `roots` with EKU clientAuth and whose first URI SAN is a service
+/// SPIFFE ID in the roots' trust domain. Authorization (intentions) is the caller's: read the
+/// peer with [`peer_service_id`] after the handshake.
+pub fn server_config(
+    identity: &Identity,
+    roots: &TrustRoots,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier = SpiffeClientVerifier::new(roots)?;
+    let config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(TlsError::Config)?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
+    Ok(Arc::new(config))
+}
+
+/// The config for connecting to an upstream `expected`: presents `identity`, verifies the
+/// server's chain to `roots` with EKU serverAuth, then that its first URI SAN is a service
+/// SPIFFE ID whose path [`matches_path`](ServiceId::matches_path) `expected`. No DNS name is
+/// checked: the server name given to `connect` (see [`server_name`]) only sets SNI.
+pub fn client_config(
+    identity: &Identity,
+    roots: &TrustRoots,
+    expected: &ServiceId,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = SpiffeServerVerifier::new(roots, expected.clone());
+    let config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(TlsError::Config)?
+        .dangerous() // rustls' name for "custom verifier"; ours wraps webpki, weakening nothing
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
+    Ok(Arc::new(config))
+}
+
+/// The name to pass to `TlsConnector::connect` for `expected`: its Consul SNI
+/// (`<service>.default.<dc>.internal.<td>`), or `consul` if that is not a valid DNS name.
+/// Verification does not depend on it.
+pub fn server_name(expected: &ServiceId) -> ServerName<'static> {
+    ServerName::try_from(expected.sni())
+        .unwrap_or_else(|_| ServerName::try_from("consul").expect("\"consul\" is a valid DNS name"))
+}
+
+/// The peer's service identity from the first URI SAN of its end-entity certificate
+/// (`ServerConnection::peer_certificates()` / `ClientConnection::peer_certificates()`).
+pub fn peer_service_id(
+    conn_peer_certs: Option<&[CertificateDer<'_>]>,
+) -> Result<ServiceId, TlsError> {
+    let leaf = conn_peer_certs
+        .and_then(|certs| certs.first())
+        .ok_or(TlsError::NoPeerCertificate)?;
+    service_id_of(leaf)
+}
+
+/// What a leaf certificate says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// The first URI SAN.
+    pub spiffe: SpiffeId,
+    /// Colon-hex serial, as Consul's `SerialNumber` / `ClientCertSerial`.
+    pub serial_number: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Colon-hex AuthorityKeyId: compare with the active root's `SigningKeyID` to see whether
+    /// the leaf was signed by it.
+    pub authority_key_id: Option<String>,
+}
+
+/// Reads a leaf given as PEM (the first certificate is used) or DER.
+pub fn leaf_info(cert_pem_or_der: impl AsRef<[u8]>) -> Result<LeafInfo, TlsError> {
+    let bytes = cert_pem_or_der.as_ref();
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let pem = std::str::from_utf8(bytes).map_err(|_| TlsError::Pem {
+            what: "certificate",
+            reason: "not UTF-8".into(),
+        })?;
+        let chain = certs_from_pem(pem, "certificate")?;
+        leaf_info_der(&chain[0])
+    } else {
+        leaf_info_der(&CertificateDer::from(bytes))
+    }
+}
+
+/// Why a credential, a trust set or a peer was not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("invalid {what} PEM: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("{0} PEM holds no CERTIFICATE block")]
+    NoCertificate(&'static str),
+    #[error(
+        "key PEM holds no private key (expected an EC PRIVATE KEY, PRIVATE KEY or RSA PRIVATE KEY block)"
+    )]
+    NoPrivateKey,
+    #[error("private key is not usable with the ring provider: {0}")]
+    UnusableKey(rustls::Error),
+    #[error("private key does not match the certificate's public key")]
+    KeyMismatch,
+    #[error("invalid trust root (PEM #{index}): {reason}")]
+    InvalidRoot { index: usize, reason: String },
+    #[error("no trust roots: at least one CA root certificate is required")]
+    NoTrustRoots,
+    #[error("cannot build TLS config: {0}")]
+    Config(rustls::Error),
+    #[error("cannot build client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("peer presented no certificate")]
+    NoPeerCertificate,
+    #[error("cannot parse certificate: {0}")]
+    BadCertificate(String),
+    #[error("certificate has no URI SAN (expected a SPIFFE ID)")]
+    NoSpiffeId,
+    #[error("certificate URI SAN is not a valid SPIFFE ID: {0}")]
+    Spiffe(#[from] SpiffeError),
+    #[error("peer SPIFFE ID {0} is not a service identity")]
+    NotAService(String),
+    #[error("peer SPIFFE ID {actual} is not in trust domain {expected}")]
+    WrongTrustDomain {
+        actual: String,
+        expected: TrustDomain,
+    },
+    #[error("peer SPIFFE ID {actual} does not name the expected service {expected}")]
+    UnexpectedService { actual: String, expected: String },
+}
+
+fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what,
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(what));
+    }
+    Ok(chain)
+}
+
+fn parse_cert<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, TlsError> {
+    X509Certificate::from_der(der.as_ref())
+        .map(|(_, cert)| cert)
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))
+}
+
+/// The first URI SAN, parsed.
+fn spiffe_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, TlsError> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?
+        .ok_or(TlsError::NoSpiffeId)?;
+    let uri = san
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .ok_or(TlsError::NoSpiffeId)?;
+    Ok(uri.parse()?)
+}
+
+pub(crate) fn service_id_of(der: &CertificateDer<'_>) -> Result<ServiceId, TlsError> {
+    match spiffe_of(&parse_cert(der)?)? {
+        SpiffeId::Service(id) => Ok(id),
+        other => Err(TlsError::NotAService(other.to_string())),
+    }
+}
+
+fn leaf_info_der(der: &CertificateDer<'_>) -> Result<LeafInfo, TlsError> {
+    let cert = parse_cert(der)?;
+    let authority_key_id = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| colon_hex(id.0))
+            }
+            _ => None,
+        });
+    Ok(LeafInfo {
+        spiffe: spiffe_of(&cert)?,
+        serial_number: colon_hex(strip_leading_zeros(cert.raw_serial())),
+        not_before: asn1_time(cert.validity().not_before.timestamp()),
+        not_after: asn1_time(cert.validity().not_after.timestamp()),
+        authority_key_id,
+    })
+}
+
+/// DER INTEGERs carry a leading zero when the top bit is set; Go's `big.Int.Bytes()` does not.
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    &bytes[first..]
+}
+
+fn asn1_time(unix: i64) -> SystemTime {
+    match u64::try_from(unix) {
+        Ok(secs) => UNIX_EPOCH + Duration::from_secs(secs),
+        Err(_) => UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

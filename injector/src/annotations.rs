@@ -1,0 +1,520 @@
+//! The pod annotations the injector reads and writes, parsed into types.
+//!
+//! Keys and defaults follow the seed document ("Connect Sidecar on Kubernetes"); where
+//! consul-k8s silently dropped or panicked on a bad value, the value is rejected here with an
+//! [`AnnotationError`] that names the annotation and the value.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+/// `"true"` enables injection, `"false"` disables it; any spelling Go's `strconv.ParseBool` takes.
+pub const CONNECT_INJECT: &str = "consul.hashicorp.com/connect-inject";
+/// Written as `injected`; any non-empty value means "already injected".
+pub const CONNECT_INJECT_STATUS: &str = "consul.hashicorp.com/connect-inject-status";
+/// The Consul service name (default: the first container's name).
+pub const CONNECT_SERVICE: &str = "consul.hashicorp.com/connect-service";
+/// The port the application listens on: a number or a container port's name.
+pub const CONNECT_SERVICE_PORT: &str = "consul.hashicorp.com/connect-service-port";
+/// `name:port[:dc]`, comma-separated.
+pub const CONNECT_SERVICE_UPSTREAMS: &str = "consul.hashicorp.com/connect-service-upstreams";
+
+/// The value written to [`CONNECT_INJECT_STATUS`].
+pub const STATUS_INJECTED: &str = "injected";
+
+/// Ports the sidecar itself binds in the pod's network namespace; neither the application
+/// port nor an upstream may use them.
+pub const PUBLIC_LISTENER_PORT: u16 = 20000;
+pub const ADMIN_LISTENER_PORT: u16 = 19000;
+
+/// A pod annotation with a value the injector cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid annotation {annotation}={value:?}: {reason}")]
+pub struct AnnotationError {
+    pub annotation: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl AnnotationError {
+    fn new(annotation: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        AnnotationError {
+            annotation,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` does (consul-k8s compatibility).
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A Consul service name as used by the proxy's `--service` and `--upstreams`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `<NAME>` of `<NAME>_CONNECT_SERVICE_HOST`: uppercased, every character outside
+    /// `[A-Z0-9_]` turned into `_`.
+    pub fn env_prefix(&self) -> String {
+        self.0
+            .chars()
+            .map(|c| match c.to_ascii_uppercase() {
+                u @ ('A'..='Z' | '0'..='9' | '_') => u,
+                _ => '_',
+            })
+            .collect()
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("a service name must not be empty".into());
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!(
+                "{bad:?} is not allowed in a service name (letters, digits, '-', '_' and '.' are)"
+            ));
+        }
+        Ok(ServiceName(s.to_string()))
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of `connect-service-upstreams`: `name:port[:dc]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: ServiceName,
+    pub local_port: u16,
+    pub datacenter: Option<String>,
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = entry.split(':').map(str::trim).collect();
+        let (name, port, datacenter) = match parts.as_slice() {
+            [name] => {
+                return Err(format!(
+                    "upstream {name:?} has no local port (want name:port)"
+                ))
+            }
+            [name, port] => (*name, *port, None),
+            [name, port, dc] => (*name, *port, Some(*dc)),
+            _ => {
+                return Err(format!(
+                    "upstream {entry:?} has too many ':' (want name:port[:dc])"
+                ))
+            }
+        };
+        let name = name
+            .parse::<ServiceName>()
+            .map_err(|e| format!("upstream {entry:?}: {e}"))?;
+        let local_port =
+            parse_port(port).map_err(|e| format!("upstream {entry:?}: local port {e}"))?;
+        let datacenter = match datacenter {
+            None => None,
+            Some("") => return Err(format!("upstream {entry:?}: the datacenter is empty")),
+            Some(dc) => {
+                dc.parse::<ServiceName>()
+                    .map_err(|e| format!("upstream {entry:?}: datacenter: {e}"))?;
+                Some(dc.to_string())
+            }
+        };
+        Ok(Upstream {
+            name,
+            local_port,
+            datacenter,
+        })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.local_port)?;
+        if let Some(dc) = &self.datacenter {
+            write!(f, ":{dc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the annotations (and the pod's containers, for the defaults) say the sidecar must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    pub service: ServiceName,
+    /// The port inbound connections are forwarded to; `None` means no inbound listener.
+    pub service_port: Option<u16>,
+    pub upstreams: Vec<Upstream>,
+}
+
+/// The pod's annotations (an absent or `null` map reads as empty).
+pub fn of(pod: &Value) -> Map<String, Value> {
+    pod.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A string annotation; a non-string value is reported as the bad value.
+pub fn string_value<'a>(
+    annotations: &'a Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<&'a str>, AnnotationError> {
+    match annotations.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(AnnotationError::new(
+            key,
+            &other.to_string(),
+            "annotation values must be strings",
+        )),
+    }
+}
+
+/// Resolves `connect-service`, `connect-service-port` and `connect-service-upstreams`
+/// against the pod's containers.
+pub fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError> {
+    let annotations = of(pod);
+    let containers = containers(pod);
+
+    let service = match string_value(&annotations, CONNECT_SERVICE)? {
+        Some(raw) => raw
+            .trim()
+            .parse::<ServiceName>()
+            .map_err(|reason| AnnotationError::new(CONNECT_SERVICE, raw, reason))?,
+        None => {
+            let first = containers
+                .first()
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            first.parse::<ServiceName>().map_err(|reason| {
+                AnnotationError::new(
+                    CONNECT_SERVICE,
+                    "",
+                    format!(
+                        "not set, and the first container's name {first:?} cannot be the default: {reason}"
+                    ),
+                )
+            })?
+        }
+    };
+
+    let service_port = match string_value(&annotations, CONNECT_SERVICE_PORT)? {
+        Some(raw) => Some(
+            resolve_port(raw.trim(), &containers)
+                .map_err(|reason| AnnotationError::new(CONNECT_SERVICE_PORT, raw, reason))?,
+        ),
+        None => first_container_port(&containers),
+    };
+    if let Some(port) = service_port {
+        if let Some(owner) = reserved_port_owner(port) {
+            let raw = string_value(&annotations, CONNECT_SERVICE_PORT)?
+                .map(str::to_string)
+                .unwrap_or_else(|| port.to_string());
+            return Err(AnnotationError::new(
+                CONNECT_SERVICE_PORT,
+                &raw,
+                format!("port {port} is taken by tandem-proxy's {owner}"),
+            ));
+        }
+    }
+
+    let upstreams = match string_value(&annotations, CONNECT_SERVICE_UPSTREAMS)? {
+        Some(raw) => parse_upstreams(raw, service_port)
+            .map_err(|reason| AnnotationError::new(CONNECT_SERVICE_UPSTREAMS, raw, reason))?,
+        None => Vec::new(),
+    };
+
+    Ok(ConnectSettings {
+        service,
+        service_port,
+        upstreams,
+    })
+}
+
+/// Parses the upstreams list: entries separated by `,`, whitespace around entries and parts
+/// ignored, empty entries (a trailing comma) skipped. Local ports must be unique, must not be the
+/// service port or a port of the sidecar, and two upstreams may not share an env-var name.
+pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstream>, String> {
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    let mut ports = HashSet::new();
+    let mut env_names = HashSet::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let upstream: Upstream = entry.parse()?;
+        if !ports.insert(upstream.local_port) {
+            return Err(format!(
+                "local port {} is used by more than one upstream",
+                upstream.local_port
+            ));
+        }
+        if Some(upstream.local_port) == service_port {
+            return Err(format!(
+                "upstream {entry:?}: local port {} is the service port",
+                upstream.local_port
+            ));
+        }
+        if let Some(owner) = reserved_port_owner(upstream.local_port) {
+            return Err(format!(
+                "upstream {entry:?}: local port {} is taken by tandem-proxy's {owner}",
+                upstream.local_port
+            ));
+        }
+        if !env_names.insert(upstream.name.env_prefix()) {
+            return Err(format!(
+                "upstream {entry:?}: another upstream already sets {}_CONNECT_SERVICE_HOST/PORT",
+                upstream.name.env_prefix()
+            ));
+        }
+        upstreams.push(upstream);
+    }
+    Ok(upstreams)
+}
+
+/// `spec.containers` as a slice (empty when absent).
+pub(crate) fn containers(pod: &Value) -> Vec<&Map<String, Value>> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(Value::as_object).collect())
+        .unwrap_or_default()
+}
+
+/// A port number (decimal, 1-65535) or the name of a port on any container (first match wins).
+fn resolve_port(raw: &str, containers: &[&Map<String, Value>]) -> Result<u16, String> {
+    if raw.is_empty() {
+        return Err("empty: want a port number or a container port's name".into());
+    }
+    if raw.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_port(raw);
+    }
+    container_ports(containers)
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(raw))
+        .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "no container has a port by that name".to_string())
+}
+
+/// The first port any container exposes.
+fn first_container_port(containers: &[&Map<String, Value>]) -> Option<u16> {
+    container_ports(containers)
+        .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+        .find_map(|n| u16::try_from(n).ok().filter(|n| *n > 0))
+}
+
+fn container_ports<'a>(
+    containers: &'a [&'a Map<String, Value>],
+) -> impl Iterator<Item = &'a Map<String, Value>> + 'a {
+    containers
+        .iter()
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_object)
+}
+
+fn parse_port(raw: &str) -> Result<u16, String> {
+    if raw.is_empty() {
+        return Err("is missing".into());
+    }
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        Ok(_) => Err(format!("{raw:?} is out of range (1-65535)")),
+        Err(_) => Err(format!("{raw:?} is not a number")),
+    }
+}
+
+fn reserved_port_owner(port: u16) -> Option<&'static str> {
+    match port {
+        PUBLIC_LISTENER_PORT => Some("public listener"),
+        ADMIN_LISTENER_PORT => Some("admin listener"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(annotations: Value, containers: Value) -> Value {
+        json!({"metadata": {"annotations": annotations}, "spec": {"containers": containers}})
+    }
+
+    #[test]
+    fn parse_bool_takes_go_spellings_only() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        for bad in ["yes", "no", "", " true", "tRUE", "on", "2"] {
+            assert_eq!(parse_bool(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_prefix_mangles_everything_outside_upper_alnum_underscore() {
+        let cases = [
+            ("static-server", "STATIC_SERVER"),
+            ("web.ns", "WEB_NS"),
+            ("db_1", "DB_1"),
+            ("Api-V2.x", "API_V2_X"),
+        ];
+        for (name, want) in cases {
+            let name: ServiceName = name.parse().unwrap();
+            assert_eq!(name.env_prefix(), want);
+        }
+    }
+
+    #[test]
+    fn upstream_parses_name_port_and_datacenter_with_whitespace() {
+        let u: Upstream = " db : 1234 : dc2 ".trim().parse().unwrap();
+        assert_eq!(u.name.as_str(), "db");
+        assert_eq!(u.local_port, 1234);
+        assert_eq!(u.datacenter.as_deref(), Some("dc2"));
+        assert_eq!(u.to_string(), "db:1234:dc2");
+    }
+
+    #[test]
+    fn upstream_errors_name_the_entry() {
+        let cases = [
+            ("db", "has no local port"),
+            ("db:", "local port is missing"),
+            ("db:abc", "\"abc\" is not a number"),
+            ("db:0", "out of range"),
+            ("db:65536", "out of range"),
+            ("db:-1", "not a number"),
+            (":1234", "must not be empty"),
+            ("db:1:dc:x", "too many"),
+            ("db:1:", "datacenter is empty"),
+            ("d b:1", "not allowed"),
+        ];
+        for (entry, want) in cases {
+            let err = entry.parse::<Upstream>().unwrap_err();
+            assert!(err.contains(want), "{entry}: {err}");
+        }
+    }
+
+    #[test]
+    fn upstream_list_rejects_duplicates_and_reserved_ports() {
+        assert!(parse_upstreams("a:1,b:1", None)
+            .unwrap_err()
+            .contains("more than one"));
+        assert!(parse_upstreams("a:8080", Some(8080))
+            .unwrap_err()
+            .contains("service port"));
+        assert!(parse_upstreams("a:20000", None)
+            .unwrap_err()
+            .contains("public listener"));
+        assert!(parse_upstreams("a:19000", None)
+            .unwrap_err()
+            .contains("admin listener"));
+        assert!(parse_upstreams("a-b:1,a.b:2", None)
+            .unwrap_err()
+            .contains("A_B_CONNECT"));
+        let ok = parse_upstreams(" db:1234 ,\n auth:6789:dc2, ", None).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].to_string(), "auth:6789:dc2");
+        assert!(parse_upstreams("", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn defaults_come_from_the_containers() {
+        let p = pod(
+            json!({}),
+            json!([{"name": "web"}, {"name": "side", "ports": [{"containerPort": 9090}, {"containerPort": 9091}]}]),
+        );
+        let s = connect_settings(&p).unwrap();
+        assert_eq!(s.service.as_str(), "web");
+        assert_eq!(s.service_port, Some(9090));
+        assert!(s.upstreams.is_empty());
+    }
+
+    #[test]
+    fn no_ports_means_no_inbound_listener() {
+        let p = pod(json!({}), json!([{"name": "client"}]));
+        assert_eq!(connect_settings(&p).unwrap().service_port, None);
+    }
+
+    #[test]
+    fn named_port_resolves_on_any_container() {
+        let p = pod(
+            json!({CONNECT_SERVICE_PORT: "metrics"}),
+            json!([{"name": "a", "ports": [{"containerPort": 80, "name": "http"}]},
+                   {"name": "b", "ports": [{"containerPort": 9102, "name": "metrics"}]}]),
+        );
+        assert_eq!(connect_settings(&p).unwrap().service_port, Some(9102));
+    }
+
+    #[test]
+    fn bad_service_port_names_annotation_and_value() {
+        let containers = json!([{"name": "a", "ports": [{"containerPort": 80, "name": "http"}]}]);
+        for (value, want) in [
+            ("grpc", "no container has a port by that name"),
+            ("0", "out of range"),
+            ("70000", "out of range"),
+            ("", "empty"),
+            ("20000", "public listener"),
+        ] {
+            let err = connect_settings(&pod(
+                json!({CONNECT_SERVICE_PORT: value}),
+                containers.clone(),
+            ))
+            .unwrap_err();
+            assert_eq!(err.annotation, CONNECT_SERVICE_PORT);
+            assert_eq!(err.value, value);
+            assert!(err.reason.contains(want), "{value}: {err}");
+            assert!(err.to_string().contains(CONNECT_SERVICE_PORT));
+        }
+    }
+
+    #[test]
+    fn bad_service_name_is_rejected() {
+        let err = connect_settings(&pod(json!({CONNECT_SERVICE: ""}), json!([{"name": "a"}])))
+            .unwrap_err();
+        assert_eq!(err.annotation, CONNECT_SERVICE);
+        let err = connect_settings(&pod(
+            json!({CONNECT_SERVICE: "a/b"}),
+            json!([{"name": "a"}]),
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("not allowed"));
+    }
+
+    #[test]
+    fn non_string_annotation_is_reported() {
+        let err = connect_settings(&pod(
+            json!({CONNECT_SERVICE_PORT: 8080}),
+            json!([{"name": "a"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(err.value, "8080");
+        assert!(err.reason.contains("strings"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The webhook's TLS: one crypto policy (rustls with the ring provider), serving certificates
+//! loaded from files and reloaded when they change on disk, or generated from an in-process CA.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A TLS problem, naming the file or host involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: String },
+    #[error("{what}: no PEM private key found")]
+    NoKey { what: String },
+    #[error("{what}: bad PEM: {source}")]
+    Pem {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: certificate and key rejected: {source}")]
+    Rustls { what: String, source: rustls::Error },
+    #[error("cannot generate a certificate for {hosts:?}: {source}")]
+    Generate {
+        hosts: Vec<String>,
+        source: rcgen::Error,
+    },
+}
+
+/// The one crypto provider the injector uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A serving `ServerConfig` from PEM text; `what` names the source in errors.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Pem {
+            what: what.to_string(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: what.to_string(),
+        });
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|source| TlsError::Pem {
+            what: what.to_string(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            what: what.to_string(),
+        })?;
+    let rustls_err = |source| TlsError::Rustls {
+        what: what.to_string(),
+        source,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_err)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(rustls_err)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A certificate file and its key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    /// Reads both files (their raw bytes, to notice changes) and builds a config.
+    pub fn load(&self) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
+        let cert = read(&self.cert)?;
+        let key = read(&self.key)?;
+        let what = format!("{} + {}", self.cert.display(), self.key.display());
+        let config = server_config(&cert, &key, &what)?;
+        let mut seen = cert;
+        seen.extend_from_slice(&key);
+        Ok((config, seen))
+    }
+
+    /// Polls the files every `interval` and publishes a new config when their content changes
+    /// and parses. A bad or half-written pair keeps the config that is being served.
+    pub async fn watch(
+        self,
+        mut seen: Vec<u8>,
+        interval: Duration,
+        tx: watch::Sender<Arc<ServerConfig>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let (cert, key) = match (read(&self.cert), read(&self.key)) {
+                (Ok(c), Ok(k)) => (c, k),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "keeping the served certificate");
+                    continue;
+                }
+            };
+            let mut now = cert.clone();
+            now.extend_from_slice(&key);
+            if now == seen {
+                continue;
+            }
+            let what = format!("{} + {}", self.cert.display(), self.key.display());
+            match server_config(&cert, &key, &what) {
+                Ok(config) => {
+                    tracing::info!(cert.file = %self.cert.display(), "serving certificate reloaded");
+                    seen = now;
+                    tx.send_replace(config);
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the served certificate"),
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A CA made in-process (ECDSA P-256) that issues serving certificates.
+pub struct GeneratedCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A serving certificate and its key, PEM.
+#[derive(Clone)]
+pub struct ServingCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub not_after: SystemTime,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GeneratedCa {
+    /// A new CA valid for `validity` (from one minute ago, for clock skew).
+    pub fn generate(common_name: &str, validity: Duration) -> Result<Self, TlsError> {
+        let gen_err = |source| TlsError::Generate {
+            hosts: vec![common_name.to_string()],
+            source,
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, validity);
+        let key = KeyPair::generate().map_err(gen_err)?;
+        let issuer = CertifiedIssuer::self_signed(params, key).map_err(gen_err)?;
+        Ok(GeneratedCa { issuer })
+    }
+
+    /// The CA certificate, PEM: what goes into a `caBundle` (base64 of this text).
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `hosts` (IP literals become IP SANs, the rest DNS SANs).
+    pub fn issue_serving(
+        &self,
+        hosts: &[String],
+        validity: Duration,
+    ) -> Result<ServingCert, TlsError> {
+        let gen_err = |source| TlsError::Generate {
+            hosts: hosts.to_vec(),
+            source,
+        };
+        let mut params = CertificateParams::new(hosts.to_vec()).map_err(gen_err)?;
+        params.distinguished_name = dn(hosts
+            .first()
+            .map(String::as_str)
+            .unwrap_or("tandem-injector"));
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let not_after = set_validity(&mut params, validity);
+        let key = KeyPair::generate().map_err(gen_err)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(gen_err)?;
+        Ok(ServingCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            not_after,
+        })
+    }
+}
+
+/// Re-issues the serving certificate from `ca` when two thirds of its life have passed.
+pub async fn renew_generated(
+    ca: Arc<GeneratedCa>,
+    hosts: Vec<String>,
+    validity: Duration,
+    tx: watch::Sender<Arc<ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let wait = validity.mul_f64(2.0 / 3.0);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let renewed = ca.issue_serving(&hosts, validity).and_then(|c| {
+            server_config(
+                c.cert_pem.as_bytes(),
+                c.key_pem.as_bytes(),
+                "generated certificate",
+            )
+        });
+        match renewed {
+            Ok(config) => {
+                tracing::info!("generated serving certificate renewed");
+                tx.send_replace(config);
+            }
+            Err(e) => tracing::error!(error = %e, "keeping the served certificate"),
+        }
+    }
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn set_validity(params: &mut CertificateParams, validity: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    let not_after = now + validity;
+    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_after = not_after.into();
+    not_after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_cert_loads_into_a_server_config() {
+        let ca = GeneratedCa::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let leaf = ca.issue_serving(&hosts, Duration::from_secs(600)).unwrap();
+        assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(leaf.key_pem.contains("PRIVATE KEY"));
+        server_config(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes(), "test").unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_source() {
+        let err = server_config(b"junk", b"junk", "my.crt").unwrap_err();
+        assert_eq!(err.to_string(), "my.crt: no PEM certificate found");
+        let files = CertFiles {
+            cert: "/nonexistent/tls.crt".into(),
+            key: "/nonexistent/tls.key".into(),
+        };
+        let err = files.load().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+    }
+
+    #[test]
+    fn bad_host_is_an_error() {
+        let ca = GeneratedCa::generate("test CA", Duration::from_secs(3600)).unwrap();
+        assert!(ca
+            .issue_serving(&["h\u{f4}st".to_string()], Duration::from_secs(60))
+            .is_err());
+    }
+}
