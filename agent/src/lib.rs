@@ -1,1 +1,38 @@
-//! placeholder: filled in by its issue
+//! `tandem-agent`: an in-memory, single-node agent that speaks the Connect subset of Consul's
+//! HTTP API the way `consul agent -dev` does (JSON shapes, status codes, plain-text errors,
+//! blocking queries, a built-in CA and intentions), plus the `consul intention` CLI.
+//!
+//! In-process use (tests, benchmarks):
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let agent = tandem_agent::start(tandem_agent::Config {
+//!     http_addr: "127.0.0.1:0".parse()?,
+//!     ..Default::default()
+//! })
+//! .await?;
+//! println!("{}", agent.url());
+//! agent.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod blocking;
+mod ca;
+mod catalog;
+mod checks;
+pub mod cli;
+mod config;
+mod godur;
+mod http;
+mod intentions;
+mod json;
+mod server;
+mod service;
+mod state;
+
+pub use config::Config;
+pub use server::{start, DevAgent};
+
+/// Parses a Go duration (`72h`, `10s`, `1m30s`), as the `--leaf-ttl` flag takes it.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    godur::parse(text)
+}

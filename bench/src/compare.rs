@@ -84,13 +84,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         let backend = rt.block_on(Backend::start())?;
         let dir = opts.work_dir.join(name);
         std::fs::create_dir_all(&dir)?;
-        let started: anyhow::Result<Subject> = match name {
-            DIRECT => Ok(Subject::Direct(backend.addr())),
-            HAPROXY => HaproxyPair::start(&pki, backend.addr(), &dir, haproxy_maxconn(&settings))
-                .map(Subject::Haproxy),
-            _ => TandemPair::start(&bins, backend.addr(), &dir).map(Subject::Tandem),
-        };
-        match started {
+        let maxconn = haproxy_maxconn(&settings);
+        match start_subject(name, &bins, &pki, backend.addr(), &dir, maxconn) {
             Ok(subject) => live.push(Live::new(name, backend, subject)),
             Err(e) => {
                 eprintln!("bench: {name} did not start: {e:#}");
@@ -261,15 +256,33 @@ fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
     }
 }
 
+/// Starts subject `name` in front of `backend`, with its files under `dir`.
+pub fn start_subject(
+    name: &str,
+    bins: &Binaries,
+    pki: &BenchPki,
+    backend: SocketAddr,
+    dir: &std::path::Path,
+    haproxy_maxconn: u32,
+) -> anyhow::Result<Subject> {
+    std::fs::create_dir_all(dir)?;
+    match name {
+        DIRECT => Ok(Subject::Direct(backend)),
+        HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
+        TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
+        other => anyhow::bail!("unknown subject {other:?} (expected direct, tandem or haproxy)"),
+    }
+}
+
 /// A subject that is up: where the load goes and which processes to measure.
-enum Subject {
+pub enum Subject {
     Direct(SocketAddr),
     Haproxy(HaproxyPair),
     Tandem(TandemPair),
 }
 
 impl Subject {
-    fn target(&self) -> SocketAddr {
+    pub fn target(&self) -> SocketAddr {
         match self {
             Subject::Direct(a) => *a,
             Subject::Haproxy(p) => p.listen,
@@ -277,7 +290,7 @@ impl Subject {
         }
     }
 
-    fn processes(&self) -> Vec<&ChildProcess> {
+    pub fn processes(&self) -> Vec<&ChildProcess> {
         match self {
             Subject::Direct(_) => vec![],
             Subject::Haproxy(p) => vec![&p.client_side, &p.server_side],

@@ -5,7 +5,8 @@
 //!   request, bulk, idle connections); [`stats`]: schedule and coordinated-omission correction.
 //! - [`echo`]: the backend and its protocol.
 //! - [`haproxy`], [`tandem`]: the two proxy pairs; [`policy`], [`injector`]: scenarios 5 and 6.
-//! - [`report`]: results, the table, `docs/PERFORMANCE.md`.
+//! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
+//!   `perf record`.
 
 pub mod compare;
 pub mod echo;
@@ -18,6 +19,7 @@ pub mod pki;
 pub mod policy;
 pub mod process;
 pub mod procstat;
+pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod tandem;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tandem_bench::compare::{self, Options};
+use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM};
 
 #[derive(Parser)]
@@ -51,6 +52,24 @@ enum Cmd {
         #[arg(long, default_value_os_t = std::env::temp_dir().join("tandem-bench"))]
         work_dir: PathBuf,
     },
+    /// Run one scenario against one subject under `perf record` (attached to each proxy
+    /// process) and write a flat profile per process.
+    Profile {
+        /// tandem or haproxy.
+        #[arg(long, default_value = TANDEM, value_parser = [TANDEM, HAPROXY])]
+        subject: String,
+        #[arg(long, value_enum, default_value = "saturation")]
+        scenario: Scenario,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Where perf data, reports and logs go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("tandem-bench-profile"))]
+        out_dir: PathBuf,
+        /// Do not build the release binaries first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,14 +79,33 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Compare {
-        quick,
-        subjects,
-        no_build,
-        results_dir,
-        doc,
-        work_dir,
-    } = Cli::parse().command;
+    let (quick, subjects, no_build, results_dir, doc, work_dir) = match Cli::parse().command {
+        Cmd::Compare {
+            quick,
+            subjects,
+            no_build,
+            results_dir,
+            doc,
+            work_dir,
+        } => (quick, subjects, no_build, results_dir, doc, work_dir),
+        Cmd::Profile {
+            subject,
+            scenario,
+            seconds,
+            out_dir,
+            no_build,
+        } => {
+            let summary = profile::run(&ProfileOptions {
+                subject,
+                scenario,
+                seconds,
+                out_dir,
+                build: !no_build,
+            })?;
+            print!("{summary}");
+            return Ok(());
+        }
+    };
     let opts = Options {
         quick,
         build: !no_build,

@@ -64,7 +64,7 @@ pub fn respond(injector: &Injector, body: &[u8]) -> Result<(Value, Verdict), Rev
         .filter(|u| !u.is_empty())
         .ok_or(ReviewError::MissingUid)?;
 
-    let (mut response, verdict) = decide(injector, request);
+    let (mut response, verdict) = answer(injector, request);
     response["uid"] = json!(uid);
     Ok((
         json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response}),
@@ -72,7 +72,8 @@ pub fn respond(injector: &Injector, body: &[u8]) -> Result<(Value, Verdict), Rev
     ))
 }
 
-fn decide(injector: &Injector, request: &Value) -> (Value, Verdict) {
+/// The `response` of a well-formed review (everything but the uid).
+fn answer(injector: &Injector, request: &Value) -> (Value, Verdict) {
     let str_at = |p: &str| {
         request
             .pointer(p)

@@ -149,6 +149,16 @@ async fn admission_reviews_over_https() {
         assert!(text.contains(want), "{body:?}: {text}");
     }
 
+    // Oversized bodies are refused before they are parsed.
+    let huge = vec![b' '; tandem_injector::webhook::MAX_BODY_BYTES + 1];
+    let resp = http
+        .post(format!("{base}/mutate"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
     // Routes.
     let resp = http
         .get(format!("{base}/health/ready"))

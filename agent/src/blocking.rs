@@ -1,0 +1,103 @@
+//! Consul's blocking queries: `?index=N&wait=D` holds the request until the result's index
+//! passes N or the wait (capped at 10 minutes, plus up to wait/16 jitter) runs out, then
+//! answers with the current result either way.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::state::{Agent, State};
+
+/// `default_query_time`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// `max_query_time`.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// The leaf endpoint's own default and maximum (`leafcert.DefaultQueryTimeout`).
+pub const LEAF_WAIT: Duration = Duration::from_secs(600);
+
+/// How long a blocking query may hold: `wait` (default 5 min) capped at 10 min, plus jitter of
+/// up to a sixteenth, as Consul's `RPCQueryTimeout` does.
+pub fn query_timeout(wait: Option<Duration>) -> Duration {
+    let base = match wait {
+        Some(w) if !w.is_zero() => w.min(MAX_WAIT),
+        _ => DEFAULT_WAIT,
+    };
+    let jitter_max = base.as_nanos() as u64 / 16;
+    let jitter = if jitter_max == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..jitter_max)
+    };
+    base + Duration::from_nanos(jitter)
+}
+
+/// The leaf endpoint's timeout: `wait` capped at (and defaulting to) 10 minutes, no jitter.
+pub fn leaf_timeout(wait: Option<Duration>) -> Duration {
+    match wait {
+        Some(w) if !w.is_zero() => w.min(LEAF_WAIT),
+        _ => LEAF_WAIT,
+    }
+}
+
+/// Evaluates `query` until it reports an index above `min_index` (absent or 0: at once) or the
+/// timeout passes; returns the last result and its index (never 0).
+pub async fn block_on_index<T>(
+    agent: &Agent,
+    min_index: Option<u64>,
+    timeout: Duration,
+    mut query: impl FnMut(&State) -> (u64, T),
+) -> (u64, T) {
+    let min = min_index.unwrap_or(0);
+    let (index, value) = block_until(agent, timeout, &mut query, |(index, _)| {
+        min == 0 || *index > min
+    })
+    .await;
+    (index.max(1), value)
+}
+
+/// Evaluates `query` until `ready` accepts its result or the timeout passes.
+pub async fn block_until<T>(
+    agent: &Agent,
+    timeout: Duration,
+    mut query: impl FnMut(&State) -> T,
+    ready: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut changes = agent.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let result = agent.read(&mut query);
+        if ready(&result) || Instant::now() >= deadline {
+            return result;
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return result;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_is_capped_and_jittered() {
+        for _ in 0..50 {
+            let t = query_timeout(Some(Duration::from_secs(3600)));
+            assert!(t >= MAX_WAIT && t <= MAX_WAIT + MAX_WAIT / 16);
+            let t = query_timeout(None);
+            assert!(t >= DEFAULT_WAIT && t <= DEFAULT_WAIT + DEFAULT_WAIT / 16);
+        }
+        assert_eq!(leaf_timeout(Some(Duration::from_secs(3600))), LEAF_WAIT);
+        assert_eq!(
+            leaf_timeout(Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Health checks: definitions as registered, their runtime state, and the tasks that run TCP
+//! checks at their interval and expire TTL checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::json::{DecodeError, Fields};
+use crate::state::Agent;
+
+pub const PASSING: &str = "passing";
+pub const WARNING: &str = "warning";
+pub const CRITICAL: &str = "critical";
+
+/// Consul's default TCP/HTTP check timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consul's `OutputMaxSize` default.
+const OUTPUT_MAX: usize = 4096;
+
+/// A check as given in a registration (`structs.CheckType` / `CheckDefinition`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckDefinition {
+    pub id: String,
+    pub name: String,
+    pub notes: String,
+    pub status: Option<String>,
+    pub service_id: String,
+    pub ttl: Option<Duration>,
+    pub tcp: String,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub alias_service: String,
+    /// Check kinds Consul knows but this agent does not run (HTTP, script, gRPC, ...).
+    pub unsupported: Option<&'static str>,
+}
+
+impl CheckDefinition {
+    pub fn decode(f: &Fields<'_>) -> Result<Self, DecodeError> {
+        let id = match f.string("CheckID")? {
+            Some(id) => id,
+            None => f.string_or_default("ID")?,
+        };
+        let mut unsupported = None;
+        for (key, kind) in [
+            ("HTTP", "http"),
+            ("GRPC", "grpc"),
+            ("H2PING", "h2ping"),
+            ("UDP", "udp"),
+            ("OSService", "os_service"),
+            ("DockerContainerID", "docker"),
+            ("AliasNode", "alias node"),
+        ] {
+            if f.string(key)?.is_some_and(|v| !v.is_empty()) {
+                unsupported = Some(kind);
+            }
+        }
+        if f.strings("Args")?.is_some_and(|v| !v.is_empty())
+            || f.strings("ScriptArgs")?.is_some_and(|v| !v.is_empty())
+        {
+            unsupported = Some("script");
+        }
+        Ok(CheckDefinition {
+            id,
+            name: f.string_or_default("Name")?,
+            notes: f.string_or_default("Notes")?,
+            status: f.string("Status")?.filter(|s| !s.is_empty()),
+            service_id: f.string_or_default("ServiceID")?,
+            ttl: f.duration("TTL")?,
+            tcp: f.string_or_default("TCP")?,
+            interval: f.duration("Interval")?,
+            timeout: f.duration("Timeout")?,
+            alias_service: f.string_or_default("AliasService")?,
+            unsupported,
+        })
+    }
+
+    /// `CheckType.Validate` plus this agent's limits; the text follows Consul's.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(status) = &self.status {
+            if ![PASSING, WARNING, CRITICAL].contains(&status.as_str()) {
+                return Err("Status for checks must 'passing', 'warning', 'critical'".into());
+            }
+        }
+        if self.unsupported == Some("script") {
+            return Err("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".into());
+        }
+        if let Some(kind) = self.unsupported {
+            return Err(format!(
+                "{kind} checks are not supported by tandem-agent dev (TTL, TCP and alias checks are)"
+            ));
+        }
+        let interval_given = self.interval.is_some_and(|d| !d.is_zero());
+        let ttl_given = self.ttl.is_some_and(|d| !d.is_zero());
+        if !self.tcp.is_empty() && !interval_given {
+            return Err(
+                "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into(),
+            );
+        }
+        if interval_given && ttl_given {
+            return Err("Interval and TTL cannot both be specified".into());
+        }
+        if self.tcp.is_empty() && !ttl_given && self.alias_service.is_empty() {
+            return Err("Check type is not valid".into());
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> CheckKind {
+        if !self.tcp.is_empty() {
+            CheckKind::Tcp {
+                address: self.tcp.clone(),
+                interval: self.interval.unwrap_or(DEFAULT_TIMEOUT),
+                timeout: self.timeout,
+            }
+        } else if let Some(ttl) = self.ttl.filter(|d| !d.is_zero()) {
+            CheckKind::Ttl(ttl)
+        } else {
+            CheckKind::Alias {
+                service_id: self.alias_service.clone(),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckKind {
+    /// The node's `serfHealth`, always passing on a single-node agent.
+    Serf,
+    Ttl(Duration),
+    Tcp {
+        address: String,
+        interval: Duration,
+        timeout: Option<Duration>,
+    },
+    Alias {
+        service_id: String,
+    },
+}
+
+/// A registered check with its current state (`structs.HealthCheck`).
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub notes: String,
+    pub output: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub kind: CheckKind,
+    pub create_index: u64,
+    pub modify_index: u64,
+    /// TTL checks: when the check turns critical unless updated.
+    pub ttl_deadline: Option<Instant>,
+    /// TTL checks: poked on every update so the expiry task re-reads the deadline.
+    pub ttl_reset: Option<Arc<Notify>>,
+}
+
+impl Check {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            CheckKind::Serf => "",
+            CheckKind::Ttl(_) => "ttl",
+            CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Alias { .. } => "alias",
+        }
+    }
+
+    pub fn interval_text(&self) -> String {
+        match &self.kind {
+            CheckKind::Tcp { interval, .. } => crate::godur::format(*interval),
+            _ => String::new(),
+        }
+    }
+
+    pub fn timeout_text(&self) -> String {
+        match &self.kind {
+            CheckKind::Tcp {
+                timeout: Some(t), ..
+            } => crate::godur::format(*t),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Truncates check output the way Consul does for oversized TTL updates.
+pub fn limit_output(output: &str) -> String {
+    if output.len() <= OUTPUT_MAX {
+        return output.to_string();
+    }
+    let mut end = OUTPUT_MAX;
+    while !output.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{} ... (captured {end} of {} bytes)",
+        &output[..end],
+        output.len()
+    )
+}
+
+/// A task that is aborted when its owner drops this handle.
+#[derive(Debug)]
+pub struct OwnedTask(JoinHandle<()>);
+
+impl Drop for OwnedTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the task that drives `check_id` (TCP probing or TTL expiry); `None` for checks that
+/// are evaluated inline (alias, serf).
+pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Option<OwnedTask> {
+    let weak = Arc::downgrade(agent);
+    let id = check_id.to_string();
+    match kind.clone() {
+        CheckKind::Tcp {
+            address,
+            interval,
+            timeout,
+        } => Some(OwnedTask(tokio::spawn(async move {
+            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+            loop {
+                let (status, output) = probe_tcp(&address, timeout).await;
+                let Some(agent) = weak.upgrade() else { return };
+                agent.write(|state, tx| {
+                    state.catalog.set_check_result(&id, status, &output, tx);
+                });
+                drop(agent);
+                tokio::time::sleep(interval).await;
+            }
+        }))),
+        CheckKind::Ttl(_) => Some(OwnedTask(tokio::spawn(async move {
+            loop {
+                let Some(agent) = weak.upgrade() else { return };
+                let Some((deadline, reset)) = agent.read(|state| state.catalog.ttl_timer(&id))
+                else {
+                    return;
+                };
+                drop(agent);
+                match deadline {
+                    Some(deadline) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => {
+                                let Some(agent) = weak.upgrade() else { return };
+                                agent.write(|state, tx| state.catalog.expire_ttl(&id, tx));
+                            }
+                            _ = reset.notified() => {}
+                        }
+                    }
+                    None => reset.notified().await,
+                }
+            }
+        }))),
+        CheckKind::Alias { .. } | CheckKind::Serf => None,
+    }
+}
+
+async fn probe_tcp(address: &str, timeout: Duration) -> (&'static str, String) {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_stream)) => (PASSING, format!("TCP connect {address}: Success")),
+        Ok(Err(e)) => (
+            CRITICAL,
+            format!("dial tcp {address}: {}", go_dial_error(&e)),
+        ),
+        Err(_) => (CRITICAL, format!("dial tcp {address}: i/o timeout")),
+    }
+}
+
+fn go_dial_error(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_without_interval_is_refused() {
+        let def = CheckDefinition {
+            tcp: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            def.validate().unwrap_err(),
+            "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks"
+        );
+    }
+
+    #[test]
+    fn ttl_and_interval_together_are_refused() {
+        let def = CheckDefinition {
+            ttl: Some(Duration::from_secs(5)),
+            interval: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert!(def.validate().is_err());
+    }
+
+    #[test]
+    fn oversized_output_is_truncated() {
+        let long = "x".repeat(5000);
+        let out = limit_output(&long);
+        assert!(out.starts_with(&"x".repeat(4096)));
+        assert!(out.ends_with("(captured 4096 of 5000 bytes)"));
+    }
+}

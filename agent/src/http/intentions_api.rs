@@ -1,0 +1,253 @@
+//! `/v1/connect/intentions[...]`: list, legacy ID CRUD, `exact`, `match` and `check`.
+
+use serde_json::Value;
+
+use super::acl::{self, Access};
+use super::agent_api::filtered;
+use super::views::{self, Obj};
+use super::{ApiError, Reply, Request, Result};
+use crate::blocking;
+use crate::intentions::{parse_target, IntentionInput, MatchBy};
+use crate::state::Agent;
+
+fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
+    match req.params(name).as_slice() {
+        [value] if !value.is_empty() => Ok(value),
+        _ => Err(ApiError::new(
+            500,
+            format!("required query parameter '{name}' not set"),
+        )),
+    }
+}
+
+/// `GET` (list, blocking) and legacy `POST` (create) on `/v1/connect/intentions`.
+pub async fn collection(agent: &Agent, req: &Request) -> Result {
+    if req.method == http::Method::POST {
+        let body = req
+            .json()
+            .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
+        let input = IntentionInput::decode(&body)?;
+        acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
+        let id = agent.write(|state, tx| state.intentions.create_legacy(input, tx))?;
+        return Ok(Reply::json(req, &Obj::new().put("ID", id).build()));
+    }
+    let (index, wait) = req.blocking()?;
+    let filter = req.param("filter").map(Filter::parse).transpose()?;
+    let visible = acl::may_read(agent, req)?;
+    let timeout = blocking::query_timeout(wait);
+    let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
+        let list = if visible {
+            state.intentions.list()
+        } else {
+            Vec::new()
+        };
+        let items = list
+            .iter()
+            .map(views::intention)
+            .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
+            .collect();
+        (state.intentions.table_index(), Value::Array(items))
+    })
+    .await;
+    Ok(filtered(Reply::json(req, &body).with_index(index), visible))
+}
+
+/// `GET|PUT|DELETE /v1/connect/intentions/exact?source=&destination=`.
+pub async fn exact(agent: &Agent, req: &Request) -> Result {
+    let source = parse_target(required(req, "source")?)?;
+    let destination = parse_target(required(req, "destination")?)?;
+    match req.method.as_str() {
+        "GET" => {
+            let (index, wait) = req.blocking()?;
+            acl::require(agent, req, Access::IntentionsRead(&destination))?;
+            let timeout = blocking::query_timeout(wait);
+            let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
+                let found = state
+                    .intentions
+                    .exact(&source, &destination)
+                    .map(views::intention);
+                (state.intentions.table_index(), found)
+            })
+            .await;
+            match found {
+                Some(body) => Ok(Reply::json(req, &body).with_index(index)),
+                None => Err(ApiError::new(404, "Intention not found")),
+            }
+        }
+        "PUT" => {
+            let body = req
+                .json()
+                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
+            let input = IntentionInput::decode(&body)?;
+            acl::require(agent, req, Access::IntentionsWrite(&destination))?;
+            agent.write(|state, tx| {
+                state
+                    .intentions
+                    .upsert_exact(&source, &destination, input, tx)
+            })?;
+            Ok(Reply::json(req, &Value::Bool(true)))
+        }
+        _ => {
+            acl::require(agent, req, Access::IntentionsWrite(&destination))?;
+            agent.write(|state, tx| state.intentions.delete_exact(&source, &destination, tx));
+            Ok(Reply::json(req, &Value::Bool(true)))
+        }
+    }
+}
+
+/// `GET /v1/connect/intentions/match?by=source|destination&name=...` (blocking).
+pub async fn matches(agent: &Agent, req: &Request) -> Result {
+    let by = match required(req, "by")? {
+        "source" => MatchBy::Source,
+        "destination" => MatchBy::Destination,
+        other => {
+            return Err(ApiError::new(
+                400,
+                format!("'by' parameter must be 'source' or 'destination', got {other:?}"),
+            ))
+        }
+    };
+    let names: Vec<&str> = req.params("name");
+    if names.is_empty() || names.iter().any(|n| n.is_empty()) {
+        return Err(ApiError::new(
+            500,
+            "required query parameter 'name' not set",
+        ));
+    }
+    let targets = names
+        .iter()
+        .map(|n| parse_target(n).map(|t| (n.to_string(), t)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (index, wait) = req.blocking()?;
+    let visible = acl::may_read(agent, req)?;
+    let timeout = blocking::query_timeout(wait);
+    let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
+        let mut out = serde_json::Map::new();
+        for (given, target) in &targets {
+            let list = if visible {
+                state.intentions.matching(by, target)
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                given.clone(),
+                Value::Array(list.iter().map(views::intention).collect()),
+            );
+        }
+        (state.intentions.table_index(), Value::Object(out))
+    })
+    .await;
+    Ok(filtered(Reply::json(req, &body).with_index(index), visible))
+}
+
+/// `GET /v1/connect/intentions/check?source=&destination=`: L7 intentions count as deny.
+pub fn check(agent: &Agent, req: &Request) -> Result {
+    let source = parse_target(required(req, "source")?)?;
+    let destination = parse_target(required(req, "destination")?)?;
+    if let Some(kind) = req
+        .param("source-type")
+        .filter(|t| !t.is_empty() && *t != "consul")
+    {
+        return Err(ApiError::new(
+            400,
+            format!("unsupported SourceType: {kind:?}"),
+        ));
+    }
+    acl::require(agent, req, Access::ServiceRead(&destination))?;
+    let default_allow = agent.settings.default_allow;
+    let decision = agent.read(|s| s.intentions.decide(&source, &destination, default_allow));
+    Ok(Reply::json(
+        req,
+        &Obj::new().put("Allowed", decision.allowed).build(),
+    ))
+}
+
+/// Legacy `GET|PUT|DELETE /v1/connect/intentions/:uuid`.
+pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(ApiError::new(
+            400,
+            format!("Invalid intention ID {id:?}: not a UUID"),
+        ));
+    }
+    let destination = agent.read(|s| s.intentions.by_id(id).map(|i| i.destination_name.clone()));
+    match req.method.as_str() {
+        "GET" => {
+            let (index, wait) = req.blocking()?;
+            acl::require(
+                agent,
+                req,
+                Access::IntentionsRead(destination.as_deref().unwrap_or("")),
+            )?;
+            let timeout = blocking::query_timeout(wait);
+            let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
+                let found = state.intentions.by_id(id).map(views::intention);
+                (state.intentions.table_index(), found)
+            })
+            .await;
+            match found {
+                Some(body) => Ok(Reply::json(req, &body).with_index(index)),
+                None => Err(ApiError::new(404, "Intention not found")),
+            }
+        }
+        "PUT" => {
+            let body = req
+                .json()
+                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
+            let input = IntentionInput::decode(&body)?;
+            acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
+            agent.write(|state, tx| state.intentions.update_legacy(id, input, tx))?;
+            Ok(Reply::json(req, &Obj::new().put("ID", id).build()))
+        }
+        _ => {
+            acl::require(
+                agent,
+                req,
+                Access::IntentionsWrite(destination.as_deref().unwrap_or("")),
+            )?;
+            agent.write(|state, tx| state.intentions.delete_legacy(id, tx))?;
+            Ok(Reply::json(req, &Value::Bool(true)))
+        }
+    }
+}
+
+/// The subset of Consul's `?filter=` (go-bexpr) used on intention lists:
+/// `<Field> == "<value>"` / `!=`, joined with `and`.
+struct Filter(Vec<(String, bool, String)>);
+
+impl Filter {
+    fn parse(text: &str) -> Result<Filter> {
+        let invalid = || {
+            ApiError::new(400, format!("Failed to create boolean expression evaluator: unsupported filter {text:?} (tandem-agent dev supports Field == \"value\" joined by and)"))
+        };
+        let mut terms = Vec::new();
+        for part in text.split(" and ") {
+            let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else {
+                return Err(invalid());
+            };
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('`').and_then(|v| v.strip_suffix('`')))
+                .ok_or_else(invalid)?;
+            terms.push((field.trim().to_string(), equal, value.to_string()));
+        }
+        Ok(Filter(terms))
+    }
+
+    fn matches(&self, item: &Value) -> bool {
+        self.0.iter().all(|(field, equal, value)| {
+            let actual = match item.get(field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            (actual == *value) == *equal
+        })
+    }
+}

@@ -1,0 +1,480 @@
+//! Consul's HTTP API: routing with Consul's method lists (405 + `Allow`), request parsing
+//! (query parameters, tokens, blocking options), plain-text errors and the headers every
+//! response carries.
+
+mod acl;
+mod agent_api;
+mod connect;
+mod health;
+mod intentions_api;
+pub mod views;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use serde_json::Value;
+
+use crate::json::DecodeError;
+use crate::state::Agent;
+
+/// A request with its body read and its query string decoded.
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Request {
+    /// The first value of query parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn params(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.query.iter().any(|(k, _)| k == name)
+    }
+
+    /// Consul's token precedence: `?token=`, `X-Consul-Token`, `Authorization: Bearer`.
+    pub fn token(&self) -> Option<String> {
+        if let Some(t) = self.param("token").filter(|t| !t.is_empty()) {
+            return Some(t.to_string());
+        }
+        if let Some(t) = self.header("x-consul-token").filter(|t| !t.is_empty()) {
+            return Some(t.to_string());
+        }
+        let auth = self.header("authorization")?;
+        let (scheme, rest) = auth.trim().split_once(char::is_whitespace)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        rest.split_whitespace().next().map(str::to_string)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `?index=` and `?wait=` as Consul's `parseWait` reads them.
+    pub fn blocking(&self) -> std::result::Result<(Option<u64>, Option<Duration>), ApiError> {
+        let wait = match self.param("wait").filter(|w| !w.is_empty()) {
+            None => None,
+            Some(w) => {
+                Some(crate::godur::parse(w).map_err(|_| ApiError::new(400, "Invalid wait time"))?)
+            }
+        };
+        let index = match self.param("index").filter(|i| !i.is_empty()) {
+            None => None,
+            Some(i) => Some(
+                i.parse::<u64>()
+                    .map_err(|_| ApiError::new(400, "Invalid index"))?,
+            ),
+        };
+        if self.has("stale") && self.has("consistent") {
+            return Err(ApiError::new(
+                400,
+                "Cannot specify ?stale with ?consistent, conflicting semantics.",
+            ));
+        }
+        Ok((index, wait))
+    }
+
+    /// A boolean flag such as `?passing`: present and empty means true (Go `ParseBool` otherwise).
+    pub fn flag(&self, name: &str) -> std::result::Result<bool, ()> {
+        match self.param(name) {
+            None => Ok(false),
+            Some("") => Ok(true),
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+            Some(_) => Err(()),
+        }
+    }
+
+    pub fn json(&self) -> std::result::Result<Value, DecodeError> {
+        crate::json::parse_body(&self.body)
+    }
+}
+
+/// A successful answer.
+pub struct Reply {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// JSON with the dev agent's 4-space indentation (`?pretty` adds the trailing newline).
+    pub fn json(req: &Request, value: &Value) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            content_type: Some("application/json"),
+            body: crate::json::encode(value, req.has("pretty")),
+        }
+    }
+
+    /// 200 with an empty body (register, deregister, check updates).
+    pub fn empty() -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            content_type: None,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn raw(content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            content_type: Some(content_type),
+            body,
+        }
+    }
+
+    /// Query metadata (`setMeta`): the index (never 0), known leader, last contact.
+    pub fn with_index(self, index: u64) -> Reply {
+        self.header("X-Consul-Index", index.max(1).to_string())
+            .header("X-Consul-KnownLeader", "true".to_string())
+            .header("X-Consul-LastContact", "0".to_string())
+    }
+
+    pub fn header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// A refused request: status and Consul's plain-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    allow: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
+    }
+}
+
+impl From<crate::service::RegisterError> for ApiError {
+    fn from(e: crate::service::RegisterError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+impl From<crate::intentions::IntentionError> for ApiError {
+    fn from(e: crate::intentions::IntentionError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+impl From<crate::ca::CaRequestError> for ApiError {
+    fn from(e: crate::ca::CaRequestError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+pub type Result<T = Reply> = std::result::Result<T, ApiError>;
+
+/// Serves one HTTP request against `agent`.
+pub async fn handle(
+    agent: Arc<Agent>,
+    request: hyper::Request<Incoming>,
+) -> std::result::Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let default_policy = if agent.settings.default_allow {
+        "allow"
+    } else {
+        "deny"
+    };
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::debug!(error = %e, "client.request_body_error");
+            let error = ApiError::new(400, format!("Request decode failed: {e}"));
+            return Ok(render(Err(error), default_policy));
+        }
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = Request {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query,
+        headers: parts.headers,
+        body,
+    };
+    let result = dispatch(&agent, &request).await;
+    if let Err(e) = &result {
+        tracing::debug!(
+            http.method = %request.method,
+            http.path = %request.path,
+            http.status = e.status,
+            error = %e.message,
+            "request refused"
+        );
+    }
+    Ok(render(result, default_policy))
+}
+
+fn render(result: Result, default_policy: &str) -> hyper::Response<Full<Bytes>> {
+    let mut builder = hyper::Response::builder();
+    let headers = builder
+        .headers_mut()
+        .expect("a fresh response builder has headers");
+    headers.insert(
+        "X-Consul-Default-ACL-Policy",
+        HeaderValue::from_static(if default_policy == "allow" {
+            "allow"
+        } else {
+            "deny"
+        }),
+    );
+    let (status, body) = match result {
+        Ok(reply) => {
+            if let Some(ct) = reply.content_type {
+                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            for (name, value) in reply.headers {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+            (reply.status, reply.body)
+        }
+        Err(error) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            if let Some(allow) = error.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                headers.insert(http::header::ALLOW, allow);
+            }
+            let status =
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, error.message.into_bytes())
+        }
+    };
+    builder
+        .status(status)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+/// The endpoints and the methods Consul registers for each (`agent/http_register.go`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    AgentSelf,
+    StatusLeader,
+    StatusPeers,
+    ServiceRegister,
+    ServiceDeregister(String),
+    AgentServices,
+    AgentService(String),
+    AgentChecks,
+    CheckRegister,
+    CheckDeregister(String),
+    CheckPass(String),
+    CheckWarn(String),
+    CheckFail(String),
+    CheckUpdate(String),
+    CatalogServices,
+    CatalogService(String),
+    CatalogConnect(String),
+    HealthService(String),
+    HealthConnect(String),
+    AgentRoots,
+    AgentLeaf(String),
+    AgentAuthorize,
+    ConnectRoots,
+    CaConfiguration,
+    Intentions,
+    IntentionMatch,
+    IntentionCheck,
+    IntentionExact,
+    IntentionById(String),
+}
+
+const EXACT: &[(&str, &[&str])] = &[
+    ("/v1/agent/self", &["GET"]),
+    ("/v1/status/leader", &["GET"]),
+    ("/v1/status/peers", &["GET"]),
+    ("/v1/agent/service/register", &["PUT"]),
+    ("/v1/agent/services", &["GET"]),
+    ("/v1/agent/checks", &["GET"]),
+    ("/v1/agent/check/register", &["PUT"]),
+    ("/v1/catalog/services", &["GET"]),
+    ("/v1/agent/connect/ca/roots", &["GET"]),
+    ("/v1/agent/connect/authorize", &["POST"]),
+    ("/v1/connect/ca/roots", &["GET"]),
+    ("/v1/connect/ca/configuration", &["GET", "PUT"]),
+    ("/v1/connect/intentions", &["GET", "POST"]),
+    ("/v1/connect/intentions/match", &["GET"]),
+    ("/v1/connect/intentions/check", &["GET"]),
+    ("/v1/connect/intentions/exact", &["GET", "PUT", "DELETE"]),
+];
+
+const PREFIX: &[(&str, &[&str])] = &[
+    ("/v1/agent/service/deregister/", &["PUT"]),
+    ("/v1/agent/service/", &["GET"]),
+    ("/v1/agent/check/deregister/", &["PUT"]),
+    ("/v1/agent/check/pass/", &["PUT"]),
+    ("/v1/agent/check/warn/", &["PUT"]),
+    ("/v1/agent/check/fail/", &["PUT"]),
+    ("/v1/agent/check/update/", &["PUT"]),
+    ("/v1/catalog/service/", &["GET"]),
+    ("/v1/catalog/connect/", &["GET"]),
+    ("/v1/health/service/", &["GET"]),
+    ("/v1/health/connect/", &["GET"]),
+    ("/v1/agent/connect/ca/leaf/", &["GET"]),
+    ("/v1/connect/intentions/", &["GET", "PUT", "DELETE"]),
+];
+
+fn route(path: &str) -> Option<(Route, &'static [&'static str])> {
+    if let Some((p, methods)) = EXACT.iter().find(|(p, _)| *p == path) {
+        let route = match *p {
+            "/v1/agent/self" => Route::AgentSelf,
+            "/v1/status/leader" => Route::StatusLeader,
+            "/v1/status/peers" => Route::StatusPeers,
+            "/v1/agent/service/register" => Route::ServiceRegister,
+            "/v1/agent/services" => Route::AgentServices,
+            "/v1/agent/checks" => Route::AgentChecks,
+            "/v1/agent/check/register" => Route::CheckRegister,
+            "/v1/catalog/services" => Route::CatalogServices,
+            "/v1/agent/connect/ca/roots" => Route::AgentRoots,
+            "/v1/agent/connect/authorize" => Route::AgentAuthorize,
+            "/v1/connect/ca/roots" => Route::ConnectRoots,
+            "/v1/connect/ca/configuration" => Route::CaConfiguration,
+            "/v1/connect/intentions" => Route::Intentions,
+            "/v1/connect/intentions/match" => Route::IntentionMatch,
+            "/v1/connect/intentions/check" => Route::IntentionCheck,
+            _ => Route::IntentionExact,
+        };
+        return Some((route, methods));
+    }
+    let (prefix, methods) = PREFIX.iter().find(|(p, _)| path.starts_with(p))?;
+    let rest = path[prefix.len()..].to_string();
+    let route = match *prefix {
+        "/v1/agent/service/deregister/" => Route::ServiceDeregister(rest),
+        "/v1/agent/service/" => Route::AgentService(rest),
+        "/v1/agent/check/deregister/" => Route::CheckDeregister(rest),
+        "/v1/agent/check/pass/" => Route::CheckPass(rest),
+        "/v1/agent/check/warn/" => Route::CheckWarn(rest),
+        "/v1/agent/check/fail/" => Route::CheckFail(rest),
+        "/v1/agent/check/update/" => Route::CheckUpdate(rest),
+        "/v1/catalog/service/" => Route::CatalogService(rest),
+        "/v1/catalog/connect/" => Route::CatalogConnect(rest),
+        "/v1/health/service/" => Route::HealthService(rest),
+        "/v1/health/connect/" => Route::HealthConnect(rest),
+        "/v1/agent/connect/ca/leaf/" => Route::AgentLeaf(rest),
+        _ => Route::IntentionById(rest),
+    };
+    Some((route, methods))
+}
+
+async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
+    let Some((route, methods)) = route(&req.path) else {
+        return Err(ApiError::new(404, "404 page not found\n"));
+    };
+    let allow = std::iter::once("OPTIONS")
+        .chain(methods.iter().copied())
+        .collect::<Vec<_>>();
+    if req.method == Method::OPTIONS {
+        return Ok(Reply::empty().header("Allow", allow.join(",")));
+    }
+    if !methods.contains(&req.method.as_str()) {
+        return Err(ApiError {
+            status: 405,
+            message: format!("method {} not allowed", req.method),
+            allow: Some(allow.join(",")),
+        });
+    }
+    match route {
+        Route::AgentSelf => agent_api::agent_self(agent, req),
+        Route::StatusLeader => agent_api::status_leader(agent, req),
+        Route::StatusPeers => agent_api::status_peers(agent, req),
+        Route::ServiceRegister => agent_api::register(agent, req),
+        Route::ServiceDeregister(id) => agent_api::deregister(agent, req, &id),
+        Route::AgentServices => agent_api::services(agent, req),
+        Route::AgentService(id) => agent_api::service(agent, req, &id).await,
+        Route::AgentChecks => agent_api::checks(agent, req),
+        Route::CheckRegister => agent_api::check_register(agent, req),
+        Route::CheckDeregister(id) => agent_api::check_deregister(agent, req, &id),
+        Route::CheckPass(id) => agent_api::check_ttl(agent, req, &id, Some("passing")),
+        Route::CheckWarn(id) => agent_api::check_ttl(agent, req, &id, Some("warning")),
+        Route::CheckFail(id) => agent_api::check_ttl(agent, req, &id, Some("critical")),
+        Route::CheckUpdate(id) => agent_api::check_ttl(agent, req, &id, None),
+        Route::CatalogServices => health::catalog_services(agent, req),
+        Route::CatalogService(name) => health::catalog_service(agent, req, &name, false).await,
+        Route::CatalogConnect(name) => health::catalog_service(agent, req, &name, true).await,
+        Route::HealthService(name) => health::health_service(agent, req, &name, false).await,
+        Route::HealthConnect(name) => health::health_service(agent, req, &name, true).await,
+        Route::AgentRoots | Route::ConnectRoots => connect::roots(agent, req).await,
+        Route::AgentLeaf(service) => connect::leaf(agent, req, &service).await,
+        Route::AgentAuthorize => connect::authorize(agent, req),
+        Route::CaConfiguration => connect::configuration(agent, req),
+        Route::Intentions => intentions_api::collection(agent, req).await,
+        Route::IntentionMatch => intentions_api::matches(agent, req).await,
+        Route::IntentionCheck => intentions_api::check(agent, req),
+        Route::IntentionExact => intentions_api::exact(agent, req).await,
+        Route::IntentionById(id) => intentions_api::by_id(agent, req, &id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_consul_registration() {
+        assert_eq!(route("/v1/agent/self").unwrap().0, Route::AgentSelf);
+        assert_eq!(
+            route("/v1/agent/service/deregister/web").unwrap().0,
+            Route::ServiceDeregister("web".into())
+        );
+        assert_eq!(
+            route("/v1/agent/service/web").unwrap().0,
+            Route::AgentService("web".into())
+        );
+        assert_eq!(
+            route("/v1/connect/intentions/exact").unwrap().0,
+            Route::IntentionExact
+        );
+        assert_eq!(
+            route("/v1/connect/intentions/abc").unwrap().0,
+            Route::IntentionById("abc".into())
+        );
+        assert!(route("/v1/nope").is_none());
+    }
+}

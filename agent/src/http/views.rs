@@ -1,0 +1,440 @@
+//! The JSON shapes Consul sends, built field by field in Go struct order with Go's `omitempty`
+//! rules (struct-valued fields such as `MeshGateway`, `Expose`, `Connect`, `Definition` are
+//! never omitted; Go maps print with sorted keys).
+
+use serde_json::{Map, Value};
+
+use crate::ca::{Ca, Leaf, Root};
+use crate::catalog::{Node, ServiceEntry};
+use crate::checks::Check;
+use crate::intentions::Intention;
+use crate::json::go_time;
+use crate::service::{Proxy, Service, Upstream};
+
+/// The Consul version this agent reports about itself (`Config.Version`, node meta).
+pub const CONSUL_VERSION: &str = "1.21.0";
+
+/// An ordered JSON object under construction.
+#[derive(Default)]
+pub struct Obj(Map<String, Value>);
+
+impl Obj {
+    pub fn new() -> Self {
+        Obj(Map::new())
+    }
+
+    pub fn put(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Go's `omitempty` for strings.
+    pub fn put_str(self, key: &str, value: &str) -> Self {
+        if value.is_empty() {
+            self
+        } else {
+            self.put(key, value)
+        }
+    }
+
+    /// Go's `omitempty` for numbers.
+    pub fn put_num(self, key: &str, value: i64) -> Self {
+        if value == 0 {
+            self
+        } else {
+            self.put(key, value)
+        }
+    }
+
+    pub fn put_opt(self, key: &str, value: Option<Value>) -> Self {
+        match value {
+            Some(v) => self.put(key, v),
+            None => self,
+        }
+    }
+
+    pub fn build(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().cloned().map(Value::String).collect())
+}
+
+fn string_map(map: &std::collections::BTreeMap<String, String>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn mesh_gateway(mode: &str) -> Value {
+    Obj::new().put_str("Mode", mode).build()
+}
+
+/// `structs.Node`.
+pub fn node(node: &Node) -> Value {
+    let tagged = Obj::new()
+        .put("lan", node.address.as_str())
+        .put("lan_ipv4", node.address.as_str())
+        .put("wan", node.address.as_str())
+        .put("wan_ipv4", node.address.as_str())
+        .build();
+    let meta = Obj::new()
+        .put("consul-network-segment", "")
+        .put("consul-version", CONSUL_VERSION)
+        .build();
+    Obj::new()
+        .put("ID", node.id.as_str())
+        .put("Node", node.name.as_str())
+        .put("Address", node.address.as_str())
+        .put("Datacenter", node.datacenter.as_str())
+        .put("TaggedAddresses", tagged)
+        .put("Meta", meta)
+        .put("CreateIndex", node.create_index)
+        .put("ModifyIndex", node.modify_index)
+        .build()
+}
+
+fn tagged_addresses(service: &Service) -> Option<Value> {
+    if service.tagged_addresses.is_empty() {
+        return None;
+    }
+    Some(Value::Object(
+        service
+            .tagged_addresses
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Obj::new()
+                        .put("Address", v.address.as_str())
+                        .put("Port", v.port)
+                        .build(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// `structs.ConnectProxyConfig` (its custom MarshalJSON order).
+pub fn proxy(proxy: &Proxy) -> Value {
+    let upstreams = (!proxy.upstreams.is_empty())
+        .then(|| Value::Array(proxy.upstreams.iter().map(upstream).collect()));
+    Obj::new()
+        .put_opt("TransparentProxy", proxy.transparent_proxy.clone())
+        .put_str("DestinationServiceName", &proxy.destination_service_name)
+        .put_str("DestinationServiceID", &proxy.destination_service_id)
+        .put_str("LocalServiceAddress", &proxy.local_service_address)
+        .put_num("LocalServicePort", proxy.local_service_port)
+        .put_str("LocalServiceSocketPath", &proxy.local_service_socket_path)
+        .put("Mode", proxy.mode.as_str())
+        .put_opt("Config", proxy.config.clone())
+        .put_opt("Upstreams", upstreams)
+        .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
+        .put(
+            "Expose",
+            proxy.expose.clone().unwrap_or_else(|| Obj::new().build()),
+        )
+        .build()
+}
+
+/// `structs.Upstream`.
+pub fn upstream(u: &Upstream) -> Value {
+    Obj::new()
+        .put("DestinationType", u.destination_type.as_str())
+        .put_str("DestinationNamespace", &u.destination_namespace)
+        .put_str("DestinationPartition", &u.destination_partition)
+        .put_str("DestinationPeer", &u.destination_peer)
+        .put("DestinationName", u.destination_name.as_str())
+        .put("Datacenter", u.datacenter.as_str())
+        .put_str("LocalBindAddress", &u.local_bind_address)
+        .put_num("LocalBindPort", u.local_bind_port)
+        .put_str("LocalBindSocketPath", &u.local_bind_socket_path)
+        .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
+        .put_opt("Config", u.config.clone())
+        .put("MeshGateway", mesh_gateway(&u.mesh_gateway_mode))
+        .put_opt(
+            "CentrallyConfigured",
+            u.centrally_configured.then_some(Value::Bool(true)),
+        )
+        .build()
+}
+
+/// `api.Upstream` (what the agent endpoints return).
+fn api_upstream(u: &Upstream) -> Value {
+    Obj::new()
+        .put_str("DestinationType", &u.destination_type)
+        .put_str("DestinationPartition", &u.destination_partition)
+        .put_str("DestinationNamespace", &u.destination_namespace)
+        .put_str("DestinationPeer", &u.destination_peer)
+        .put("DestinationName", u.destination_name.as_str())
+        .put_str("Datacenter", &u.datacenter)
+        .put_str("LocalBindAddress", &u.local_bind_address)
+        .put_num("LocalBindPort", u.local_bind_port)
+        .put_str("LocalBindSocketPath", &u.local_bind_socket_path)
+        .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
+        .put_opt("Config", u.config.clone())
+        .put("MeshGateway", mesh_gateway(&u.mesh_gateway_mode))
+        .put_opt(
+            "CentrallyConfigured",
+            u.centrally_configured.then_some(Value::Bool(true)),
+        )
+        .build()
+}
+
+/// `api.AgentServiceConnectProxyConfig`.
+fn api_proxy(proxy: &Proxy) -> Value {
+    let upstreams = (!proxy.upstreams.is_empty())
+        .then(|| Value::Array(proxy.upstreams.iter().map(api_upstream).collect()));
+    Obj::new()
+        .put_str("DestinationServiceName", &proxy.destination_service_name)
+        .put_str("DestinationServiceID", &proxy.destination_service_id)
+        .put_str("LocalServiceAddress", &proxy.local_service_address)
+        .put_num("LocalServicePort", proxy.local_service_port)
+        .put_str("LocalServiceSocketPath", &proxy.local_service_socket_path)
+        .put_str("Mode", &proxy.mode)
+        .put_opt("TransparentProxy", proxy.transparent_proxy.clone())
+        .put_opt("Config", proxy.config.clone())
+        .put_opt("Upstreams", upstreams)
+        .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
+        .put(
+            "Expose",
+            proxy.expose.clone().unwrap_or_else(|| Obj::new().build()),
+        )
+        .build()
+}
+
+fn connect(service: &Service) -> Value {
+    if service.native {
+        Obj::new().put("Native", true).build()
+    } else {
+        Obj::new().build()
+    }
+}
+
+/// `structs.NodeService` as the health endpoints send it (nil tags normalised to `[]`).
+pub fn node_service(entry: &ServiceEntry) -> Value {
+    let s = &entry.service;
+    Obj::new()
+        .put_str("Kind", &s.kind)
+        .put("ID", s.id.as_str())
+        .put("Service", s.name.as_str())
+        .put("Tags", strings(s.tags.as_deref().unwrap_or_default()))
+        .put("Address", s.address.as_str())
+        .put_opt("TaggedAddresses", tagged_addresses(s))
+        .put("Meta", s.meta.as_ref().map_or(Value::Null, string_map))
+        .put_num("Port", s.port)
+        .put_str("SocketPath", &s.socket_path)
+        .put(
+            "Weights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
+        .put("EnableTagOverride", s.enable_tag_override)
+        .put("Proxy", proxy(&s.proxy))
+        .put("Connect", connect(s))
+        .put("PeerName", "")
+        .put("CreateIndex", entry.create_index)
+        .put("ModifyIndex", entry.modify_index)
+        .build()
+}
+
+/// `api.AgentService` (`/v1/agent/services`, `/v1/agent/service/:id`).
+pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Option<&str>) -> Value {
+    let s = &entry.service;
+    let mut obj = Obj::new()
+        .put_str("Kind", &s.kind)
+        .put("ID", s.id.as_str())
+        .put("Service", s.name.as_str())
+        .put("Tags", strings(s.tags.as_deref().unwrap_or_default()))
+        .put(
+            "Meta",
+            s.meta
+                .as_ref()
+                .map_or_else(|| Obj::new().build(), string_map),
+        )
+        .put("Port", s.port)
+        .put("Address", s.address.as_str())
+        .put_str("SocketPath", &s.socket_path)
+        .put_opt("TaggedAddresses", tagged_addresses(s))
+        .put(
+            "Weights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
+        .put("EnableTagOverride", s.enable_tag_override);
+    if let Some(hash) = content_hash {
+        obj = obj.put("ContentHash", hash);
+    }
+    if s.is_proxy() {
+        obj = obj.put("Proxy", api_proxy(&s.proxy));
+    }
+    if s.native {
+        obj = obj.put("Connect", Obj::new().put("Native", true).build());
+    }
+    obj.put("Datacenter", datacenter).build()
+}
+
+/// `structs.HealthCheck`.
+pub fn health_check(check: &Check, node_name: &str) -> Value {
+    Obj::new()
+        .put("Node", node_name)
+        .put("CheckID", check.id.as_str())
+        .put("Name", check.name.as_str())
+        .put("Status", check.status.as_str())
+        .put("Notes", check.notes.as_str())
+        .put("Output", check.output.as_str())
+        .put("ServiceID", check.service_id.as_str())
+        .put("ServiceName", check.service_name.as_str())
+        .put("ServiceTags", strings(&check.service_tags))
+        .put("Type", check.type_name())
+        .put("Interval", check.interval_text())
+        .put("Timeout", check.timeout_text())
+        .put("ExposedPort", 0)
+        .put("Definition", Obj::new().build())
+        .put("CreateIndex", check.create_index)
+        .put("ModifyIndex", check.modify_index)
+        .build()
+}
+
+/// `structs.CheckServiceNode`.
+pub fn check_service_node(node_value: &Value, entry: &ServiceEntry, checks: Vec<Value>) -> Value {
+    Obj::new()
+        .put("Node", node_value.clone())
+        .put("Service", node_service(entry))
+        .put("Checks", Value::Array(checks))
+        .build()
+}
+
+/// `structs.ServiceNode` (`/v1/catalog/service/:name`).
+pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
+    let s = &entry.service;
+    let node_tagged = Obj::new()
+        .put("lan", node.address.as_str())
+        .put("lan_ipv4", node.address.as_str())
+        .put("wan", node.address.as_str())
+        .put("wan_ipv4", node.address.as_str())
+        .build();
+    let node_meta = Obj::new()
+        .put("consul-network-segment", "")
+        .put("consul-version", CONSUL_VERSION)
+        .build();
+    Obj::new()
+        .put("ID", node.id.as_str())
+        .put("Node", node.name.as_str())
+        .put("Address", node.address.as_str())
+        .put("Datacenter", node.datacenter.as_str())
+        .put("TaggedAddresses", node_tagged)
+        .put("NodeMeta", node_meta)
+        .put("ServiceKind", s.kind.as_str())
+        .put("ServiceID", s.id.as_str())
+        .put("ServiceName", s.name.as_str())
+        .put(
+            "ServiceTags",
+            strings(s.tags.as_deref().unwrap_or_default()),
+        )
+        .put("ServiceAddress", s.address.as_str())
+        .put_opt("ServiceTaggedAddresses", tagged_addresses(s))
+        .put(
+            "ServiceWeights",
+            serde_json::to_value(s.weights).unwrap_or(Value::Null),
+        )
+        .put(
+            "ServiceMeta",
+            s.meta.as_ref().map_or(Value::Null, string_map),
+        )
+        .put("ServicePort", s.port)
+        .put("ServicePorts", Value::Null)
+        .put("ServiceSocketPath", s.socket_path.as_str())
+        .put("ServiceEnableTagOverride", s.enable_tag_override)
+        .put("ServiceProxy", proxy(&s.proxy))
+        .put("ServiceConnect", connect(s))
+        .put("ServiceLocality", Value::Null)
+        .put("CreateIndex", entry.create_index)
+        .put("ModifyIndex", entry.modify_index)
+        .build()
+}
+
+/// `structs.Intention` with its custom MarshalJSON (timestamps first, only when set).
+pub fn intention(i: &Intention) -> Value {
+    let permissions = i.permissions.clone();
+    let meta = (!i.meta.is_empty()).then(|| string_map(&i.meta));
+    Obj::new()
+        .put_opt("CreatedAt", i.created_at.map(|t| Value::String(go_time(t))))
+        .put_opt("UpdatedAt", i.updated_at.map(|t| Value::String(go_time(t))))
+        .put_str("ID", &i.id)
+        .put_str("Description", &i.description)
+        .put("SourceNS", "default")
+        .put("SourceName", i.source_name.as_str())
+        .put("DestinationNS", "default")
+        .put("DestinationName", i.destination_name.as_str())
+        .put("SourceType", i.source_type.as_str())
+        .put_str("Action", &i.action)
+        .put_opt("Permissions", permissions)
+        .put_opt("Meta", meta)
+        .put("Precedence", i.precedence)
+        .put_opt("Hash", i.hash.clone().map(Value::String))
+        .put("CreateIndex", i.create_index)
+        .put("ModifyIndex", i.modify_index)
+        .build()
+}
+
+fn root(ca: &Ca, r: &Root) -> Value {
+    let info = r.info();
+    Obj::new()
+        .put("ID", info.id.as_str())
+        .put("Name", info.name.as_str())
+        .put("SerialNumber", info.serial_number)
+        .put("SigningKeyID", info.signing_key_id.as_str())
+        .put("ExternalTrustDomain", ca.cluster_id())
+        .put("NotBefore", go_time(info.not_before))
+        .put("NotAfter", go_time(info.not_after))
+        .put("RootCert", info.root_cert_pem.as_str())
+        .put("IntermediateCerts", Value::Null)
+        .put("Active", r.active)
+        .put("PrivateKeyType", "ec")
+        .put("PrivateKeyBits", 256)
+        .put("CreateIndex", r.create_index)
+        .put("ModifyIndex", r.modify_index)
+        .build()
+}
+
+/// `structs.IndexedCARoots`.
+pub fn roots(ca: &Ca) -> Value {
+    Obj::new()
+        .put("ActiveRootID", ca.active_root().info().id.as_str())
+        .put("TrustDomain", ca.trust_domain().as_str())
+        .put(
+            "Roots",
+            Value::Array(ca.roots().into_iter().map(|r| root(ca, r)).collect()),
+        )
+        .build()
+}
+
+/// `structs.IssuedCert`.
+pub fn leaf(leaf: &Leaf) -> Value {
+    Obj::new()
+        .put("SerialNumber", leaf.issued.serial_number.as_str())
+        .put("CertPEM", leaf.issued.cert_pem.as_str())
+        .put("PrivateKeyPEM", leaf.issued.private_key_pem.as_str())
+        .put("Service", leaf.service.as_str())
+        .put("ServiceURI", leaf.service_uri.as_str())
+        .put("ValidAfter", go_time(leaf.issued.valid_after))
+        .put("ValidBefore", go_time(leaf.issued.valid_before))
+        .put("CreateIndex", leaf.create_index)
+        .put("ModifyIndex", leaf.modify_index)
+        .build()
+}
+
+/// `structs.CAConfiguration`.
+pub fn ca_configuration(ca: &Ca) -> Value {
+    let (create, modify) = ca.config_indexes();
+    Obj::new()
+        .put("Provider", "consul")
+        .put("Config", ca.config_map())
+        .put("ForceWithoutCrossSigning", false)
+        .put("CreateIndex", create)
+        .put("ModifyIndex", modify)
+        .build()
+}

@@ -1,0 +1,508 @@
+//! The service model and how a `PUT /v1/agent/service/register` body becomes services and checks,
+//! including the `Connect.SidecarService` expansion Consul does in `agent/sidecar_service.go`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::checks::CheckDefinition;
+use crate::json::{DecodeError, Fields};
+
+/// Where Consul starts and ends auto-assigned sidecar ports (`sidecar_min_port`/`max_port`).
+pub const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// `""` for a plain service, `connect-proxy`, gateways...
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    pub tags: Option<Vec<String>>,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub meta: Option<BTreeMap<String, String>>,
+    pub port: i64,
+    pub socket_path: String,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub proxy: Proxy,
+    pub native: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    pub passing: i64,
+    pub warning: i64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// `structs.ConnectProxyConfig`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Proxy {
+    pub destination_service_name: String,
+    pub destination_service_id: String,
+    pub local_service_address: String,
+    pub local_service_port: i64,
+    pub local_service_socket_path: String,
+    pub mode: String,
+    pub transparent_proxy: Option<Value>,
+    pub config: Option<Value>,
+    pub upstreams: Vec<Upstream>,
+    pub mesh_gateway_mode: String,
+    pub expose: Option<Value>,
+}
+
+/// `structs.Upstream`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Upstream {
+    pub destination_type: String,
+    pub destination_namespace: String,
+    pub destination_partition: String,
+    pub destination_peer: String,
+    pub destination_name: String,
+    pub datacenter: String,
+    pub local_bind_address: String,
+    pub local_bind_port: i64,
+    pub local_bind_socket_path: String,
+    pub local_bind_socket_mode: String,
+    pub config: Option<Value>,
+    pub mesh_gateway_mode: String,
+    pub centrally_configured: bool,
+}
+
+impl Service {
+    pub fn is_proxy(&self) -> bool {
+        self.kind == "connect-proxy"
+    }
+}
+
+/// A decoded registration: the service, its checks and an optional sidecar to register with it.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub service: Service,
+    pub checks: Vec<CheckDefinition>,
+    pub sidecar: Option<SidecarRequest>,
+}
+
+/// `Connect.SidecarService` before its port is assigned.
+#[derive(Clone, Debug)]
+pub struct SidecarRequest {
+    pub service: Service,
+    pub checks: Vec<CheckDefinition>,
+    pub port_given: bool,
+}
+
+/// Why a registration was refused: the status code and Consul's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RegisterError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl RegisterError {
+    fn bad(message: impl Into<String>) -> Self {
+        RegisterError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for RegisterError {
+    fn from(e: DecodeError) -> Self {
+        RegisterError::bad(format!("Request decode failed: {e}"))
+    }
+}
+
+/// Decodes and validates a `ServiceDefinition` body, expanding `Connect.SidecarService`.
+pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> {
+    let fields = Fields::new(body, "ServiceDefinition")?;
+    let (service, checks, sidecar_fields) = decode_definition(&fields)?;
+    if service.name.is_empty() {
+        return Err(RegisterError::bad("Missing service name"));
+    }
+    for check in &checks {
+        check
+            .validate()
+            .map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
+    }
+    validate_service(&service)?;
+    let sidecar = match sidecar_fields {
+        None => None,
+        Some(sidecar_fields) => Some(expand_sidecar(&service, &sidecar_fields)?),
+    };
+    Ok(Registration {
+        service,
+        checks,
+        sidecar,
+    })
+}
+
+type Decoded<'a> = (Service, Vec<CheckDefinition>, Option<Fields<'a>>);
+
+fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterError> {
+    let name = fields.string_or_default("Name")?;
+    let id = fields
+        .string("ID")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| name.clone());
+    let port = fields.int("Port")?.unwrap_or(0);
+    let address = fields.string_or_default("Address")?;
+    let mut tagged_addresses = BTreeMap::new();
+    if let Some(tagged) = fields.object("TaggedAddresses", "map[string]ServiceAddress")? {
+        if let Some(Value::Object(map)) = fields.raw("TaggedAddresses") {
+            for key in map.keys() {
+                if let Some(entry) = tagged.object(key, "ServiceAddress")? {
+                    tagged_addresses.insert(
+                        key.clone(),
+                        ServiceAddress {
+                            address: entry.string_or_default("Address")?,
+                            port: entry.int("Port")?.unwrap_or(0),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let weights = match fields.object("Weights", "Weights")? {
+        None => Weights::default(),
+        Some(w) => Weights {
+            passing: w.int("Passing")?.unwrap_or(0),
+            warning: w.int("Warning")?.unwrap_or(0),
+        },
+    };
+    let proxy = match fields.object("Proxy", "ConnectProxyConfig")? {
+        None => Proxy::default(),
+        Some(p) => decode_proxy(&p)?,
+    };
+    let (native, sidecar) = match fields.object("Connect", "ServiceConnect")? {
+        None => (false, None),
+        Some(connect) => {
+            let sidecar = match connect.raw("SidecarService") {
+                None => None,
+                Some(_) => connect.object("SidecarService", "ServiceDefinition")?,
+            };
+            (connect.boolean("Native")?, sidecar)
+        }
+    };
+    let mut checks = Vec::new();
+    if let Some(check) = fields.object("Check", "CheckType")? {
+        checks.push(CheckDefinition::decode(&check)?);
+    }
+    for check in fields.objects("Checks", "CheckType")? {
+        checks.push(CheckDefinition::decode(&check)?);
+    }
+    let service = Service {
+        kind: fields.string_or_default("Kind")?,
+        id,
+        name,
+        tags: fields.strings("Tags")?,
+        address,
+        tagged_addresses,
+        meta: fields.string_map("Meta")?,
+        port,
+        socket_path: fields.string_or_default("SocketPath")?,
+        weights,
+        enable_tag_override: fields.boolean("EnableTagOverride")?,
+        proxy,
+        native,
+    };
+    Ok((service, checks, sidecar))
+}
+
+fn decode_proxy(p: &Fields<'_>) -> Result<Proxy, DecodeError> {
+    let upstreams = p
+        .objects("Upstreams", "Upstream")?
+        .iter()
+        .map(decode_upstream)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Proxy {
+        destination_service_name: p.string_or_default("DestinationServiceName")?,
+        destination_service_id: p.string_or_default("DestinationServiceID")?,
+        local_service_address: p.string_or_default("LocalServiceAddress")?,
+        local_service_port: p.int("LocalServicePort")?.unwrap_or(0),
+        local_service_socket_path: p.string_or_default("LocalServiceSocketPath")?,
+        mode: p.string_or_default("Mode")?,
+        transparent_proxy: p.opaque_object("TransparentProxy")?,
+        config: p.opaque_object("Config")?,
+        upstreams,
+        mesh_gateway_mode: mesh_gateway_mode(p)?,
+        expose: p.opaque_object("Expose")?,
+    })
+}
+
+fn decode_upstream(u: &Fields<'_>) -> Result<Upstream, DecodeError> {
+    let destination_type = u
+        .string("DestinationType")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "service".to_string());
+    Ok(Upstream {
+        destination_type,
+        destination_namespace: u.string_or_default("DestinationNamespace")?,
+        destination_partition: u.string_or_default("DestinationPartition")?,
+        destination_peer: u.string_or_default("DestinationPeer")?,
+        destination_name: u.string_or_default("DestinationName")?,
+        datacenter: u.string_or_default("Datacenter")?,
+        local_bind_address: u.string_or_default("LocalBindAddress")?,
+        local_bind_port: u.int("LocalBindPort")?.unwrap_or(0),
+        local_bind_socket_path: u.string_or_default("LocalBindSocketPath")?,
+        local_bind_socket_mode: u.string_or_default("LocalBindSocketMode")?,
+        config: u.opaque_object("Config")?,
+        mesh_gateway_mode: mesh_gateway_mode(u)?,
+        centrally_configured: u.boolean("CentrallyConfigured")?,
+    })
+}
+
+fn mesh_gateway_mode(fields: &Fields<'_>) -> Result<String, DecodeError> {
+    match fields.object("MeshGateway", "MeshGatewayConfig")? {
+        None => Ok(String::new()),
+        Some(m) => m.string_or_default("Mode"),
+    }
+}
+
+/// `structs.NodeService.Validate` for the kinds we accept; errors in go-multierror's format.
+fn validate_service(service: &Service) -> Result<(), RegisterError> {
+    let mut problems = Vec::new();
+    match service.kind.as_str() {
+        "" => {}
+        "connect-proxy" => {
+            let proxy = &service.proxy;
+            if proxy.destination_service_name.is_empty() {
+                problems.push(
+                    "Proxy.DestinationServiceName must be non-empty for Connect proxy services"
+                        .to_string(),
+                );
+            }
+            if proxy.destination_service_name == "*" {
+                problems.push(
+                    "Proxy.DestinationServiceName must not be a wildcard for Connect proxy services"
+                        .to_string(),
+                );
+            }
+            if service.port == 0 && service.socket_path.is_empty() {
+                problems.push("Port or SocketPath must be set for a connect-proxy".to_string());
+            }
+            let mut seen = Vec::new();
+            for upstream in &proxy.upstreams {
+                if upstream.destination_name.is_empty() {
+                    problems.push("upstream destination name cannot be empty".to_string());
+                    continue;
+                }
+                let key = (
+                    upstream.destination_type.clone(),
+                    upstream.destination_name.clone(),
+                    upstream.datacenter.clone(),
+                    upstream.local_bind_address.clone(),
+                    upstream.local_bind_port,
+                );
+                if seen.contains(&key) {
+                    problems.push(format!(
+                        "upstreams cannot contain duplicates of {}",
+                        upstream.destination_name
+                    ));
+                }
+                seen.push(key);
+            }
+            if service.native {
+                problems.push("A Proxy cannot also be Connect Native, only typical services".into());
+            }
+        }
+        other => problems.push(format!(
+            "tandem-agent dev does not support services of Kind {other:?} (only plain services and connect-proxy)"
+        )),
+    }
+    if !(0..=65535).contains(&service.port) {
+        problems.push(format!("Port {} is not a valid port number", service.port));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "Validation failed: {} error{} occurred:\n",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for problem in problems {
+        message.push_str(&format!("\t* {problem}\n"));
+    }
+    message.push('\n');
+    Err(RegisterError::bad(message))
+}
+
+/// Expands `Connect.SidecarService` as `agent/sidecar_service.go` does (port assigned later).
+fn expand_sidecar(parent: &Service, fields: &Fields<'_>) -> Result<SidecarRequest, RegisterError> {
+    let invalid = |msg: String| RegisterError::bad(format!("Invalid SidecarService: {msg}"));
+    let (mut sidecar, checks, nested) = decode_definition(fields)?;
+    if nested.is_some() {
+        return Err(invalid(
+            "sidecar_service can't have a nested sidecar_service".into(),
+        ));
+    }
+    if sidecar.native {
+        return Err(invalid(
+            "sidecar_service can't have Connect.Native set".into(),
+        ));
+    }
+    let expected_id = format!("{}-sidecar-proxy", parent.id);
+    if fields.raw("ID").is_some() && sidecar.id != expected_id {
+        return Err(invalid(format!(
+            "sidecar_service can't specify an ID other than {expected_id:?}"
+        )));
+    }
+    if !sidecar.kind.is_empty() && sidecar.kind != "connect-proxy" {
+        return Err(invalid(
+            "sidecar_service can't have Kind other than connect-proxy".into(),
+        ));
+    }
+    sidecar.id = expected_id;
+    sidecar.kind = "connect-proxy".to_string();
+    if sidecar.name.is_empty() {
+        sidecar.name = format!("{}-sidecar-proxy", parent.name);
+    }
+    if sidecar.tags.is_none() {
+        sidecar.tags = parent.tags.clone();
+    }
+    if sidecar.meta.is_none() {
+        sidecar.meta = parent.meta.clone();
+    }
+    if sidecar.address.is_empty() {
+        sidecar.address = parent.address.clone();
+    }
+    let proxy = &mut sidecar.proxy;
+    proxy.destination_service_name = parent.name.clone();
+    proxy.destination_service_id = parent.id.clone();
+    if proxy.local_service_address.is_empty() && parent.socket_path.is_empty() {
+        proxy.local_service_address = "127.0.0.1".to_string();
+    }
+    if proxy.local_service_port == 0 && parent.socket_path.is_empty() {
+        proxy.local_service_port = parent.port;
+    }
+    if proxy.local_service_socket_path.is_empty() {
+        proxy.local_service_socket_path = parent.socket_path.clone();
+    }
+    let port_given = sidecar.port != 0;
+    Ok(SidecarRequest {
+        service: sidecar,
+        checks,
+        port_given,
+    })
+}
+
+/// The checks Consul adds to a sidecar registered without any: TCP on the proxy port and an
+/// alias of the parent service.
+pub fn default_sidecar_checks(sidecar: &Service, parent: &Service) -> Vec<CheckDefinition> {
+    let host = if sidecar.address.is_empty() {
+        sidecar.proxy.local_service_address.clone()
+    } else {
+        sidecar.address.clone()
+    };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    let tcp_target = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", sidecar.port),
+        _ => format!("{host}:{}", sidecar.port),
+    };
+    vec![
+        CheckDefinition {
+            name: "Connect Sidecar Listening".to_string(),
+            tcp: tcp_target,
+            interval: Some(std::time::Duration::from_secs(10)),
+            ..CheckDefinition::default()
+        },
+        CheckDefinition {
+            name: format!("Connect Sidecar Aliasing {}", parent.id),
+            alias_service: parent.id.clone(),
+            ..CheckDefinition::default()
+        },
+    ]
+}
+
+/// Consul's default tagged addresses: `lan_ipv4`/`wan_ipv4` (or `_ipv6`) from an IP `Address`.
+pub fn add_default_tagged_addresses(service: &mut Service) {
+    let suffix = match service.address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => "ipv4",
+        Ok(IpAddr::V6(_)) => "ipv6",
+        Err(_) => return,
+    };
+    for scope in ["lan", "wan"] {
+        service
+            .tagged_addresses
+            .entry(format!("{scope}_{suffix}"))
+            .or_insert_with(|| ServiceAddress {
+                address: service.address.clone(),
+                port: service.port,
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sidecar_shorthand_expands_like_consul() {
+        let body = json!({
+            "name": "web", "port": 8080,
+            "connect": {"sidecar_service": {"proxy": {"upstreams": [
+                {"destination_name": "db", "local_bind_port": 9191}]}}}
+        });
+        let reg = decode_registration(&body).unwrap();
+        let sidecar = reg.sidecar.unwrap();
+        assert_eq!(sidecar.service.id, "web-sidecar-proxy");
+        assert_eq!(sidecar.service.name, "web-sidecar-proxy");
+        assert_eq!(sidecar.service.kind, "connect-proxy");
+        assert_eq!(sidecar.service.proxy.destination_service_name, "web");
+        assert_eq!(sidecar.service.proxy.local_service_address, "127.0.0.1");
+        assert_eq!(sidecar.service.proxy.local_service_port, 8080);
+        assert_eq!(
+            sidecar.service.proxy.upstreams[0].destination_type,
+            "service"
+        );
+        assert!(!sidecar.port_given);
+    }
+
+    #[test]
+    fn proxy_without_destination_is_refused_with_consul_text() {
+        let body = json!({"Kind": "connect-proxy", "Name": "p", "Port": 1});
+        let err = decode_registration(&body).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err
+            .message
+            .starts_with("Validation failed: 1 error occurred:"));
+        assert!(err
+            .message
+            .contains("Proxy.DestinationServiceName must be non-empty for Connect proxy services"));
+    }
+
+    #[test]
+    fn missing_name_and_wrong_types() {
+        let err = decode_registration(&json!({"Port": 1})).unwrap_err();
+        assert_eq!(err.message, "Missing service name");
+        let err = decode_registration(&json!({"Name": "a", "Port": "x"})).unwrap_err();
+        assert!(err
+            .message
+            .starts_with("Request decode failed: json: cannot unmarshal string"));
+    }
+}
