@@ -194,6 +194,14 @@ impl Live {
         self.report.scenario_errors.push(format!("{what}: {e:#}"));
     }
 
+    fn rss_kb(&self) -> Vec<u64> {
+        self.subject
+            .processes()
+            .iter()
+            .map(|p| procstat::rss_kb(p.pid()).unwrap_or(0))
+            .collect()
+    }
+
     fn cpu_times(&self, ticks: u64) -> Vec<Option<Duration>> {
         self.subject
             .processes()
@@ -227,6 +235,14 @@ fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
             match loadgen::fixed_rate(live[i].subject.target(), rate, s.connections, slice) {
                 Ok(r) => {
                     let after = live[i].cpu_times(ticks);
+                    let rss = live[i].rss_kb();
+                    for (p, kb) in rss.into_iter().enumerate() {
+                        let slot = &mut live[i].report.processes[p].rss_under_load_kb;
+                        match slot.iter_mut().find(|(x, _)| *x == rate) {
+                            Some((_, max)) => *max = (*max).max(kb),
+                            None => slot.push((rate, kb)),
+                        }
+                    }
                     for (p, (a, b)) in before.iter().zip(after).enumerate() {
                         if let (Some(a), Some(b)) = (a, b) {
                             cpu[i][p] += b.saturating_sub(*a);

@@ -23,3 +23,4 @@ pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod tandem;
+pub mod targets;

@@ -115,6 +115,10 @@ fn main() -> anyhow::Result<()> {
     let report = compare::run(&opts)?;
 
     println!("{}", report.table());
+    println!(
+        "{}",
+        tandem_bench::targets::table(&tandem_bench::targets::check(&report))
+    );
     std::fs::create_dir_all(&results_dir)
         .with_context(|| format!("creating {}", results_dir.display()))?;
     let day = &report.date[..10];

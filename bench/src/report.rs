@@ -106,6 +106,8 @@ pub struct ProcessReport {
     pub rss_with_connections_kb: Vec<(usize, u64)>,
     /// (offered rate, CPU seconds this process used per 10,000 requests at that rate)
     pub cpu_s_per_10k_requests: Vec<(f64, f64)>,
+    /// (offered rate, largest RSS in kB sampled right after a slice at that rate)
+    pub rss_under_load_kb: Vec<(f64, u64)>,
 }
 
 impl Report {
@@ -248,6 +250,20 @@ impl Report {
             per(&|s| max_over(s, &|p| Some(p.idle_rss_kb))),
             1,
         ));
+        for &rate in &self.settings.rates {
+            rows.push(Row::new(
+                format!("RSS of one proxy at {} rps (MB)", format_rate(rate)),
+                per(&|s| {
+                    max_over(s, &|p| {
+                        p.rss_under_load_kb
+                            .iter()
+                            .find(|(r, _)| *r == rate)
+                            .map(|(_, kb)| *kb)
+                    })
+                }),
+                1,
+            ));
+        }
         for &n in &self.settings.idle_connection_counts {
             rows.push(Row::new(
                 format!("RSS of one proxy, {n} open idle connections (MB)"),
@@ -339,6 +355,8 @@ impl Report {
             is = s.injector_seconds,
         ));
         out.push_str(&self.table());
+        out.push_str("\n**Targets** (from the issue):\n\n");
+        out.push_str(&crate::targets::table(&crate::targets::check(self)));
         out.push('\n');
         for subj in &self.subjects {
             if let Some(e) = &subj.error {
@@ -507,12 +525,14 @@ mod tests {
                     idle_rss_kb: 4096,
                     rss_with_connections_kb: vec![(1000, 10240)],
                     cpu_s_per_10k_requests: vec![(1000.0, 0.25)],
+                    rss_under_load_kb: vec![(1000.0, 6144)],
                 },
                 ProcessReport {
                     role: "server".into(),
                     idle_rss_kb: 5120,
                     rss_with_connections_kb: vec![(1000, 8192)],
                     cpu_s_per_10k_requests: vec![(1000.0, 0.5)],
+                    rss_under_load_kb: vec![(1000.0, 7168)],
                 },
             ],
             ..Default::default()
@@ -593,6 +613,13 @@ mod tests {
         assert!(md.contains("AMD EPYC, 2 cores"));
         assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
         assert!(md.contains("| metric | direct | tandem | haproxy |"));
+        assert!(md.contains(
+            "| added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs | \
+             tandem +150 µs, haproxy +120 µs | **no** |"
+        ));
+        assert!(md.contains("| idle RSS < 10 MB | 5.0 MB | yes |"));
+        assert!(md.contains("| RSS < 50 MB with 1,000 open connections | 10.0 MB | yes |"));
+        assert!(md.contains("| injector >= 5,000 AdmissionReviews/s on 2 cores | not measured"));
     }
 
     #[test]

@@ -84,6 +84,20 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A certificate pair read from files: the config built from it and the raw bytes read, to
+/// notice the next change.
+pub struct LoadedPair {
+    pub config: Arc<ServerConfig>,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for LoadedPair {
+    // The bytes hold the private key: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPair").finish_non_exhaustive()
+    }
+}
+
 /// A certificate file and its key file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
@@ -93,18 +107,34 @@ pub struct CertFiles {
 
 impl CertFiles {
     /// Reads both files (their raw bytes, to notice changes) and builds a config.
-    pub fn load(&self) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
+    pub fn load(&self) -> Result<LoadedPair, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
         let what = format!("{} + {}", self.cert.display(), self.key.display());
         let config = server_config(&cert, &key, &what)?;
-        let mut seen = cert;
-        seen.extend_from_slice(&key);
-        Ok((config, seen))
+        let mut bytes = cert;
+        bytes.extend_from_slice(&key);
+        Ok(LoadedPair { config, bytes })
+    }
+
+    /// Reads the files again: `Ok(None)` when their bytes are the ones in `seen`, the new
+    /// config and bytes when they changed and parse, an error (naming the files) otherwise.
+    pub fn reload_if_changed(&self, seen: &[u8]) -> Result<Option<LoadedPair>, TlsError> {
+        let cert = read(&self.cert)?;
+        let key = read(&self.key)?;
+        if cert.len() + key.len() == seen.len() && seen.starts_with(&cert) && seen.ends_with(&key) {
+            return Ok(None);
+        }
+        let what = format!("{} + {}", self.cert.display(), self.key.display());
+        let config = server_config(&cert, &key, &what)?;
+        let mut bytes = cert;
+        bytes.extend_from_slice(&key);
+        Ok(Some(LoadedPair { config, bytes }))
     }
 
     /// Polls the files every `interval` and publishes a new config when their content changes
-    /// and parses. A bad or half-written pair keeps the config that is being served.
+    /// and parses. A bad or half-written pair keeps the config that is being served (and is
+    /// logged once, not at every poll).
     pub async fn watch(
         self,
         mut seen: Vec<u8>,
@@ -112,31 +142,27 @@ impl CertFiles {
         tx: watch::Sender<Arc<ServerConfig>>,
         shutdown: CancellationToken,
     ) {
+        let mut last_error = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let (cert, key) = match (read(&self.cert), read(&self.key)) {
-                (Ok(c), Ok(k)) => (c, k),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "keeping the served certificate");
-                    continue;
-                }
-            };
-            let mut now = cert.clone();
-            now.extend_from_slice(&key);
-            if now == seen {
-                continue;
-            }
-            let what = format!("{} + {}", self.cert.display(), self.key.display());
-            match server_config(&cert, &key, &what) {
-                Ok(config) => {
+            match self.reload_if_changed(&seen) {
+                Ok(None) => {}
+                Ok(Some(pair)) => {
                     tracing::info!(cert.file = %self.cert.display(), "serving certificate reloaded");
-                    seen = now;
-                    tx.send_replace(config);
+                    seen = pair.bytes;
+                    last_error = None;
+                    tx.send_replace(pair.config);
                 }
-                Err(e) => tracing::warn!(error = %e, "keeping the served certificate"),
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        tracing::warn!(error = %message, "keeping the served certificate");
+                        last_error = Some(message);
+                    }
+                }
             }
         }
     }
@@ -295,6 +321,39 @@ mod tests {
         };
         let err = files.load().unwrap_err();
         assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+    }
+
+    #[test]
+    fn reload_sees_changes_and_keeps_going_on_garbage() {
+        let dir = std::env::temp_dir().join(format!("tandem-injector-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = CertFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        let ca = GeneratedCa::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let write = |leaf: &ServingCert| {
+            std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
+            std::fs::write(&files.key, &leaf.key_pem).unwrap();
+        };
+        let hosts = ["localhost".to_string()];
+        write(&ca.issue_serving(&hosts, Duration::from_secs(60)).unwrap());
+        let seen = files.load().unwrap().bytes;
+        assert!(files.reload_if_changed(&seen).unwrap().is_none());
+
+        std::fs::write(&files.cert, "half written").unwrap();
+        let err = files.reload_if_changed(&seen).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+
+        write(&ca.issue_serving(&hosts, Duration::from_secs(60)).unwrap());
+        let now = files
+            .reload_if_changed(&seen)
+            .unwrap()
+            .expect("a change")
+            .bytes;
+        assert_ne!(now, seen);
+        assert!(files.reload_if_changed(&now).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

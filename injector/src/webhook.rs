@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -29,6 +29,9 @@ use crate::Injector;
 /// Largest `AdmissionReview` accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client gets this long to send a request's headers, and again its body (the API server
+/// gives up on a webhook after at most 30 s anyway).
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -107,7 +110,10 @@ pub async fn start(config: ServeConfig) -> Result<Webhook, WebhookError> {
                 files,
                 reload_interval,
             } => {
-                let (server_config, seen) = files.load()?;
+                let tls::LoadedPair {
+                    config: server_config,
+                    bytes: seen,
+                } = files.load()?;
                 (
                     server_config,
                     None,
@@ -254,7 +260,11 @@ async fn connection(
         let injector = injector.clone();
         async move { Ok::<_, Infallible>(route(&injector, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_READ_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -277,12 +287,16 @@ async fn route(injector: &Injector, req: Request<Incoming>) -> Response<Full<Byt
 }
 
 async fn mutate(injector: &Injector, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
+    let read = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    let body = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the AdmissionReview body was not received in time\n",
+            )
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {

@@ -433,3 +433,22 @@ fn inject_handles_every_workload_kind_and_the_results_validate() {
         );
     }
 }
+
+#[test]
+fn inject_output_of_the_seed_manifests_matches_golden() {
+    for name in ["static-server", "static-client", "example-deployment"] {
+        let file = data(&format!("seed/{name}.yaml"));
+        let out = run(
+            &[
+                "inject",
+                "--proxy-image",
+                PROXY_IMAGE,
+                "-f",
+                file.to_str().unwrap(),
+            ],
+            None,
+        );
+        let docs = stdout_docs(&out);
+        golden(&format!("inject/{name}.json"), &Value::Array(docs));
+    }
+}

@@ -1,0 +1,180 @@
+//! The issue's performance targets, checked against one run's report: met, missed by how much,
+//! or not measured.
+
+use crate::loadgen::Direction;
+use crate::report::{Report, SubjectReport, DIRECT, HAPROXY, TANDEM};
+
+/// One target and how the run did against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    /// `None` when the run has no figure for it.
+    pub met: Option<bool>,
+}
+
+impl TargetCheck {
+    fn new(target: &str, measured: String, met: Option<bool>) -> Self {
+        Self {
+            target: target.into(),
+            measured,
+            met,
+        }
+    }
+
+    fn not_measured(target: &str) -> Self {
+        Self::new(target, "not measured in this run".into(), None)
+    }
+}
+
+/// Every target of the issue, in its order.
+pub fn check(r: &Report) -> Vec<TargetCheck> {
+    let tandem = r.subject(TANDEM);
+    let haproxy = r.subject(HAPROXY);
+    let direct = r.subject(DIRECT);
+    let mut out = Vec::new();
+
+    let added_p99 = |s: Option<&SubjectReport>| -> Option<f64> {
+        let at = |s: &SubjectReport| {
+            s.rates
+                .iter()
+                .find(|x| x.target_rps == 1000.0)
+                .map(|x| x.latency.p99_us)
+        };
+        Some(at(s?)? - at(direct?)?)
+    };
+    let t = "added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs";
+    out.push(match (added_p99(tandem), added_p99(haproxy)) {
+        (Some(tn), Some(h)) => TargetCheck::new(
+            t,
+            format!("tandem +{tn:.0} µs, haproxy +{h:.0} µs"),
+            Some(tn <= h && tn < 200.0),
+        ),
+        (Some(tn), None) => {
+            TargetCheck::new(t, format!("tandem +{tn:.0} µs, haproxy not measured"), None)
+        }
+        _ => TargetCheck::not_measured(t),
+    });
+
+    let t = "new connections/s through the pair >= HAProxy pair's";
+    let cps = |s: Option<&SubjectReport>| s?.new_conn.as_ref().map(|n| n.conns_per_sec);
+    out.push(match (cps(tandem), cps(haproxy)) {
+        (Some(tn), Some(h)) => TargetCheck::new(
+            t,
+            format!("tandem {tn:.0}/s, haproxy {h:.0}/s ({:.2}x)", tn / h),
+            Some(tn >= h),
+        ),
+        _ => TargetCheck::not_measured(t),
+    });
+
+    let t = "bulk throughput >= 0.9x HAProxy pair's (worst of 1/8 streams, each way)";
+    let bulk = |s: &SubjectReport, d: Direction, n: usize| {
+        s.bulk
+            .iter()
+            .find(|b| b.direction == d && b.streams == n)
+            .map(|b| b.mb_per_sec)
+    };
+    let mut worst: Option<(f64, String)> = None;
+    if let (Some(tn), Some(h)) = (tandem, haproxy) {
+        for d in [Direction::Upload, Direction::Download] {
+            for n in [1, 8] {
+                if let (Some(a), Some(b)) = (bulk(tn, d, n), bulk(h, d, n)) {
+                    let ratio = a / b;
+                    if worst.as_ref().is_none_or(|(w, _)| ratio < *w) {
+                        worst = Some((ratio, format!("{d:?} x{n}: {a:.0} vs {b:.0} MB/s")));
+                    }
+                }
+            }
+        }
+    }
+    out.push(match worst {
+        Some((ratio, what)) => {
+            TargetCheck::new(t, format!("worst {ratio:.2}x ({what})"), Some(ratio >= 0.9))
+        }
+        None => TargetCheck::not_measured(t),
+    });
+
+    let max_rss = |s: &SubjectReport, f: &dyn Fn(&crate::report::ProcessReport) -> Option<u64>| {
+        s.processes.iter().filter_map(f).max()
+    };
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let t = "idle RSS < 10 MB";
+    out.push(
+        match tandem.and_then(|s| max_rss(s, &|p| Some(p.idle_rss_kb))) {
+            Some(kb) => TargetCheck::new(t, format!("{:.1} MB", mb(kb)), Some(mb(kb) < 10.0)),
+            None => TargetCheck::not_measured(t),
+        },
+    );
+    let t = "RSS < 50 MB with 1,000 open connections";
+    let with_1k = |p: &crate::report::ProcessReport| {
+        p.rss_with_connections_kb
+            .iter()
+            .find(|(n, _)| *n == 1000)
+            .map(|(_, kb)| *kb)
+    };
+    out.push(match tandem.and_then(|s| max_rss(s, &with_1k)) {
+        Some(kb) => TargetCheck::new(t, format!("{:.1} MB", mb(kb)), Some(mb(kb) < 50.0)),
+        None => TargetCheck::not_measured(t),
+    });
+
+    let policy = r.policy.measured();
+    let t = "deny propagation to new connections p99 < 100 ms";
+    out.push(
+        match policy.and_then(|p| Some((p.new_connections.p99_ms?, &p.new_connections))) {
+            Some((p99, n)) => TargetCheck::new(
+                t,
+                format!("p99 {p99} ms ({} of {} tries)", n.took_effect, n.tries),
+                Some(p99 < 100.0 && n.took_effect == n.tries),
+            ),
+            None if policy.is_some() => {
+                TargetCheck::new(t, "deny never took effect".into(), Some(false))
+            }
+            None => TargetCheck::not_measured(t),
+        },
+    );
+    let t = "deny propagation to open connections < 1 s";
+    out.push(
+        match policy.map(|p| (p.open_connections.p99_ms, &p.open_connections)) {
+            Some((Some(p99), o)) => TargetCheck::new(
+                t,
+                format!("p99 {p99} ms ({} of {} tries)", o.took_effect, o.tries),
+                Some(p99 < 1000.0 && o.took_effect == o.tries),
+            ),
+            Some((None, _)) => TargetCheck::new(
+                t,
+                "not supported: open connections stay open".into(),
+                Some(false),
+            ),
+            None => TargetCheck::not_measured(t),
+        },
+    );
+
+    let t = "injector >= 5,000 AdmissionReviews/s on 2 cores";
+    out.push(match r.injector.measured() {
+        Some(i) => TargetCheck::new(
+            t,
+            format!(
+                "{:.0}/s, p99 {:.1} ms",
+                i.reviews_per_sec,
+                i.latency.p99_us / 1000.0
+            ),
+            Some(i.reviews_per_sec >= 5000.0),
+        ),
+        None => TargetCheck::not_measured(t),
+    });
+    out
+}
+
+/// The checks as a Markdown table.
+pub fn table(checks: &[TargetCheck]) -> String {
+    let mut out = String::from("| target | measured | met |\n|---|---|---|\n");
+    for c in checks {
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        out.push_str(&format!("| {} | {} | {met} |\n", c.target, c.measured));
+    }
+    out
+}

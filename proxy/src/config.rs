@@ -1,0 +1,851 @@
+//! Command line and environment: parsed once into [`Config`] (what the user wrote) and resolved
+//! into [`Settings`] (every default and Consul variable applied) before any socket is bound.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+/// The proxy's command line. Every flag also reads `TANDEM_<FLAG_IN_CAPS>`; Consul's own
+/// variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`)
+/// are the fallback where they exist.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "tandem-proxy",
+    version,
+    about = "Consul Connect sidecar: inbound mTLS with intentions, upstream listeners on 127.0.0.1",
+    long_about = "Consul Connect sidecar: registers the pod's service and its sidecar with the local \
+Consul agent, keeps the leaf certificate, CA roots and intentions live through blocking queries, \
+accepts inbound mutual TLS (authorized against intentions) and forwards to the app, and opens one \
+plaintext 127.0.0.1:<port> listener per upstream that dials a healthy instance over mutual TLS.\n\n\
+Every flag also reads TANDEM_<FLAG_IN_CAPS> (e.g. TANDEM_SERVICE_PORT). Malformed input exits with \
+status 64."
+)]
+pub struct Config {
+    /// Service this pod serves (required, except with --check-ready).
+    #[arg(
+        long,
+        env = "TANDEM_SERVICE",
+        value_name = "NAME",
+        required_unless_present = "check_ready"
+    )]
+    pub service: Option<ServiceName>,
+
+    /// App port inbound connections go to; without it there is no inbound listener.
+    #[arg(long, env = "TANDEM_SERVICE_PORT", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub service_port: Option<u16>,
+
+    /// Address the app listens on.
+    #[arg(
+        long,
+        env = "TANDEM_SERVICE_ADDRESS",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub service_address: IpAddr,
+
+    /// Service ID to register [default: <POD_NAME>-<service>, else <hostname>-<service>].
+    #[arg(long, env = "TANDEM_SERVICE_ID", value_name = "ID")]
+    pub service_id: Option<String>,
+
+    /// Upstreams as "NAME:PORT[:DATACENTER]" separated by commas, e.g. "db:1234,auth:6789:dc2".
+    #[arg(
+        long,
+        env = "TANDEM_UPSTREAMS",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    pub upstreams: UpstreamList,
+
+    /// Inbound mutual-TLS listener.
+    #[arg(
+        long,
+        env = "TANDEM_PUBLIC_LISTENER",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:20000"
+    )]
+    pub public_listener: SocketAddr,
+
+    /// Address registered in Consul [default: $POD_IP, else the first non-loopback IPv4].
+    #[arg(long, env = "TANDEM_ADVERTISE_ADDRESS", value_name = "IP")]
+    pub advertise_address: Option<IpAddr>,
+
+    /// Consul agent HTTP API [default: $CONSUL_HTTP_ADDR, else http://127.0.0.1:8500].
+    #[arg(long, env = "TANDEM_CONSUL_HTTP_ADDR", value_name = "URL")]
+    pub consul_http_addr: Option<String>,
+
+    /// ACL token [default: $CONSUL_HTTP_TOKEN, else the content of $CONSUL_HTTP_TOKEN_FILE].
+    #[arg(
+        long,
+        env = "TANDEM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// File holding the ACL token [default: $CONSUL_HTTP_TOKEN_FILE].
+    #[arg(long, env = "TANDEM_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA bundle for an https Consul address [default: $CONSUL_CACERT].
+    #[arg(long, env = "TANDEM_CONSUL_CACERT", value_name = "PATH")]
+    pub consul_cacert: Option<PathBuf>,
+
+    /// Admin HTTP listener (/ready, /live, /metrics, /config, POST /shutdown).
+    #[arg(
+        long,
+        env = "TANDEM_ADMIN_LISTENER",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:19000"
+    )]
+    pub admin_listener: SocketAddr,
+
+    /// Do not register the service and sidecar (something else does).
+    #[arg(long, env = "TANDEM_NO_REGISTER")]
+    pub no_register: bool,
+
+    /// Readiness probe: GET /ready on --admin-listener, exit 0 if 200, else 1. Does nothing else.
+    #[arg(long, env = "TANDEM_CHECK_READY")]
+    pub check_ready: bool,
+
+    /// On SIGTERM, how long open connections may take to finish before they are closed.
+    #[arg(long, env = "TANDEM_DRAIN_DEADLINE", value_name = "DURATION", default_value = "20s",
+          value_parser = parse_duration)]
+    pub drain_deadline: Duration,
+
+    /// Close open inbound connections whose source a changed intention now denies.
+    #[arg(long, env = "TANDEM_CLOSE_DENIED_CONNECTIONS", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub close_denied_connections: bool,
+
+    /// Time allowed for a TLS handshake, inbound or outbound.
+    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time allowed for a TCP connect to the app or to an upstream instance.
+    #[arg(long, env = "TANDEM_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// A connection with no bytes in either direction for this long is closed ("0s" = never).
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "1h",
+          value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Maximum concurrent connections (inbound and outbound together); more are refused.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Decision when no intention matches [default: the agent's X-Consul-Default-ACL-Policy].
+    /// Set it if the cluster uses Consul's `default_intention_policy`, which the API does not show.
+    #[arg(long, env = "TANDEM_DEFAULT_INTENTION_POLICY", value_name = "allow|deny",
+          value_parser = parse_policy)]
+    pub default_intention_policy: Option<bool>,
+
+    /// Longest wait between retries when the agent is unreachable (backoff with jitter).
+    #[arg(long, env = "TANDEM_RETRY_MAX", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
+    pub retry_max: Duration,
+
+    /// How often the proxy checks that its registrations still exist (re-registers if not).
+    #[arg(long, env = "TANDEM_REGISTRATION_CHECK_INTERVAL", value_name = "DURATION",
+          default_value = "10s", value_parser = parse_duration)]
+    pub registration_check_interval: Duration,
+}
+
+impl Config {
+    /// A configuration for `service` with every other value at its default. Listeners use
+    /// port 0 on 127.0.0.1 (for tests and embedding).
+    pub fn new(service: ServiceName) -> Self {
+        let mut config = Config::parse_from(["tandem-proxy", "--service", service.as_str()]);
+        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        config.public_listener = loopback;
+        config.admin_listener = loopback;
+        config
+    }
+
+    /// Applies defaults and Consul's variables (read through `env`), checks everything that
+    /// can be checked without the network, and reports every problem at once.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigErrors> {
+        let mut errors = Vec::new();
+        let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+        let Some(service) = self.service.clone() else {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                "--service",
+                "",
+                "a service name",
+            )]));
+        };
+
+        let pod_name = env_nonempty("POD_NAME");
+        let pod_namespace = env_nonempty("POD_NAMESPACE");
+        let service_id = match &self.service_id {
+            Some(id) if id.trim().is_empty() || id.contains('/') => {
+                errors.push(ConfigError::new(
+                    "--service-id",
+                    id,
+                    "a non-empty ID without '/'",
+                ));
+                String::new()
+            }
+            Some(id) => id.clone(),
+            None => {
+                let prefix = pod_name.clone().or_else(|| env_nonempty("HOSTNAME"));
+                match prefix {
+                    Some(p) => format!("{p}-{service}"),
+                    None => service.to_string(),
+                }
+            }
+        };
+
+        let advertise_address = match (self.advertise_address, env_nonempty("POD_IP")) {
+            (Some(ip), _) => ip,
+            (None, Some(raw)) => match raw.trim().parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    errors.push(ConfigError::new("POD_IP", &raw, "an IP address"));
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                }
+            },
+            (None, None) => first_non_loopback_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+
+        let (addr_source, raw_addr) =
+            match (&self.consul_http_addr, env_nonempty("CONSUL_HTTP_ADDR")) {
+                (Some(a), _) => ("--consul-http-addr", a.clone()),
+                (None, Some(a)) => ("CONSUL_HTTP_ADDR", a),
+                (None, None) => ("--consul-http-addr", "http://127.0.0.1:8500".to_string()),
+            };
+        let ssl = env_nonempty("CONSUL_HTTP_SSL").is_some_and(|v| v == "true" || v == "1");
+        let consul_http_addr = match parse_consul_addr(&raw_addr, ssl) {
+            Ok(url) => url,
+            Err(expected) => {
+                errors.push(ConfigError::new(addr_source, &raw_addr, expected));
+                url::Url::parse("http://127.0.0.1:8500").expect("constant URL parses")
+            }
+        };
+
+        let token = match (&self.token, env_nonempty("CONSUL_HTTP_TOKEN")) {
+            (Some(t), _) if !t.is_empty() => Some(t.trim().to_string()),
+            (_, Some(t)) => Some(t.trim().to_string()),
+            _ => {
+                let file = self
+                    .token_file
+                    .clone()
+                    .map(|p| ("--token-file", p))
+                    .or_else(|| {
+                        env_nonempty("CONSUL_HTTP_TOKEN_FILE")
+                            .map(|p| ("CONSUL_HTTP_TOKEN_FILE", p.into()))
+                    });
+                match file {
+                    Some((source, path)) => match std::fs::read_to_string(&path) {
+                        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                        Ok(_) => {
+                            errors.push(ConfigError::new(
+                                source,
+                                &path.display().to_string(),
+                                "a file holding a token (it is empty)",
+                            ));
+                            None
+                        }
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                source,
+                                &path.display().to_string(),
+                                format!("a readable token file ({e})"),
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+
+        let cacert = self
+            .consul_cacert
+            .clone()
+            .map(|p| ("--consul-cacert", p))
+            .or_else(|| env_nonempty("CONSUL_CACERT").map(|p| ("CONSUL_CACERT", p.into())));
+        let consul_ca_pem = match cacert {
+            Some((source, path)) => match std::fs::read(&path) {
+                Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
+                Ok(_) => {
+                    errors.push(ConfigError::new(
+                        source,
+                        &path.display().to_string(),
+                        "a PEM file with at least one certificate",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        source,
+                        &path.display().to_string(),
+                        format!("a readable PEM file ({e})"),
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let upstreams = self.upstreams.0.clone();
+        for u in &upstreams {
+            if u.local_port != 0
+                && self.public_listener.port() == u.local_port
+                && self.service_port.is_some()
+            {
+                errors.push(ConfigError::new(
+                    "--upstreams",
+                    &u.to_string(),
+                    format!(
+                        "a local port other than the public listener's ({})",
+                        u.local_port
+                    ),
+                ));
+            }
+            if u.local_port != 0 && u.local_port == self.admin_listener.port() {
+                errors.push(ConfigError::new(
+                    "--upstreams",
+                    &u.to_string(),
+                    format!(
+                        "a local port other than the admin listener's ({})",
+                        u.local_port
+                    ),
+                ));
+            }
+        }
+        if !self.admin_listener.ip().is_loopback() {
+            tracing::warn!(admin.addr = %self.admin_listener,
+                "the admin listener is not on a loopback address: /shutdown is reachable from the network");
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Settings {
+            service,
+            service_id,
+            service_port: self.service_port,
+            service_address: self.service_address,
+            upstreams,
+            public_listener: self.public_listener,
+            advertise_address,
+            consul_http_addr,
+            token,
+            consul_ca_pem,
+            admin_listener: self.admin_listener,
+            register: !self.no_register,
+            pod_name,
+            pod_namespace,
+            drain_deadline: self.drain_deadline,
+            close_denied_connections: self.close_denied_connections,
+            handshake_timeout: self.handshake_timeout,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            max_connections: self.max_connections,
+            default_intention_policy: self.default_intention_policy,
+            retry_max: self.retry_max.max(Duration::from_millis(10)),
+            registration_check_interval: self
+                .registration_check_interval
+                .max(Duration::from_millis(10)),
+        })
+    }
+}
+
+/// The effective configuration: what the proxy runs with. Serialised for `/config` with the
+/// token and CA bundle left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub service: ServiceName,
+    pub service_id: String,
+    pub service_port: Option<u16>,
+    pub service_address: IpAddr,
+    pub upstreams: Vec<Upstream>,
+    pub public_listener: SocketAddr,
+    pub advertise_address: IpAddr,
+    #[serde(serialize_with = "serialize_display")]
+    pub consul_http_addr: url::Url,
+    #[serde(skip)]
+    pub token: Option<String>,
+    #[serde(skip)]
+    pub consul_ca_pem: Option<Vec<u8>>,
+    pub admin_listener: SocketAddr,
+    pub register: bool,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    #[serde(serialize_with = "serialize_duration")]
+    pub drain_deadline: Duration,
+    pub close_denied_connections: bool,
+    #[serde(serialize_with = "serialize_duration")]
+    pub handshake_timeout: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub connect_timeout: Duration,
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    pub max_connections: u32,
+    /// `Some(true)` = allow, `Some(false)` = deny, `None` = the agent's header.
+    pub default_intention_policy: Option<bool>,
+    #[serde(serialize_with = "serialize_duration")]
+    pub retry_max: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub registration_check_interval: Duration,
+}
+
+impl Settings {
+    /// ID of the sidecar service registration.
+    pub fn sidecar_id(&self) -> String {
+        format!("{}-sidecar-proxy", self.service_id)
+    }
+
+    /// Whether a token is configured (for logs: the token itself is never logged).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+/// A Consul service name: ASCII letters, digits, `-` and `_`, at most 63 characters (what
+/// Consul accepts without DNS warnings and what fits in an SNI label).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("a service name must not be empty".into());
+        }
+        if s.len() > 63 {
+            return Err("a service name has at most 63 characters".into());
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "a service name has only letters, digits, '-' and '_' (found {c:?})"
+            ));
+        }
+        Ok(ServiceName(s.to_string()))
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One `--upstreams` entry: a local listener on `127.0.0.1:<local_port>` for `name`, optionally
+/// in another datacenter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    pub name: ServiceName,
+    pub local_port: u16,
+    pub datacenter: Option<String>,
+}
+
+impl Upstream {
+    /// An upstream built in code; `local_port` 0 lets the OS pick (tests).
+    pub fn new(name: ServiceName, local_port: u16, datacenter: Option<String>) -> Self {
+        Upstream {
+            name,
+            local_port,
+            datacenter,
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.local_port)?;
+        if let Some(dc) = &self.datacenter {
+            write!(f, ":{dc}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = entry.trim().split(':').map(str::trim).collect();
+        let (name, port, dc) = match parts.as_slice() {
+            [name, port] => (*name, *port, None),
+            [name, port, dc] => (*name, *port, Some(*dc)),
+            _ => {
+                return Err(format!(
+                    "invalid --upstreams \"{entry}\": expected NAME:PORT or NAME:PORT:DATACENTER"
+                ))
+            }
+        };
+        let name = name
+            .parse::<ServiceName>()
+            .map_err(|e| format!("invalid --upstreams \"{entry}\": {e}"))?;
+        let local_port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(format!(
+                    "invalid --upstreams \"{entry}\": port must be 1-65535"
+                ))
+            }
+        };
+        let datacenter = match dc {
+            Some(dc) if dc.is_empty() || !dc.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+                return Err(format!(
+                    "invalid --upstreams \"{entry}\": datacenter must be letters, digits, '-' or '_'"
+                ))
+            }
+            Some(dc) => Some(dc.to_string()),
+            None => None,
+        };
+        Ok(Upstream {
+            name,
+            local_port,
+            datacenter,
+        })
+    }
+}
+
+/// The whole `--upstreams` value. Parsing reports every bad entry, duplicate names and ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamList(pub Vec<Upstream>);
+
+impl FromStr for UpstreamList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut list = Vec::new();
+        let mut errors = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.parse::<Upstream>() {
+                Ok(u) => {
+                    if list
+                        .iter()
+                        .any(|o: &Upstream| o.name == u.name && o.datacenter == u.datacenter)
+                    {
+                        errors.push(format!(
+                            "invalid --upstreams \"{entry}\": {} is listed twice",
+                            u.name
+                        ));
+                    } else if list.iter().any(|o: &Upstream| o.local_port == u.local_port) {
+                        errors.push(format!(
+                            "invalid --upstreams \"{entry}\": port {} is already used by another upstream",
+                            u.local_port
+                        ));
+                    } else {
+                        list.push(u);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(UpstreamList(list))
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// One configuration problem, naming the flag or variable, the value and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    fn new(source: &str, value: &str, expected: impl Into<String>) -> Self {
+        ConfigError {
+            source: source.to_string(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} \"{}\": expected {}",
+            self.source, self.value, self.expected
+        )
+    }
+}
+
+/// Every problem found while resolving the configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_policy(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "allow" => Ok(true),
+        "deny" => Ok(false),
+        _ => Err("expected allow or deny".into()),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as \"10s\" or \"500ms\" ({e})"))
+}
+
+/// Accepts what Consul's `CONSUL_HTTP_ADDR` accepts: `host:port` (scheme from `ssl`),
+/// `http://host:port` or `https://host:port`.
+fn parse_consul_addr(raw: &str, ssl: bool) -> Result<url::Url, &'static str> {
+    const EXPECTED: &str = "an http:// or https:// URL, or HOST:PORT";
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else if ssl {
+        format!("https://{raw}")
+    } else {
+        format!("http://{raw}")
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|_| EXPECTED)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(EXPECTED);
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err("a URL without a path (the proxy adds /v1/...)");
+    }
+    Ok(url)
+}
+
+/// The first non-loopback IPv4 address of this host, read from the kernel's routing trie.
+fn first_non_loopback_ipv4() -> Option<IpAddr> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut last_addr: Option<Ipv4Addr> = None;
+    for line in trie.lines() {
+        let t = line.trim_start_matches([' ', '|', '-', '+']).trim();
+        if let Ok(addr) = t.parse::<Ipv4Addr>() {
+            last_addr = Some(addr);
+        } else if t.contains("/32 host LOCAL") {
+            if let Some(addr) = last_addr {
+                if !addr.is_loopback() {
+                    return Some(IpAddr::V4(addr));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn serialize_display<S: serde::Serializer, T: fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+fn serialize_opt_duration<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn upstreams_parse_with_whitespace_and_datacenter() {
+        let list: UpstreamList = " db:1234 , auth:6789:dc2,".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[0].name.as_str(), "db");
+        assert_eq!(list.0[0].local_port, 1234);
+        assert_eq!(list.0[0].datacenter, None);
+        assert_eq!(list.0[1].datacenter.as_deref(), Some("dc2"));
+    }
+
+    #[test]
+    fn upstream_errors_name_the_entry_and_the_expectation() {
+        let err = "db:abc".parse::<UpstreamList>().unwrap_err();
+        assert_eq!(err, "invalid --upstreams \"db:abc\": port must be 1-65535");
+        let err = "db".parse::<UpstreamList>().unwrap_err();
+        assert!(err.contains("expected NAME:PORT"), "{err}");
+        let err = "db:0".parse::<UpstreamList>().unwrap_err();
+        assert!(err.contains("1-65535"), "{err}");
+        let err = "d b:1".parse::<UpstreamList>().unwrap_err();
+        assert!(err.contains("letters, digits"), "{err}");
+    }
+
+    #[test]
+    fn upstream_list_reports_every_bad_entry_and_duplicates() {
+        let err = "db:x,auth:1,auth:2,web:1"
+            .parse::<UpstreamList>()
+            .unwrap_err();
+        assert!(err.contains("\"db:x\""), "{err}");
+        assert!(err.contains("auth is listed twice"), "{err}");
+        assert!(err.contains("port 1 is already used"), "{err}");
+    }
+
+    #[test]
+    fn consul_addr_accepts_consul_forms() {
+        assert_eq!(
+            parse_consul_addr("10.0.0.1:8500", false).unwrap().as_str(),
+            "http://10.0.0.1:8500/"
+        );
+        assert_eq!(
+            parse_consul_addr("10.0.0.1:8501", true).unwrap().scheme(),
+            "https"
+        );
+        assert_eq!(
+            parse_consul_addr("https://consul:8501", false)
+                .unwrap()
+                .scheme(),
+            "https"
+        );
+        assert!(parse_consul_addr("ftp://x", false).is_err());
+        assert!(parse_consul_addr("http://x:8500/v1", false).is_err());
+    }
+
+    #[test]
+    fn resolve_applies_consul_variables_and_pod_env() {
+        let config = Config::parse_from(["tandem-proxy", "--service", "web"]);
+        let env = |k: &str| match k {
+            "CONSUL_HTTP_ADDR" => Some("10.1.2.3:8500".to_string()),
+            "CONSUL_HTTP_TOKEN" => Some("secret".to_string()),
+            "POD_NAME" => Some("web-abc".to_string()),
+            "POD_IP" => Some("10.9.9.9".to_string()),
+            _ => None,
+        };
+        let s = config.resolve(&env).unwrap();
+        assert_eq!(s.consul_http_addr.as_str(), "http://10.1.2.3:8500/");
+        assert_eq!(s.token.as_deref(), Some("secret"));
+        assert_eq!(s.service_id, "web-abc-web");
+        assert_eq!(s.sidecar_id(), "web-abc-web-sidecar-proxy");
+        assert_eq!(s.advertise_address.to_string(), "10.9.9.9");
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(
+            !shown.contains("secret"),
+            "the token must not be serialised: {shown}"
+        );
+    }
+
+    #[test]
+    fn flag_wins_over_consul_variable_and_token_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("tandem-proxy-token-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let config = Config::parse_from([
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--consul-http-addr",
+            "https://c:8501",
+        ]);
+        let path = dir.display().to_string();
+        let env = move |k: &str| match k {
+            "CONSUL_HTTP_ADDR" => Some("10.1.2.3:8500".to_string()),
+            "CONSUL_HTTP_TOKEN_FILE" => Some(path.clone()),
+            _ => None,
+        };
+        let s = config.resolve(&env).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(s.consul_http_addr.as_str(), "https://c:8501/");
+        assert_eq!(s.token.as_deref(), Some("from-file"));
+    }
+
+    #[test]
+    fn resolve_collects_every_error() {
+        let config = Config::parse_from([
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--consul-http-addr",
+            "ftp://x",
+            "--token-file",
+            "/nonexistent/token",
+        ]);
+        let errs = config
+            .resolve(&|k| {
+                if k == "POD_IP" {
+                    Some("not-an-ip".into())
+                } else {
+                    None
+                }
+            })
+            .unwrap_err();
+        let text = errs.to_string();
+        assert_eq!(errs.0.len(), 3, "{text}");
+        assert!(
+            text.contains("invalid --consul-http-addr \"ftp://x\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid --token-file \"/nonexistent/token\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid POD_IP \"not-an-ip\": expected an IP address"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn service_id_defaults_to_service_without_pod_or_host() {
+        let s = Config::parse_from(["tandem-proxy", "--service", "web"])
+            .resolve(&no_env)
+            .unwrap();
+        assert_eq!(s.service_id, "web");
+    }
+
+    #[test]
+    fn clap_errors_name_flag_and_value() {
+        let err =
+            Config::try_parse_from(["tandem-proxy", "--service", "web", "--service-port", "0"])
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--service-port") && text.contains("'0'"),
+            "{text}"
+        );
+        let err =
+            Config::try_parse_from(["tandem-proxy", "--service", "web", "--upstreams", "db:abc"])
+                .unwrap_err();
+        assert!(err.to_string().contains("port must be 1-65535"), "{err}");
+    }
+}

@@ -1,0 +1,680 @@
+//! A client for the parts of Consul's HTTP API a sidecar needs (documented endpoints only),
+//! with blocking-query support and the backoff used by every watch loop.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How long a blocking query asks the agent to wait (Consul's default is 5 min).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error("consul agent at {url} is unreachable: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("consul agent answered {status} for {url}: {body}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("cannot decode consul's answer for {url}: {source}")]
+    Decode {
+        url: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot build the consul http client: {0}")]
+    Client(String),
+}
+
+impl ConsulError {
+    /// True if the agent answered 404 (e.g. an unknown service ID).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ConsulError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// The metadata of a query answer (`X-Consul-*` headers).
+#[derive(Debug, Clone, Default)]
+pub struct QueryMeta {
+    /// `X-Consul-Index`, coerced to at least 1 as Consul's clients do.
+    pub index: u64,
+    /// `X-Consul-Default-ACL-Policy`: true for `allow`.
+    pub default_allow: Option<bool>,
+    /// `X-Consul-KnownLeader`: false means the answer may come from a half-started agent.
+    pub known_leader: Option<bool>,
+}
+
+/// An answer plus its metadata.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub body: T,
+    pub meta: QueryMeta,
+}
+
+/// Blocking query parameters: `index` 0 asks for an immediate answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    pub index: u64,
+    pub wait: Duration,
+}
+
+impl Blocking {
+    pub fn now() -> Self {
+        Blocking {
+            index: 0,
+            wait: DEFAULT_WAIT,
+        }
+    }
+    pub fn after(index: u64, wait: Duration) -> Self {
+        Blocking { index, wait }
+    }
+}
+
+/// Consul's rule for the next index: reset to 0 if it went backwards, never 0 otherwise.
+pub fn next_index(previous: u64, returned: u64) -> u64 {
+    if returned < previous {
+        0
+    } else {
+        returned.max(1)
+    }
+}
+
+#[derive(Clone)]
+pub struct ConsulClient {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ConsulClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulClient {
+    /// `ca_pem` is trusted for an https agent address in addition to nothing else: Consul's
+    /// `CONSUL_CACERT` replaces the system roots.
+    pub fn new(
+        base: url::Url,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ConsulError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .no_proxy();
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ConsulError::Client(format!("invalid CA bundle: {e}")))?;
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ConsulError::Client(e.to_string()))?;
+        Ok(ConsulClient { http, base, token })
+    }
+
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// `GET /v1/agent/self`.
+    pub async fn agent_self(&self) -> Result<AgentSelf, ConsulError> {
+        Ok(self.get("/v1/agent/self", &[], None).await?.body)
+    }
+
+    /// `PUT /v1/agent/service/register`.
+    pub async fn register_service(&self, service: &ServiceRegistration) -> Result<(), ConsulError> {
+        self.send(
+            reqwest::Method::PUT,
+            "/v1/agent/service/register",
+            Some(service),
+        )
+        .await
+    }
+
+    /// `PUT /v1/agent/service/deregister/<id>`; an unknown ID is not an error here.
+    pub async fn deregister_service(&self, id: &str) -> Result<(), ConsulError> {
+        let path = format!("/v1/agent/service/deregister/{}", encode(id));
+        match self.send::<()>(reqwest::Method::PUT, &path, None).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `GET /v1/agent/service/<id>`: false if the agent does not know the ID.
+    pub async fn service_registered(&self, id: &str) -> Result<bool, ConsulError> {
+        let path = format!("/v1/agent/service/{}", encode(id));
+        match self.get::<serde_json::Value>(&path, &[], None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/agent/connect/ca/roots` (blocking).
+    pub async fn ca_roots(&self, q: Blocking) -> Result<Answer<CaRoots>, ConsulError> {
+        self.get("/v1/agent/connect/ca/roots", &[], Some(q)).await
+    }
+
+    /// `GET /v1/agent/connect/ca/leaf/<service>` (blocking on the leaf's ModifyIndex).
+    pub async fn leaf(&self, service: &str, q: Blocking) -> Result<Answer<LeafCert>, ConsulError> {
+        let path = format!("/v1/agent/connect/ca/leaf/{}", encode(service));
+        let mut answer: Answer<LeafCert> = self.get(&path, &[], Some(q)).await?;
+        answer.meta.index = answer.body.modify_index.max(answer.meta.index).max(1);
+        Ok(answer)
+    }
+
+    /// `GET /v1/health/connect/<service>?passing[&dc=]` (blocking).
+    pub async fn health_connect(
+        &self,
+        service: &str,
+        datacenter: Option<&str>,
+        q: Blocking,
+    ) -> Result<Answer<Vec<ServiceEntry>>, ConsulError> {
+        let path = format!("/v1/health/connect/{}", encode(service));
+        let mut params = vec![("passing", "1".to_string())];
+        if let Some(dc) = datacenter {
+            params.push(("dc", dc.to_string()));
+        }
+        self.get(&path, &params, Some(q)).await
+    }
+
+    /// `GET /v1/connect/intentions/match?by=destination&name=<service>` (blocking): the
+    /// intentions that apply to `service` as a destination, in evaluation order.
+    pub async fn intentions_for_destination(
+        &self,
+        service: &str,
+        q: Blocking,
+    ) -> Result<Answer<Vec<Intention>>, ConsulError> {
+        let params = [
+            ("by", "destination".to_string()),
+            ("name", service.to_string()),
+        ];
+        let answer: Answer<BTreeMap<String, Vec<Intention>>> = self
+            .get("/v1/connect/intentions/match", &params, Some(q))
+            .await?;
+        let mut body = answer.body;
+        Ok(Answer {
+            body: body.remove(service).unwrap_or_default(),
+            meta: answer.meta,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        blocking: Option<Blocking>,
+    ) -> Result<Answer<T>, ConsulError> {
+        let mut url = self.url(path);
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in params {
+                pairs.append_pair(k, v);
+            }
+            if let Some(q) = blocking {
+                if q.index > 0 {
+                    pairs.append_pair("index", &q.index.to_string());
+                }
+                pairs.append_pair("wait", &format!("{}ms", q.wait.as_millis()));
+            }
+        }
+        // A blocking answer may take `wait` plus Consul's jitter of up to wait/16.
+        let timeout = match blocking {
+            Some(q) if q.index > 0 => q.wait + q.wait / 16 + Duration::from_secs(10),
+            _ => Duration::from_secs(30),
+        };
+        let request = self.authorize(self.http.get(url.clone())).timeout(timeout);
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
+        let meta = query_meta(response.headers());
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
+        if !status.is_success() {
+            return Err(ConsulError::Status {
+                url: redact(&url),
+                status,
+                body: String::from_utf8_lossy(&bytes)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            });
+        }
+        let body = serde_json::from_slice(&bytes).map_err(|source| ConsulError::Decode {
+            url: redact(&url),
+            source,
+        })?;
+        Ok(Answer { body, meta })
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ConsulError> {
+        let url = self.url(path);
+        let mut request = self
+            .authorize(self.http.request(method, url.clone()))
+            .timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ConsulError::Unreachable {
+                url: redact(&url),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(ConsulError::Status {
+            url: redact(&url),
+            status,
+            body: text.trim().chars().take(300).collect(),
+        })
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.header("X-Consul-Token", token),
+            None => request,
+        }
+    }
+}
+
+fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    QueryMeta {
+        index: text("X-Consul-Index")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        default_allow: text("X-Consul-Default-ACL-Policy").and_then(|v| match v {
+            "allow" => Some(true),
+            "deny" => Some(false),
+            _ => None,
+        }),
+        known_leader: text("X-Consul-KnownLeader").map(|v| v == "true"),
+    }
+}
+
+/// Path segments (service names and IDs) are percent-encoded.
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// URLs in errors and logs never carry a token (tokens go in a header, but be safe).
+fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.query_pairs().any(|(k, _)| k == "token") {
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "token")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    u.to_string()
+}
+
+/// Exponential backoff with full jitter, for retrying the agent.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max: max.max(base),
+            failures: 0,
+        }
+    }
+
+    /// The delay before the next attempt (grows with each failure, capped, jittered 50-100 %).
+    pub fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16).saturating_sub(1));
+        let capped = exp.min(self.max);
+        let jitter = rand::random_range(0.5..=1.0);
+        capped.mul_f64(jitter)
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+// ---- wire types (only the fields the proxy reads) ----
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentSelf {
+    pub config: AgentSelfConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentSelfConfig {
+    pub datacenter: String,
+    #[serde(default)]
+    pub node_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CaRoots {
+    #[serde(default, rename = "ActiveRootID")]
+    pub active_root_id: String,
+    #[serde(default)]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub roots: Option<Vec<CaRoot>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CaRoot {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default, rename = "SigningKeyID")]
+    pub signing_key_id: String,
+    #[serde(default)]
+    pub root_cert: String,
+    #[serde(default)]
+    pub intermediate_certs: Option<Vec<String>>,
+    #[serde(default)]
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LeafCert {
+    #[serde(default)]
+    pub serial_number: String,
+    #[serde(rename = "CertPEM")]
+    pub cert_pem: String,
+    #[serde(rename = "PrivateKeyPEM")]
+    pub private_key_pem: String,
+    #[serde(default)]
+    pub valid_before: Option<String>,
+    #[serde(default)]
+    pub modify_index: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    pub node: EntryNode,
+    pub service: EntryService,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EntryNode {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub datacenter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EntryService {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub proxy: Option<EntryProxy>,
+    #[serde(default)]
+    pub connect: Option<EntryConnect>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EntryProxy {
+    #[serde(default)]
+    pub destination_service_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EntryConnect {
+    #[serde(default)]
+    pub native: bool,
+}
+
+/// An intention as `/v1/connect/intentions/match` returns it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Intention {
+    #[serde(default, rename = "ID")]
+    pub id: String,
+    #[serde(default, rename = "SourceNS")]
+    pub source_ns: String,
+    #[serde(default)]
+    pub source_name: String,
+    #[serde(default)]
+    pub source_partition: String,
+    #[serde(default)]
+    pub source_peer: String,
+    #[serde(default)]
+    pub source_sameness_group: String,
+    #[serde(default, rename = "DestinationNS")]
+    pub destination_ns: String,
+    #[serde(default)]
+    pub destination_name: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub permissions: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub precedence: i64,
+}
+
+/// `PUT /v1/agent/service/register` body (CamelCase as Consul's Go API sends it).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceRegistration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyRegistration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRegistration>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProxyRegistration {
+    pub destination_service_name: String,
+    #[serde(rename = "DestinationServiceID")]
+    pub destination_service_id: String,
+    pub local_service_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_service_port: Option<u16>,
+    pub upstreams: Vec<UpstreamRegistration>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpstreamRegistration {
+    pub destination_type: String,
+    pub destination_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    pub local_bind_address: String,
+    pub local_bind_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckRegistration {
+    pub name: String,
+    #[serde(rename = "TCP", skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_service: Option<String>,
+    /// Initial status (Consul's default is critical until the first run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// Parses Consul's RFC 3339 timestamps (as in `ValidBefore`).
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_resets_when_it_goes_backwards_and_is_never_zero() {
+        assert_eq!(next_index(10, 12), 12);
+        assert_eq!(next_index(10, 3), 0);
+        assert_eq!(next_index(0, 0), 1);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let first = b.next_delay();
+        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        b.reset();
+        assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn decodes_documented_samples() {
+        let roots: CaRoots =
+            serde_json::from_str(include_str!("../tests/data/connect-ca-roots.json")).unwrap();
+        assert!(!roots.trust_domain.is_empty());
+        assert!(roots.roots.unwrap()[0]
+            .root_cert
+            .contains("BEGIN CERTIFICATE"));
+        let leaf: LeafCert =
+            serde_json::from_str(include_str!("../tests/data/agent-connect-ca-leaf.json")).unwrap();
+        assert!(leaf.private_key_pem.contains("PRIVATE KEY"));
+        assert!(parse_time(leaf.valid_before.as_deref().unwrap()).is_some());
+        let entries: Vec<ServiceEntry> = serde_json::from_str(include_str!(
+            "../tests/data/health-connect-proxy.derived.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            entries[0]
+                .service
+                .proxy
+                .as_ref()
+                .unwrap()
+                .destination_service_name,
+            "web"
+        );
+        let matched: BTreeMap<String, Vec<Intention>> =
+            serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json"))
+                .unwrap();
+        assert!(!matched.values().next().unwrap().is_empty());
+        let me: AgentSelf =
+            serde_json::from_str(include_str!("../tests/data/agent-self.json")).unwrap();
+        assert_eq!(me.config.datacenter, "dc1");
+    }
+
+    #[test]
+    fn registration_uses_consul_field_names() {
+        let reg = ServiceRegistration {
+            kind: Some("connect-proxy".into()),
+            id: "web-sidecar-proxy".into(),
+            name: "web-sidecar-proxy".into(),
+            address: Some("10.0.0.1".into()),
+            port: Some(20000),
+            meta: BTreeMap::new(),
+            proxy: Some(ProxyRegistration {
+                destination_service_name: "web".into(),
+                destination_service_id: "web".into(),
+                local_service_address: "127.0.0.1".into(),
+                local_service_port: Some(8080),
+                upstreams: vec![],
+            }),
+            checks: vec![CheckRegistration {
+                name: "Proxy Public Listener".into(),
+                tcp: Some("10.0.0.1:20000".into()),
+                interval: Some("10s".into()),
+                alias_service: None,
+                status: None,
+            }],
+        };
+        let v = serde_json::to_value(&reg).unwrap();
+        assert_eq!(v["Kind"], "connect-proxy");
+        assert_eq!(v["Proxy"]["DestinationServiceID"], "web");
+        assert_eq!(v["Proxy"]["LocalServicePort"], 8080);
+        assert_eq!(v["Checks"][0]["TCP"], "10.0.0.1:20000");
+    }
+}

@@ -1,0 +1,228 @@
+//! Copying bytes both ways between the two halves of a proxied connection, with half-close,
+//! byte counts, an idle timeout and an outside stop (intention revoked, drain deadline).
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const BUFFER: usize = 16 * 1024;
+
+/// A handle that can end one connection from outside, saying why.
+#[derive(Debug, Clone, Default)]
+pub struct Stopper {
+    token: CancellationToken,
+    reason: Arc<OnceLock<&'static str>>,
+}
+
+impl Stopper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ends the connection; the first reason given is the one logged.
+    pub fn stop(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves when the connection is told to stop.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("stopped")
+    }
+}
+
+/// What happened on a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    /// Bytes from the initiator to the other side.
+    pub received: u64,
+    /// Bytes from the other side back to the initiator.
+    pub sent: u64,
+    /// Why it ended: `completed`, `idle_timeout`, `downstream_error`, `upstream_error` or the
+    /// reason given to the [`Stopper`].
+    pub end: &'static str,
+}
+
+enum Failure {
+    Downstream(io::Error),
+    Upstream(io::Error),
+}
+
+/// Copies `downstream` (the initiator) to `upstream` and back until both directions have
+/// ended. EOF on one side is passed on as a shutdown of the other's write half, so each
+/// direction closes on its own (half-close).
+pub async fn bidirectional<D, U>(
+    downstream: D,
+    upstream: U,
+    idle: Option<Duration>,
+    stopper: &Stopper,
+) -> Transfer
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut d_read, mut d_write) = tokio::io::split(downstream);
+    let (mut u_read, mut u_write) = tokio::io::split(upstream);
+    let start = Instant::now();
+    let received = AtomicU64::new(0);
+    let sent = AtomicU64::new(0);
+    let activity = AtomicU64::new(0);
+
+    let forward = async {
+        pipe(&mut d_read, &mut u_write, &received, &activity, start)
+            .await
+            .map_err(|(read, e)| {
+                if read {
+                    Failure::Downstream(e)
+                } else {
+                    Failure::Upstream(e)
+                }
+            })
+    };
+    let backward = async {
+        pipe(&mut u_read, &mut d_write, &sent, &activity, start)
+            .await
+            .map_err(|(read, e)| {
+                if read {
+                    Failure::Upstream(e)
+                } else {
+                    Failure::Downstream(e)
+                }
+            })
+    };
+    let idle_watch = async {
+        match idle {
+            None => std::future::pending::<()>().await,
+            Some(limit) => loop {
+                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                let quiet = start.elapsed().saturating_sub(last);
+                if quiet >= limit {
+                    return;
+                }
+                tokio::time::sleep(limit - quiet).await;
+            },
+        }
+    };
+
+    let end = tokio::select! {
+        result = futures::future::try_join(forward, backward) => match result {
+            Ok(_) => "completed",
+            Err(Failure::Downstream(e)) => {
+                tracing::debug!(error = %e, "downstream connection failed");
+                "downstream_error"
+            }
+            Err(Failure::Upstream(e)) => {
+                tracing::debug!(error = %e, "upstream connection failed");
+                "upstream_error"
+            }
+        },
+        _ = idle_watch => "idle_timeout",
+        _ = stopper.token.cancelled() => stopper.reason(),
+    };
+    Transfer {
+        received: received.load(Ordering::Relaxed),
+        sent: sent.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+/// One direction. Errors say whether the read (true) or the write (false) side failed.
+async fn pipe<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    count: &AtomicU64,
+    activity: &AtomicU64,
+    start: Instant,
+) -> Result<(), (bool, io::Error)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes TCP without close_notify: treat as the end of its stream.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err((true, e)),
+        };
+        activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if n == 0 {
+            // Half-close: tell the other side we are done writing; errors here mean it is gone.
+            let _ = writer.shutdown().await;
+            return Ok(());
+        }
+        writer.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
+        writer.flush().await.map_err(|e| (false, e))?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn half_close_lets_the_reply_through_and_counts_bytes() {
+        let (client, proxy_down) = tokio::io::duplex(1024);
+        let (proxy_up, server) = tokio::io::duplex(1024);
+        let stopper = Stopper::new();
+        let copy =
+            tokio::spawn(async move { bidirectional(proxy_down, proxy_up, None, &stopper).await });
+        // A server that answers only after the request side is closed.
+        let server_task = tokio::spawn(async move {
+            let mut server = server;
+            let mut request = Vec::new();
+            server.read_to_end(&mut request).await.unwrap();
+            server.write_all(b"reply:").await.unwrap();
+            server.write_all(&request).await.unwrap();
+            server.shutdown().await.unwrap();
+        });
+        let mut client = client;
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply:hello");
+        server_task.await.unwrap();
+        let t = copy.await.unwrap();
+        assert_eq!((t.received, t.sent, t.end), (5, 11, "completed"));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let (_client, proxy_down) = tokio::io::duplex(64);
+        let (proxy_up, _server) = tokio::io::duplex(64);
+        let t = bidirectional(
+            proxy_down,
+            proxy_up,
+            Some(Duration::from_millis(100)),
+            &Stopper::new(),
+        )
+        .await;
+        assert_eq!(t.end, "idle_timeout");
+    }
+
+    #[tokio::test]
+    async fn a_stopper_ends_the_copy_with_its_reason() {
+        let (_client, proxy_down) = tokio::io::duplex(64);
+        let (proxy_up, _server) = tokio::io::duplex(64);
+        let stopper = Stopper::new();
+        stopper.stop("revoked");
+        stopper.stop("later reason is ignored");
+        let t = bidirectional(proxy_down, proxy_up, None, &stopper).await;
+        assert_eq!(t.end, "revoked");
+    }
+}

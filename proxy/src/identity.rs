@@ -1,0 +1,485 @@
+//! The proxy's TLS identity: CA roots and its leaf certificate, each kept current by a blocking
+//! query, combined into a [`TlsState`] published through a `tokio::sync::watch`. The accept
+//! and connect paths take the current state per connection, so a rotation never restarts a
+//! listener and never touches an open connection. A failed renewal keeps the valid leaf.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::{ClientConfig, ServerConfig};
+use tandem_certs::spiffe::{ServiceId, TrustDomain};
+use tandem_certs::tls::{self, Identity, TrustRoots};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::consul::{self, Blocking, CaRoots, ConsulClient, ConsulError, LeafCert};
+use crate::metrics::Metrics;
+use crate::watcher::Watcher;
+
+/// Everything a connection needs from the current credentials.
+pub struct TlsState {
+    /// Config for the public listener (requires a mesh client certificate).
+    pub server: Arc<ServerConfig>,
+    identity: Identity,
+    roots: TrustRoots,
+    /// Client configs per expected upstream identity, built on first use.
+    clients: Mutex<HashMap<(String, String), Arc<ClientConfig>>>,
+    /// Our own service identity (from the leaf).
+    pub local: Option<ServiceId>,
+    pub leaf_serial: String,
+    pub leaf_not_after: SystemTime,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("local", &self.local.as_ref().map(|id| id.to_string()))
+            .field("leaf_serial", &self.leaf_serial)
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsState {
+    /// Credentials from an identity and the roots to trust (start-up builds it from the agent's
+    /// answers; tests and the bench from a test PKI).
+    pub fn new(identity: Identity, roots: TrustRoots) -> Result<Self, tls::TlsError> {
+        let serial = tls::leaf_info(identity.cert_chain()[0].as_ref())
+            .map(|i| i.serial_number)
+            .unwrap_or_default();
+        let server = tls::server_config(&identity, &roots)?;
+        Ok(TlsState {
+            server,
+            local: identity.service_id().cloned(),
+            leaf_not_after: identity.not_after(),
+            identity,
+            roots,
+            clients: Mutex::new(HashMap::new()),
+            leaf_serial: serial,
+        })
+    }
+
+    fn build(leaf: &LeafParts, roots: &RootParts) -> Result<Self, tls::TlsError> {
+        let mut state = Self::new(leaf.identity.clone(), roots.roots.clone())?;
+        state.leaf_serial = leaf.serial.clone();
+        Ok(state)
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.roots.trust_domain()
+    }
+
+    /// The identity an instance of `service` in `datacenter` must present.
+    pub fn expected(&self, datacenter: &str, service: &str) -> ServiceId {
+        ServiceId::new(self.trust_domain().clone(), datacenter, service)
+    }
+
+    /// A client config that presents our leaf and accepts only `expected`.
+    pub fn client_for(&self, expected: &ServiceId) -> Result<Arc<ClientConfig>, tls::TlsError> {
+        let key = (
+            expected.datacenter.to_ascii_lowercase(),
+            expected.service.to_ascii_lowercase(),
+        );
+        let mut cache = self
+            .clients
+            .lock()
+            .expect("client config cache lock is never poisoned");
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let config = tls::client_config(&self.identity, &self.roots, expected)?;
+        cache.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+/// How long a leaf signed by a newly listed root waits before it is presented, so that every
+/// peer has learned the new root first (Consul spreads the same over 0-30 s on the agent side;
+/// the old leaf stays valid meanwhile because the old root stays listed).
+const NEW_ROOT_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+struct LeafParts {
+    identity: Identity,
+    serial: String,
+    not_before: SystemTime,
+    /// Colon-hex key ID of the signing CA (matches a root's `SigningKeyID`).
+    authority_key_id: Option<String>,
+    index: u64,
+}
+
+#[derive(Clone)]
+struct RootParts {
+    roots: TrustRoots,
+    ids: Vec<String>,
+    signing_keys: Vec<String>,
+    index: u64,
+}
+
+/// Why an answer from the agent could not be used (the previous state is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("roots answer has no TrustDomain")]
+    NoTrustDomain,
+    #[error("roots answer has no roots")]
+    NoRoots,
+    #[error("invalid trust domain {0:?}: {1}")]
+    TrustDomain(String, String),
+    #[error("unusable roots: {0}")]
+    Roots(tls::TlsError),
+    #[error("unusable leaf certificate: {0}")]
+    Leaf(tls::TlsError),
+    #[error("cannot build TLS configs: {0}")]
+    Config(tls::TlsError),
+}
+
+fn roots_from(answer: &CaRoots, index: u64) -> Result<RootParts, IdentityError> {
+    if answer.trust_domain.is_empty() {
+        return Err(IdentityError::NoTrustDomain);
+    }
+    let td = TrustDomain::from_str(&answer.trust_domain.to_ascii_lowercase())
+        .map_err(|e| IdentityError::TrustDomain(answer.trust_domain.clone(), e.to_string()))?;
+    let list = answer.roots.as_deref().unwrap_or_default();
+    if list.is_empty() {
+        return Err(IdentityError::NoRoots);
+    }
+    let roots = TrustRoots::from_pems(list.iter().map(|r| r.root_cert.as_str()), td)
+        .map_err(IdentityError::Roots)?;
+    Ok(RootParts {
+        roots,
+        ids: list.iter().map(|r| r.id.clone()).collect(),
+        signing_keys: list
+            .iter()
+            .map(|r| r.signing_key_id.to_ascii_lowercase())
+            .collect(),
+        index,
+    })
+}
+
+fn leaf_from(answer: &LeafCert, index: u64) -> Result<LeafParts, IdentityError> {
+    let identity = Identity::from_pem(&answer.cert_pem, &answer.private_key_pem)
+        .map_err(IdentityError::Leaf)?;
+    let info = tls::leaf_info(answer.cert_pem.as_bytes()).map_err(IdentityError::Leaf)?;
+    Ok(LeafParts {
+        identity,
+        serial: info.serial_number,
+        not_before: info.not_before,
+        authority_key_id: info.authority_key_id.map(|k| k.to_ascii_lowercase()),
+        index,
+    })
+}
+
+/// Owns the two watches and the published state.
+pub struct IdentityWatch {
+    client: ConsulClient,
+    service: String,
+    metrics: Arc<Metrics>,
+    retry_max: Duration,
+    parts: Mutex<(LeafParts, RootParts)>,
+    /// When each root signing key was first listed (roots known at start-up count as old).
+    first_seen: Mutex<HashMap<String, Instant>>,
+    tx: watch::Sender<Arc<TlsState>>,
+}
+
+impl IdentityWatch {
+    /// Fetches roots and leaf (retrying with backoff) and builds the first state. `None` if
+    /// `stop` fires first.
+    pub async fn start(
+        client: ConsulClient,
+        service: String,
+        metrics: Arc<Metrics>,
+        retry_max: Duration,
+        stop: &CancellationToken,
+    ) -> Option<Arc<IdentityWatch>> {
+        let mut w = Watcher::new("identity", &metrics, retry_max, stop.clone());
+        loop {
+            let attempt = async {
+                let roots = client
+                    .ca_roots(Blocking::now())
+                    .await
+                    .map_err(Failure::Consul)?;
+                let roots = roots_from(&roots.body, consul::next_index(0, roots.meta.index))
+                    .map_err(Failure::Unusable)?;
+                let leaf = client
+                    .leaf(&service, Blocking::now())
+                    .await
+                    .map_err(Failure::Consul)?;
+                let leaf = leaf_from(&leaf.body, leaf.meta.index).map_err(Failure::Unusable)?;
+                let state = TlsState::build(&leaf, &roots)
+                    .map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
+                Ok::<_, Failure>((leaf, roots, state))
+            };
+            match w.run(attempt).await? {
+                Ok((leaf, roots, state)) => {
+                    w.succeeded();
+                    metrics.certificate_expires(state.leaf_not_after);
+                    metrics.trust_roots(roots.ids.len());
+                    tracing::info!(leaf.serial = %state.leaf_serial, leaf.not_after = %humantime::format_rfc3339_seconds(state.leaf_not_after),
+                        roots = roots.ids.len(), trust_domain = %roots.roots.trust_domain(), "certificates loaded");
+                    let (tx, _) = watch::channel(Arc::new(state));
+                    let long_ago = Instant::now()
+                        .checked_sub(NEW_ROOT_GRACE)
+                        .unwrap_or_else(Instant::now);
+                    let first_seen = roots
+                        .signing_keys
+                        .iter()
+                        .map(|k| (k.clone(), long_ago))
+                        .collect();
+                    return Some(Arc::new(IdentityWatch {
+                        first_seen: Mutex::new(first_seen),
+                        client,
+                        service,
+                        metrics: metrics.clone(),
+                        retry_max,
+                        parts: Mutex::new((leaf, roots)),
+                        tx,
+                    }));
+                }
+                Err(Failure::Consul(e)) => {
+                    if !w.failed(&e).await {
+                        return None;
+                    }
+                }
+                Err(Failure::Unusable(e)) => {
+                    tracing::warn!(error = %e, "the agent's certificates are not usable yet; retrying");
+                    if !w.failed(&ConsulError::Client(e.to_string())).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<TlsState>> {
+        self.tx.subscribe()
+    }
+
+    pub fn current(&self) -> Arc<TlsState> {
+        self.tx.borrow().clone()
+    }
+
+    fn publish(
+        &self,
+        leaf: Option<LeafParts>,
+        roots: Option<RootParts>,
+    ) -> Result<(), IdentityError> {
+        let mut parts = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned: no panics while held");
+        let new_leaf = leaf.unwrap_or_else(|| parts.0.clone());
+        let new_roots = roots.unwrap_or_else(|| parts.1.clone());
+        let state = TlsState::build(&new_leaf, &new_roots).map_err(IdentityError::Config)?;
+        {
+            let mut seen = self
+                .first_seen
+                .lock()
+                .expect("identity lock is never poisoned");
+            for key in &new_roots.signing_keys {
+                seen.entry(key.clone()).or_insert_with(Instant::now);
+            }
+        }
+        self.metrics.certificate_expires(state.leaf_not_after);
+        self.metrics.trust_roots(new_roots.ids.len());
+        *parts = (new_leaf, new_roots);
+        self.tx.send_replace(Arc::new(state));
+        Ok(())
+    }
+
+    /// How long to hold back `leaf` because its signing root is new (fetching the roots first
+    /// if the leaf came before them).
+    async fn grace_for(&self, leaf: &LeafParts) -> Option<Duration> {
+        let key = leaf.authority_key_id.as_ref()?;
+        let known = self
+            .first_seen
+            .lock()
+            .expect("identity lock is never poisoned")
+            .contains_key(key);
+        if !known {
+            match self.client.ca_roots(Blocking::now()).await {
+                Ok(answer) => {
+                    match roots_from(&answer.body, consul::next_index(0, answer.meta.index)) {
+                        Ok(r) if r.signing_keys.contains(key) => {
+                            if let Err(e) = self.publish(None, Some(r)) {
+                                tracing::warn!(error = %e, "cannot use the new roots");
+                            } else {
+                                self.metrics.roots_updated();
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "ignoring a roots answer"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot fetch the roots for a new leaf"),
+            }
+        }
+        let seen = *self
+            .first_seen
+            .lock()
+            .expect("identity lock is never poisoned")
+            .get(key)?;
+        NEW_ROOT_GRACE
+            .checked_sub(seen.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Follows the roots until `stop` fires.
+    pub async fn watch_roots(self: Arc<Self>, stop: CancellationToken) {
+        let mut w = Watcher::new("roots", &self.metrics, self.retry_max, stop);
+        let mut index = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned")
+            .1
+            .index;
+        loop {
+            let answer = match w
+                .run(
+                    self.client
+                        .ca_roots(Blocking::after(w.query_index(index), consul::DEFAULT_WAIT)),
+                )
+                .await
+            {
+                None => return,
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    if w.failed(&e).await {
+                        continue;
+                    }
+                    return;
+                }
+            };
+            w.succeeded();
+            let previous = index;
+            index = consul::next_index(previous, answer.meta.index);
+            let same = {
+                let parts = self.parts.lock().expect("identity lock is never poisoned");
+                let ids: Vec<&str> = answer
+                    .body
+                    .roots
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect();
+                parts
+                    .1
+                    .ids
+                    .iter()
+                    .map(String::as_str)
+                    .eq(ids.iter().copied())
+            };
+            if same {
+                continue;
+            }
+            match roots_from(&answer.body, index).and_then(|r| {
+                let n = r.ids.len();
+                self.publish(None, Some(r)).map(|_| n)
+            }) {
+                Ok(n) => {
+                    self.metrics.roots_updated();
+                    tracing::info!(roots = n, active = %answer.body.active_root_id, "trust roots updated")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a roots answer; keeping the current roots")
+                }
+            }
+        }
+    }
+
+    /// Follows the leaf until `stop` fires. Besides the agent's blocking answer (new leaf at
+    /// 60-90 % of its life or after a root change), a safety net asks again without blocking
+    /// once 90 % of the lifetime has passed.
+    pub async fn watch_leaf(self: Arc<Self>, stop: CancellationToken) {
+        let mut w = Watcher::new("leaf", &self.metrics, self.retry_max, stop);
+        let mut index = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned")
+            .0
+            .index;
+        loop {
+            let (serial, not_before, not_after) = {
+                let parts = self.parts.lock().expect("identity lock is never poisoned");
+                (
+                    parts.0.serial.clone(),
+                    parts.0.not_before,
+                    parts.0.identity.not_after(),
+                )
+            };
+            let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+            let renew_at = not_before + lifetime.mul_f64(0.9);
+            let until_renew = renew_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let query = if until_renew.is_zero() {
+                Blocking::now()
+            } else {
+                Blocking::after(
+                    w.query_index(index),
+                    consul::DEFAULT_WAIT
+                        .min(until_renew)
+                        .max(Duration::from_secs(1)),
+                )
+            };
+            let answer = match w.run(self.client.leaf(&self.service, query)).await {
+                None => return,
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    tracing::warn!(leaf.serial = %serial, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                        "leaf renewal failed; keeping the current certificate until it is renewed");
+                    if w.failed(&e).await {
+                        continue;
+                    }
+                    return;
+                }
+            };
+            w.succeeded();
+            index = consul::next_index(index, answer.meta.index);
+            if answer.body.serial_number.eq_ignore_ascii_case(&serial) {
+                if until_renew.is_zero() {
+                    // The safety net got the same certificate back: wait before asking again.
+                    let _ = w.run(tokio::time::sleep(Duration::from_secs(5))).await;
+                }
+                continue;
+            }
+            let leaf = match leaf_from(&answer.body, answer.meta.index) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                        "ignoring an unusable leaf; keeping the current certificate");
+                    let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
+                    continue;
+                }
+            };
+            if let Some(wait) = self.grace_for(&leaf).await {
+                tracing::info!(
+                    wait.ms = wait.as_millis() as u64,
+                    "new leaf is signed by a new root: letting peers learn the root first"
+                );
+                if w.run(tokio::time::sleep(wait)).await.is_none() {
+                    return;
+                }
+            }
+            let new_serial = leaf.serial.clone();
+            match self.publish(Some(leaf), None) {
+                Ok(()) => {
+                    self.metrics.leaf_rotated();
+                    tracing::info!(leaf.serial = %new_serial, "leaf certificate rotated")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                        "ignoring an unusable leaf; keeping the current certificate");
+                    let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    Consul(ConsulError),
+    Unusable(IdentityError),
+}

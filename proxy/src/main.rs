@@ -1,0 +1,114 @@
+//! `tandem-proxy`: parse the command line, start the proxy, wait for SIGTERM/SIGINT or
+//! `POST /shutdown`, drain, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tandem_proxy::Config;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// `EX_USAGE` from sysexits.h: malformed command line or environment.
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    if config.check_ready {
+        let ready = runtime.block_on(tandem_proxy::admin::check_ready(config.admin_listener));
+        return if ready {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    let settings = match config.resolve(&|name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing::info!(config = %serde_json::to_string(&settings).unwrap_or_default(), token = settings.has_token(),
+        "effective configuration");
+
+    runtime.block_on(async move {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("error: cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        let proxy = tokio::select! {
+            started = tandem_proxy::app::start_with(settings) => match started {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "start-up failed");
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ = term.recv() => return ExitCode::SUCCESS,
+            _ = int.recv() => return ExitCode::SUCCESS,
+        };
+        // One machine-readable line for scripts and tests.
+        println!(
+            "tandem-proxy ready public={} admin={} upstreams={}",
+            proxy
+                .public_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
+            proxy.admin_addr(),
+            proxy
+                .settings()
+                .upstreams
+                .iter()
+                .filter_map(|u| proxy
+                    .upstream_addr(u.name.as_str())
+                    .map(|a| format!("{}={a}", u.name)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let deadline = proxy.drain_deadline();
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); proxy.drain(deadline).await }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); proxy.drain(deadline).await }
+            _ = proxy.shutdown_requested() => { proxy.drain(deadline).await }
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,229 @@
+//! Registering the service and its sidecar with the local agent, keeping them registered
+//! (an agent that restarts forgets them), and deregistering on stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Settings, Upstream};
+use crate::consul::{
+    CheckRegistration, ConsulClient, ConsulError, ProxyRegistration, ServiceRegistration,
+    UpstreamRegistration,
+};
+use crate::metrics::Metrics;
+use crate::watcher::Watcher;
+
+/// The two registrations this proxy owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub service: ServiceRegistration,
+    /// `None` when there is no inbound listener and no fixed public port to advertise.
+    pub sidecar: Option<ServiceRegistration>,
+}
+
+/// Builds both registrations. `public` is the bound inbound listener (None without
+/// `--service-port`); `upstreams` pairs each upstream with its bound local address.
+pub fn build(
+    settings: &Settings,
+    public: Option<SocketAddr>,
+    upstreams: &[(Upstream, SocketAddr)],
+) -> Registration {
+    let mut meta = BTreeMap::new();
+    if let Some(pod) = &settings.pod_name {
+        meta.insert("pod-name".to_string(), pod.clone());
+    }
+    if let Some(ns) = &settings.pod_namespace {
+        meta.insert("k8s-namespace".to_string(), ns.clone());
+    }
+    let address = settings.advertise_address.to_string();
+    let service = ServiceRegistration {
+        kind: None,
+        id: settings.service_id.clone(),
+        name: settings.service.to_string(),
+        address: Some(address.clone()),
+        port: settings.service_port,
+        meta: meta.clone(),
+        proxy: None,
+        checks: Vec::new(),
+    };
+    // Without an inbound listener the sidecar still advertises the configured public port (its
+    // TCP check then fails, so no one is sent there); with port 0 there is nothing to advertise.
+    let public_port = public
+        .map(|a| a.port())
+        .unwrap_or(settings.public_listener.port());
+    let sidecar = (public_port != 0).then(|| ServiceRegistration {
+        kind: Some("connect-proxy".to_string()),
+        id: settings.sidecar_id(),
+        name: format!("{}-sidecar-proxy", settings.service),
+        address: Some(address.clone()),
+        port: Some(public_port),
+        meta,
+        proxy: Some(ProxyRegistration {
+            destination_service_name: settings.service.to_string(),
+            destination_service_id: settings.service_id.clone(),
+            local_service_address: settings.service_address.to_string(),
+            local_service_port: settings.service_port,
+            upstreams: upstreams
+                .iter()
+                .map(|(u, addr)| UpstreamRegistration {
+                    destination_type: "service".to_string(),
+                    destination_name: u.name.to_string(),
+                    datacenter: u.datacenter.clone(),
+                    local_bind_address: addr.ip().to_string(),
+                    local_bind_port: addr.port(),
+                })
+                .collect(),
+        }),
+        checks: vec![
+            CheckRegistration {
+                name: "Proxy Public Listener".to_string(),
+                tcp: Some(SocketAddr::new(settings.advertise_address, public_port).to_string()),
+                interval: Some("10s".to_string()),
+                alias_service: None,
+                // The listener is bound before we register: passing is true from the start.
+                status: Some(
+                    if public.is_some() {
+                        "passing"
+                    } else {
+                        "critical"
+                    }
+                    .to_string(),
+                ),
+            },
+            CheckRegistration {
+                name: "Destination Alias".to_string(),
+                tcp: None,
+                interval: None,
+                alias_service: Some(settings.service_id.clone()),
+                // The service is registered without checks just before: its alias is passing.
+                status: Some("passing".to_string()),
+            },
+        ],
+    });
+    Registration { service, sidecar }
+}
+
+impl Registration {
+    /// Registers the service, then the sidecar.
+    pub async fn register(
+        &self,
+        client: &ConsulClient,
+        metrics: &Metrics,
+    ) -> Result<(), ConsulError> {
+        client.register_service(&self.service).await?;
+        if let Some(sidecar) = &self.sidecar {
+            client.register_service(sidecar).await?;
+        }
+        metrics.registered();
+        tracing::info!(service.id = %self.service.id, sidecar.id = self.sidecar.as_ref().map(|s| s.id.as_str()),
+            "registered with the consul agent");
+        Ok(())
+    }
+
+    /// Deregisters the sidecar, then the service; unknown IDs are fine.
+    pub async fn deregister(&self, client: &ConsulClient) -> Result<(), ConsulError> {
+        if let Some(sidecar) = &self.sidecar {
+            client.deregister_service(&sidecar.id).await?;
+        }
+        client.deregister_service(&self.service.id).await?;
+        tracing::info!(service.id = %self.service.id, "deregistered from the consul agent");
+        Ok(())
+    }
+
+    /// Checks every `interval` that both registrations exist and registers again if the agent
+    /// lost them (a restarted agent forgets agent-local services).
+    pub async fn keep(
+        &self,
+        client: &ConsulClient,
+        metrics: &Metrics,
+        interval: Duration,
+        retry_max: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut w = Watcher::new("registration", metrics, retry_max, stop.clone());
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let check = async {
+                let mut present = client.service_registered(&self.service.id).await?;
+                if let Some(sidecar) = &self.sidecar {
+                    present = present && client.service_registered(&sidecar.id).await?;
+                }
+                if !present {
+                    tracing::warn!(service.id = %self.service.id, "the agent no longer knows this service: registering again");
+                    self.register(client, metrics).await?;
+                }
+                Ok::<_, ConsulError>(())
+            };
+            match w.run(check).await {
+                None => return,
+                Some(Ok(())) => w.succeeded(),
+                Some(Err(e)) => {
+                    if !w.failed(&e).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use clap::Parser;
+
+    #[test]
+    fn sidecar_registration_carries_the_contracted_fields() {
+        let config = Config::parse_from([
+            "tandem-proxy",
+            "--service",
+            "web",
+            "--service-port",
+            "8080",
+            "--service-id",
+            "web-1",
+            "--advertise-address",
+            "10.0.0.7",
+            "--upstreams",
+            "db:1234:dc2",
+        ]);
+        let env = |k: &str| match k {
+            "POD_NAME" => Some("web-abc".to_string()),
+            "POD_NAMESPACE" => Some("team-a".to_string()),
+            _ => None,
+        };
+        let s = config.resolve(&env).unwrap();
+        let up = s.upstreams[0].clone();
+        let reg = build(
+            &s,
+            Some("0.0.0.0:20000".parse().unwrap()),
+            &[(up, "127.0.0.1:1234".parse().unwrap())],
+        );
+        assert_eq!(reg.service.id, "web-1");
+        assert_eq!(reg.service.port, Some(8080));
+        assert_eq!(reg.service.meta["pod-name"], "web-abc");
+        assert_eq!(reg.service.meta["k8s-namespace"], "team-a");
+        let v = serde_json::to_value(reg.sidecar.unwrap()).unwrap();
+        assert_eq!(v["Kind"], "connect-proxy");
+        assert_eq!(v["ID"], "web-1-sidecar-proxy");
+        assert_eq!(v["Name"], "web-sidecar-proxy");
+        assert_eq!(v["Port"], 20000);
+        assert_eq!(v["Address"], "10.0.0.7");
+        assert_eq!(v["Proxy"]["DestinationServiceName"], "web");
+        assert_eq!(v["Proxy"]["DestinationServiceID"], "web-1");
+        assert_eq!(v["Proxy"]["LocalServiceAddress"], "127.0.0.1");
+        assert_eq!(v["Proxy"]["LocalServicePort"], 8080);
+        assert_eq!(v["Proxy"]["Upstreams"][0]["DestinationName"], "db");
+        assert_eq!(v["Proxy"]["Upstreams"][0]["Datacenter"], "dc2");
+        assert_eq!(v["Proxy"]["Upstreams"][0]["LocalBindPort"], 1234);
+        assert_eq!(v["Checks"][0]["TCP"], "10.0.0.7:20000");
+        assert_eq!(v["Checks"][1]["AliasService"], "web-1");
+        assert_eq!(v["Meta"]["pod-name"], "web-abc");
+    }
+}

@@ -1,0 +1,265 @@
+//! Shared harness for the integration tests: the real `tandem-agent` dev agent in-process,
+//! proxies on 127.0.0.1:0, small TCP/HTTP apps, and waiting for conditions with a deadline.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_proxy::{Config, Proxy, ServiceName, Upstream, UpstreamList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn agent(default_allow: bool) -> tandem_agent::DevAgent {
+    init_tracing();
+    tandem_agent::start(tandem_agent::Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        default_allow,
+        ..Default::default()
+    })
+    .await
+    .expect("dev agent starts")
+}
+
+pub fn name(s: &str) -> ServiceName {
+    s.parse().unwrap()
+}
+
+/// A proxy configuration for `service` against `agent`, on loopback with port 0 everywhere.
+pub fn config(agent_url: &str, service: &str) -> Config {
+    let mut c = Config::new(name(service));
+    c.consul_http_addr = Some(agent_url.to_string());
+    c.advertise_address = Some("127.0.0.1".parse().unwrap());
+    c.service_id = Some(service.to_string());
+    c.retry_max = Duration::from_millis(300);
+    c.registration_check_interval = Duration::from_millis(200);
+    c.handshake_timeout = Duration::from_secs(5);
+    c
+}
+
+/// A server-side proxy for `service` (instance `id`) in front of the app on `app_port`.
+pub async fn server_proxy(agent_url: &str, service: &str, id: &str, app_port: u16) -> Proxy {
+    let mut c = config(agent_url, service);
+    c.service_id = Some(id.to_string());
+    c.service_port = Some(app_port);
+    tandem_proxy::start(c).await.expect("server proxy starts")
+}
+
+/// A client-side proxy for `service` with one upstream listener (port 0) for `upstream`.
+pub async fn client_proxy(agent_url: &str, service: &str, upstream: &str) -> Proxy {
+    let mut c = config(agent_url, service);
+    c.upstreams = UpstreamList(vec![Upstream::new(name(upstream), 0, None)]);
+    tandem_proxy::start(c).await.expect("client proxy starts")
+}
+
+/// An HTTP server that answers every request with `body` and closes; counts requests.
+pub async fn http_app(body: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// A TCP app that echoes every byte back until the caller closes.
+pub async fn echo_app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// What an HTTP/1.0 GET to `addr` returns: the response body, or "" for an empty reply
+/// (what curl reports as exit 52).
+pub async fn get(addr: SocketAddr) -> String {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await
+    else {
+        return String::new();
+    };
+    if s.write_all(b"GET / HTTP/1.0\r\nhost: test\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Waits until `f` returns true, polling; panics with `what` after the deadline.
+pub async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if f().await {
+            return;
+        }
+        if tokio::time::Instant::now() > until {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// `PUT /v1/connect/intentions/exact` on the agent (as `consul intention create`).
+pub async fn set_intention(agent_url: &str, source: &str, destination: &str, action: &str) {
+    let r = http()
+        .put(format!(
+            "{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"
+        ))
+        .json(&serde_json::json!({ "Action": action }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "intention upsert failed: {}",
+        r.status()
+    );
+}
+
+/// `DELETE /v1/connect/intentions/exact` on the agent.
+pub async fn delete_intention(agent_url: &str, source: &str, destination: &str) {
+    let r = http()
+        .delete(format!(
+            "{agent_url}/v1/connect/intentions/exact?source={source}&destination={destination}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "intention delete failed: {}",
+        r.status()
+    );
+}
+
+/// `GET <url>` returning status and body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    match http().get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// `PUT <url>` with a JSON body.
+pub async fn http_put(url: &str, body: serde_json::Value) -> u16 {
+    http()
+        .put(url)
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// `POST <url>`.
+pub async fn http_post(url: &str) -> u16 {
+    http()
+        .post(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Healthy mesh instances of `service` as the agent reports them.
+pub async fn passing_instances(agent_url: &str, service: &str) -> usize {
+    let (status, body) = http_get(&format!(
+        "{agent_url}/v1/health/connect/{service}?passing=1"
+    ))
+    .await;
+    if status != 200 {
+        return 0;
+    }
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+/// Parses `/metrics` with a Prometheus text-format parser; returns the sum of the samples
+/// of `name` whose labels include every `(key, value)` of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+pub async fn metrics(proxy: &Proxy) -> String {
+    let (status, body) = http_get(&format!("http://{}/metrics", proxy.admin_addr())).await;
+    assert_eq!(status, 200);
+    body
+}
