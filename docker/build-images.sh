@@ -14,7 +14,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-# shellcheck source=images.env
+# shellcheck source-path=SCRIPTDIR source=images.env
 . "$here/images.env"
 
 wanted=("$@")

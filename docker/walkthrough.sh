@@ -22,7 +22,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-# shellcheck source=images.env
+# shellcheck source-path=SCRIPTDIR source=images.env
 . "$here/images.env"
 
 state=${TANDEM_WALKTHROUGH_DIR:-/tmp/tandem-walkthrough}
@@ -202,9 +202,11 @@ if [ "$agent_port" != 8500 ]; then
   injector_args+=(--consul-http-addr "http://$gateway:$agent_port")
 fi
 cmd "podman run -d --read-only --name $injector_name -p 127.0.0.1::8443 $INJECTOR_IMAGE ${injector_args[*]}"
+# (podman's own chatter, e.g. "failed to connect to syslog" on machines without one, goes to a file)
 podman run -d --read-only --name "$injector_name" --network "$network" -p 127.0.0.1::8443 \
-  -v "$state/injector:/run/tandem-injector" "$INJECTOR_IMAGE" "${injector_args[@]}" >/dev/null ||
-  die "the injector container did not start"
+  -v "$state/injector:/run/tandem-injector" "$INJECTOR_IMAGE" "${injector_args[@]}" \
+  >/dev/null 2>"$state/injector.run.err" ||
+  die "the injector container did not start: $(cat "$state/injector.run.err")"
 injector_port=$(podman port "$injector_name" 8443/tcp | head -n1 | sed 's/.*://')
 [ -n "$injector_port" ] || die "podman published no port for the injector"
 ca_bundle=$state/injector/ca.pem
