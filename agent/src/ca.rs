@@ -267,14 +267,24 @@ impl Ca {
         let id = ServiceId::new(self.trust_domain.clone(), &self.datacenter, service);
         let root = self.active_root();
         let root_id = root.info().id.clone();
-        let issued = root.authority.issue_leaf(&id, self.leaf_ttl)?;
+        // Consul backdates NotBefore by a minute and ends the leaf TTL after NotBefore. Below
+        // Consul's 1h minimum (short test TTLs) that would hand out expired leaves, so there the
+        // TTL counts from now.
+        let ttl = if self.leaf_ttl < MIN_LEAF_TTL {
+            self.leaf_ttl + tandem_certs::ca::LEAF_BACKDATE
+        } else {
+            self.leaf_ttl
+        };
+        let issued_at = SystemTime::now();
+        let issued = root.authority.issue_leaf(&id, ttl)?;
         let index = tx.index();
+        // Renew at a random point in 60-90 % of the remaining lifetime, as Consul's agent does.
         let lifetime = issued
             .valid_before
-            .duration_since(issued.valid_after)
+            .duration_since(issued_at)
             .unwrap_or(Duration::ZERO);
         let fraction = rand::rng().random_range(0.6..0.9);
-        let renew_at = issued.valid_after + lifetime.mul_f64(fraction);
+        let renew_at = issued_at + lifetime.mul_f64(fraction);
         let leaf = Leaf {
             issued,
             service: service.to_string(),

@@ -94,13 +94,25 @@ pub fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError("EOF".to_string()));
     }
-    serde_json::from_slice(body).map_err(|e| DecodeError(go_syntax_error(&e)))
+    serde_json::from_slice(body).map_err(|e| DecodeError(go_syntax_error(body, &e)))
 }
 
-fn go_syntax_error(error: &serde_json::Error) -> String {
+/// Words a JSON syntax error the way Go's decoder does for the common cases.
+fn go_syntax_error(body: &[u8], error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     match error.classify() {
         Category::Eof => "unexpected EOF".to_string(),
+        Category::Syntax => {
+            let text = String::from_utf8_lossy(body);
+            let offending = text
+                .lines()
+                .nth(error.line().saturating_sub(1))
+                .and_then(|line| line.chars().nth(error.column().saturating_sub(1)));
+            match offending {
+                Some(c) => format!("invalid character '{c}' looking for beginning of value"),
+                None => "unexpected EOF".to_string(),
+            }
+        }
         _ => format!("invalid JSON: {error}"),
     }
 }

@@ -103,6 +103,17 @@ impl DevAgent {
     }
 }
 
+impl Drop for DevAgent {
+    /// A dropped agent stops serving even without `shutdown()` (tests that end early).
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.listener_task.try_lock() {
+            if let Some(task) = slot.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?

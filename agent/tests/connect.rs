@@ -599,3 +599,107 @@ async fn deregistering_the_parent_removes_the_sidecar() {
     assert_eq!(api.json("/v1/agent/checks").await, json!({}));
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn leaf_is_reissued_in_its_renewal_window() {
+    // A 3 s leaf enters its renewal window (60-90 % of its life) within seconds; a blocking
+    // query on its ModifyIndex returns the replacement.
+    let agent = agent_with(|c| c.leaf_ttl = std::time::Duration::from_secs(3)).await;
+    let api = Api::new(&agent);
+    let leaf = api.json("/v1/agent/connect/ca/leaf/web").await;
+    let index = leaf["ModifyIndex"].as_u64().unwrap();
+    // Not expired on issue (short TTLs count from now).
+    let der = pem_certs(leaf["CertPEM"].as_str().unwrap()).remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(cert.validity().is_valid(), "a fresh leaf is valid now");
+    let renewed = api
+        .get(&format!(
+            "/v1/agent/connect/ca/leaf/web?index={index}&wait=60s"
+        ))
+        .await;
+    assert_eq!(renewed.status, 200);
+    let renewed = renewed.json();
+    assert!(renewed["ModifyIndex"].as_u64().unwrap() > index);
+    assert_ne!(renewed["SerialNumber"], leaf["SerialNumber"]);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn catalog_views_list_services() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    api.ok_put("/v1/agent/service/register", WEB_WITH_SIDECAR)
+        .await;
+    let services = api.json("/v1/catalog/services").await;
+    assert_eq!(services, json!({"web": [], "web-sidecar-proxy": []}));
+    let nodes = api.json("/v1/catalog/service/web").await;
+    assert_eq!(nodes[0]["ServiceID"], "web");
+    assert_eq!(nodes[0]["Node"], "test-node");
+    let mesh = api.json("/v1/catalog/connect/web").await;
+    assert_eq!(mesh[0]["ServiceID"], "web-sidecar-proxy");
+    assert_eq!(mesh[0]["ServiceKind"], "connect-proxy");
+    agent.shutdown().await;
+}
+
+/// A tiny HTTP server answering every request with the status in `status`.
+async fn status_server(
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let code = status.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn http_checks_follow_the_endpoint_status() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let (addr, server) = status_server(status.clone()).await;
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    let url = format!("http://{addr}/health");
+    let body = json!({"Name": "app", "Port": 1,
+        "Check": {"HTTP": url, "Interval": "100ms", "Header": {"X-Probe": ["yes"]}}});
+    api.ok_put("/v1/agent/service/register", &body.to_string())
+        .await;
+    let check = eventually("the HTTP check to pass", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        let check = checks["service:app"].clone();
+        (check["Status"] == "passing").then_some(check)
+    })
+    .await;
+    assert_eq!(check["Type"], "http");
+    assert_eq!(check["Interval"], "100ms");
+    assert_eq!(
+        check["Output"],
+        format!("HTTP GET {url}: 200 OK Output: ok")
+    );
+    status.store(503, Ordering::SeqCst);
+    eventually("the HTTP check to fail", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        (checks["service:app"]["Status"] == "critical").then_some(())
+    })
+    .await;
+    status.store(429, Ordering::SeqCst);
+    eventually("the HTTP check to warn", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        (checks["service:app"]["Status"] == "warning").then_some(())
+    })
+    .await;
+    agent.shutdown().await;
+    server.abort();
+}

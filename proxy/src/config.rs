@@ -198,7 +198,10 @@ impl Config {
             }
             Some(id) => id.clone(),
             None => {
-                let prefix = pod_name.clone().or_else(|| env_nonempty("HOSTNAME"));
+                let prefix = pod_name
+                    .clone()
+                    .or_else(|| env_nonempty("HOSTNAME"))
+                    .or_else(hostname);
                 match prefix {
                     Some(p) => format!("{p}-{service}"),
                     None => service.to_string(),
@@ -643,6 +646,14 @@ fn parse_consul_addr(raw: &str, ssl: bool) -> Result<url::Url, &'static str> {
     Ok(url)
 }
 
+/// The kernel's host name (what `hostname` prints).
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// The first non-loopback IPv4 address of this host, read from the kernel's routing trie.
 fn first_non_loopback_ipv4() -> Option<IpAddr> {
     let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
@@ -826,11 +837,19 @@ mod tests {
     }
 
     #[test]
-    fn service_id_defaults_to_service_without_pod_or_host() {
+    fn service_id_defaults_to_pod_then_host_name() {
         let s = Config::parse_from(["tandem-proxy", "--service", "web"])
             .resolve(&no_env)
             .unwrap();
-        assert_eq!(s.service_id, "web");
+        match hostname() {
+            Some(h) => assert_eq!(s.service_id, format!("{h}-web")),
+            None => assert_eq!(s.service_id, "web"),
+        }
+        let env = |k: &str| (k == "HOSTNAME").then(|| "pod-7".to_string());
+        let s = Config::parse_from(["tandem-proxy", "--service", "web"])
+            .resolve(&env)
+            .unwrap();
+        assert_eq!(s.service_id, "pod-7-web");
     }
 
     #[test]

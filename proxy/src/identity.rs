@@ -400,6 +400,7 @@ impl IdentityWatch {
             .expect("identity lock is never poisoned")
             .0
             .index;
+        let mut safety_fetched: Option<String> = None;
         loop {
             let (serial, not_before, not_after) = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
@@ -411,18 +412,28 @@ impl IdentityWatch {
             };
             let lifetime = not_after.duration_since(not_before).unwrap_or_default();
             let renew_at = not_before + lifetime.mul_f64(0.9);
-            let until_renew = renew_at
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            let query = if until_renew.is_zero() {
-                Blocking::now()
-            } else {
-                Blocking::after(
+            let now = SystemTime::now();
+            let query = match renew_at.duration_since(now) {
+                // Normal case: the agent answers when it has a new leaf.
+                Ok(until_renew) => Blocking::after(
                     w.query_index(index),
                     consul::DEFAULT_WAIT
                         .min(until_renew)
                         .max(Duration::from_secs(1)),
-                )
+                ),
+                // Safety net, once per leaf: a non-blocking fetch makes the agent revalidate.
+                Err(_) if safety_fetched.as_deref() != Some(serial.as_str()) => {
+                    safety_fetched = Some(serial.clone());
+                    Blocking::now()
+                }
+                // Then keep asking, in short blocking rounds, until the new leaf comes.
+                Err(_) => {
+                    let left = not_after.duration_since(now).unwrap_or_default();
+                    Blocking::after(
+                        w.query_index(index),
+                        (left / 2).clamp(Duration::from_secs(1), consul::DEFAULT_WAIT),
+                    )
+                }
             };
             let answer = match w.run(self.client.leaf(&self.service, query)).await {
                 None => return,
@@ -439,10 +450,6 @@ impl IdentityWatch {
             w.succeeded();
             index = consul::next_index(index, answer.meta.index);
             if answer.body.serial_number.eq_ignore_ascii_case(&serial) {
-                if until_renew.is_zero() {
-                    // The safety net got the same certificate back: wait before asking again.
-                    let _ = w.run(tokio::time::sleep(Duration::from_secs(5))).await;
-                }
                 continue;
             }
             let leaf = match leaf_from(&answer.body, answer.meta.index) {

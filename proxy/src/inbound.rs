@@ -78,12 +78,13 @@ impl Inbound {
     async fn handle(&self, stream: TcpStream, client: SocketAddr) {
         let started = Instant::now();
         self.metrics.connection_opened(Direction::Inbound);
+        let app_addr = self.app.to_string();
         let mut log = AccessLog {
             direction: Direction::Inbound,
             client,
             peer: None,
             upstream: None,
-            target: None,
+            target: Some(&app_addr),
             started,
         };
         connections::tune(&stream);

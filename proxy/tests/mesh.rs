@@ -198,3 +198,39 @@ async fn connections_spread_across_instances_and_survive_a_killed_one() {
     client.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_deny_from_the_agent_header_and_an_allow_intention() {
+    // The agent's X-Consul-Default-ACL-Policy is deny: no intention means no access.
+    let agent = agent(false).await;
+    let url = agent.url();
+    let (app_port, hits) = http_app("hello world").await;
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    assert_eq!(get(upstream).await, "", "denied by default");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+    set_intention(&url, "static-client", "static-server", "allow").await;
+    wait_for("the allow intention to apply", || async {
+        get(upstream).await == "hello world"
+    })
+    .await;
+    // A wildcard deny does not override the more precise allow (first match in Consul's order).
+    // A later allow for a sentinel client proves the server has seen the wildcard too.
+    set_intention(&url, "*", "static-server", "deny").await;
+    set_intention(&url, "sentinel", "static-server", "allow").await;
+    let sentinel = client_proxy(&url, "sentinel", "static-server").await;
+    let sentinel_upstream = sentinel.upstream_addr("static-server").unwrap();
+    wait_for("the server to apply both intentions", || async {
+        get(sentinel_upstream).await == "hello world"
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(upstream).await, "hello world");
+    }
+    sentinel.shutdown().await;
+    server.shutdown().await;
+    client.shutdown().await;
+    agent.shutdown().await;
+}

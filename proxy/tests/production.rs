@@ -399,11 +399,10 @@ async fn max_connections_refuses_the_excess() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_and_root_rotation_without_a_failed_connection() {
     init_tracing();
-    // Short-lived leaves (valid from one minute ago, as Consul issues them, for 90 s): the agent
-    // renews them within about 20 s.
+    // Short-lived leaves (10 s): the agent renews them after 6-9 s.
     let agent = tandem_agent::start(tandem_agent::Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        leaf_ttl: Duration::from_secs(90),
+        leaf_ttl: Duration::from_secs(10),
         ..Default::default()
     })
     .await

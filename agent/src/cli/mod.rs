@@ -2,6 +2,7 @@
 
 pub mod columnize;
 pub mod consul_client;
+mod goflag;
 pub mod intention;
 
 use std::net::SocketAddr;

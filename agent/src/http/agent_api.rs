@@ -32,10 +32,10 @@ pub fn agent_self(agent: &Agent, req: &Request) -> Result {
         .put("BuildDate", "2025-01-01T00:00:00Z")
         .build();
     let coord = Obj::new()
-        .put("Vec", Value::Array(vec![Value::from(0.0); 8]))
+        .put("Vec", Value::Array(vec![Value::from(0); 8]))
         .put("Error", 1.5)
-        .put("Adjustment", 0.0)
-        .put("Height", 1e-5)
+        .put("Adjustment", 0)
+        .put("Height", 0.0001)
         .build();
     let tags = Obj::new()
         .put("bootstrap", "1")

@@ -420,6 +420,17 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
             allow: Some(allow.join(",")),
         });
     }
+    if let Some(dc) = req.param("dc").filter(|dc| !dc.is_empty()) {
+        if dc != agent.settings.datacenter {
+            return Err(ApiError::new(500, "No path to datacenter"));
+        }
+    }
+    if req.param("filter").is_some_and(|f| !f.is_empty()) && route != Route::Intentions {
+        return Err(ApiError::new(
+            400,
+            "tandem-agent dev supports ?filter only on /v1/connect/intentions",
+        ));
+    }
     match route {
         Route::AgentSelf => agent_api::agent_self(agent, req),
         Route::StatusLeader => agent_api::status_leader(agent, req),
@@ -435,7 +446,7 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
         Route::CheckWarn(id) => agent_api::check_ttl(agent, req, &id, Some("warning")),
         Route::CheckFail(id) => agent_api::check_ttl(agent, req, &id, Some("critical")),
         Route::CheckUpdate(id) => agent_api::check_ttl(agent, req, &id, None),
-        Route::CatalogServices => health::catalog_services(agent, req),
+        Route::CatalogServices => health::catalog_services(agent, req).await,
         Route::CatalogService(name) => health::catalog_service(agent, req, &name, false).await,
         Route::CatalogConnect(name) => health::catalog_service(agent, req, &name, true).await,
         Route::HealthService(name) => health::health_service(agent, req, &name, false).await,

@@ -1,13 +1,11 @@
 //! The single node's catalog: registered services, their checks, and the per-service indexes
 //! that blocking queries on health and catalog endpoints wait on.
 
+mod health;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use tokio::sync::Notify;
-use tokio::time::Instant;
-
-use crate::checks::{self, Check, CheckDefinition, CheckKind, OwnedTask, CRITICAL, PASSING};
+use crate::checks::{Check, CheckDefinition, CheckKind, OwnedTask, PASSING};
 use crate::service::{self, RegisterError, Registration, Service, SIDECAR_PORTS};
 use crate::state::Txn;
 
@@ -254,39 +252,12 @@ impl Catalog {
             } else {
                 format!("service:{id}")
             };
-            let name = if definition.name.is_empty() {
-                format!("Service '{}' check", service.name)
-            } else {
-                definition.name.clone()
-            };
-            let kind = definition.kind();
-            let (ttl_deadline, ttl_reset) = match kind {
-                CheckKind::Ttl(ttl) => (Some(Instant::now() + ttl), Some(Arc::new(Notify::new()))),
-                _ => (None, None),
-            };
             let create = self.checks.get(&check_id).map_or(index, |c| c.create_index);
             self.runners.remove(&check_id);
-            self.checks.insert(
-                check_id.clone(),
-                Check {
-                    id: check_id.clone(),
-                    name,
-                    status: definition
-                        .status
-                        .clone()
-                        .unwrap_or_else(|| CRITICAL.to_string()),
-                    notes: definition.notes.clone(),
-                    output: String::new(),
-                    service_id: id.clone(),
-                    service_name: service.name.clone(),
-                    service_tags: service.tags.clone().unwrap_or_default(),
-                    kind: kind.clone(),
-                    create_index: create,
-                    modify_index: index,
-                    ttl_deadline,
-                    ttl_reset,
-                },
-            );
+            let check =
+                health::new_check(check_id.clone(), &definition, Some(&service), create, index);
+            let kind = check.kind.clone();
+            self.checks.insert(check_id.clone(), check);
             new_checks.0.push((check_id, kind));
         }
         self.touch(&service, index);
@@ -299,96 +270,6 @@ impl Catalog {
                 sidecar_of,
             },
         );
-    }
-
-    /// `PUT /v1/agent/check/register`: a check on the node or on a registered service.
-    pub fn register_check(
-        &mut self,
-        definition: CheckDefinition,
-        tx: &mut Txn,
-    ) -> Result<NewChecks, RegisterError> {
-        let service = if definition.service_id.is_empty() {
-            None
-        } else {
-            match self.services.get(&definition.service_id) {
-                Some(entry) => Some(entry.service.clone()),
-                None => {
-                    return Err(RegisterError {
-                        status: 400,
-                        message: format!("ServiceID {:?} does not exist", definition.service_id),
-                    })
-                }
-            }
-        };
-        let index = tx.index();
-        let check_id = if definition.id.is_empty() {
-            definition.name.clone()
-        } else {
-            definition.id.clone()
-        };
-        let kind = definition.kind();
-        let (ttl_deadline, ttl_reset) = match kind {
-            CheckKind::Ttl(ttl) => (Some(Instant::now() + ttl), Some(Arc::new(Notify::new()))),
-            _ => (None, None),
-        };
-        let create = self.checks.get(&check_id).map_or(index, |c| c.create_index);
-        self.runners.remove(&check_id);
-        self.checks.insert(
-            check_id.clone(),
-            Check {
-                id: check_id.clone(),
-                name: definition.name.clone(),
-                status: definition
-                    .status
-                    .clone()
-                    .unwrap_or_else(|| CRITICAL.to_string()),
-                notes: definition.notes.clone(),
-                output: String::new(),
-                service_id: service.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
-                service_name: service.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
-                service_tags: service
-                    .as_ref()
-                    .and_then(|s| s.tags.clone())
-                    .unwrap_or_default(),
-                kind: kind.clone(),
-                create_index: create,
-                modify_index: index,
-                ttl_deadline,
-                ttl_reset,
-            },
-        );
-        match &service {
-            Some(service) => self.touch(service, index),
-            None => self.touch_all(index),
-        }
-        self.refresh_aliases(index);
-        Ok(NewChecks(vec![(check_id, kind)]))
-    }
-
-    /// `PUT /v1/agent/check/deregister/:id`.
-    pub fn deregister_check(&mut self, check_id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
-        let Some(check) = self
-            .checks
-            .get(check_id)
-            .filter(|c| c.kind != CheckKind::Serf)
-        else {
-            return Err(RegisterError {
-                status: 404,
-                message: format!(
-                    "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-                ),
-            });
-        };
-        let service_id = check.service_id.clone();
-        let index = tx.index();
-        self.checks.remove(check_id);
-        self.runners.remove(check_id);
-        match self.services.get(&service_id).map(|e| e.service.clone()) {
-            Some(service) => self.touch(&service, index),
-            None => self.touch_all(index),
-        }
-        self.refresh_aliases(index);
-        Ok(())
     }
 
     /// Hands the runner for `check_id` to the catalog (dropped, and so stopped, with the check).
@@ -447,160 +328,15 @@ impl Catalog {
         self.table_index = index;
     }
 
-    /// Records a probe result; the index moves only if status or output changed.
-    pub fn set_check_result(&mut self, check_id: &str, status: &str, output: &str, tx: &mut Txn) {
-        let Some(check) = self.checks.get(check_id) else {
-            return;
-        };
-        if check.status == status && check.output == output {
-            return;
-        }
-        let index = tx.index();
-        self.update_check(check_id, status, output, index);
-        self.refresh_aliases(index);
-    }
-
-    /// `PUT /v1/agent/check/{pass,warn,fail,update}/:id` on a TTL check.
-    pub fn update_ttl(
-        &mut self,
-        check_id: &str,
-        status: &str,
-        output: &str,
-        tx: &mut Txn,
-    ) -> Result<(), RegisterError> {
-        let Some(check) = self.checks.get_mut(check_id) else {
-            return Err(RegisterError {
-                status: 404,
-                message: format!(
-                    "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-                ),
-            });
-        };
-        let CheckKind::Ttl(ttl) = check.kind else {
-            return Err(RegisterError {
-                status: 500,
-                message: format!("CheckID {check_id:?} does not have associated TTL"),
-            });
-        };
-        check.ttl_deadline = Some(Instant::now() + ttl);
-        if let Some(reset) = &check.ttl_reset {
-            reset.notify_one();
-        }
-        let output = checks::limit_output(output);
-        if check.status != status || check.output != output {
-            let index = tx.index();
-            self.update_check(check_id, status, &output, index);
-            self.refresh_aliases(index);
-        }
-        Ok(())
-    }
-
-    /// The TTL deadline and reset signal of a check, `None` once the check is gone.
-    pub fn ttl_timer(&self, check_id: &str) -> Option<(Option<Instant>, Arc<Notify>)> {
-        let check = self.checks.get(check_id)?;
-        Some((check.ttl_deadline, check.ttl_reset.clone()?))
-    }
-
-    /// Turns a TTL check critical once its deadline has passed.
-    pub fn expire_ttl(&mut self, check_id: &str, tx: &mut Txn) {
-        let Some(check) = self.checks.get_mut(check_id) else {
-            return;
-        };
-        match check.ttl_deadline {
-            Some(deadline) if deadline <= Instant::now() => {}
-            _ => return,
-        }
-        check.ttl_deadline = None;
-        let output = if check.output.is_empty() || check.status == CRITICAL {
-            "TTL expired".to_string()
-        } else {
-            format!(
-                "TTL expired (last output before timeout follows): {}",
-                check.output
-            )
-        };
-        if check.status != CRITICAL || check.output != output {
-            let index = tx.index();
-            self.update_check(check_id, CRITICAL, &output, index);
-            self.refresh_aliases(index);
-        }
-    }
-
-    fn update_check(&mut self, check_id: &str, status: &str, output: &str, index: u64) {
-        let Some(check) = self.checks.get_mut(check_id) else {
-            return;
-        };
-        check.status = status.to_string();
-        check.output = output.to_string();
-        check.modify_index = index;
-        let service_id = check.service_id.clone();
-        if service_id.is_empty() {
-            self.touch_all(index);
-        } else if let Some(entry) = self.services.get(&service_id) {
-            let service = entry.service.clone();
-            self.touch(&service, index);
-        }
-    }
-
-    /// Re-evaluates alias checks after any status change (Consul's alias checks watch state).
-    fn refresh_aliases(&mut self, index: u64) {
-        let aliases: Vec<(String, String)> = self
-            .checks
-            .values()
-            .filter_map(|c| match &c.kind {
-                CheckKind::Alias { service_id } => Some((c.id.clone(), service_id.clone())),
-                _ => None,
-            })
-            .collect();
-        for (check_id, target) in aliases {
-            let (status, output) = self.alias_result(&target);
-            let changed = self
-                .checks
-                .get(&check_id)
-                .is_some_and(|c| c.status != status || c.output != output);
-            if changed {
-                self.update_check(&check_id, status, &output, index);
-            }
-        }
-    }
-
-    fn alias_result(&self, target: &str) -> (&'static str, String) {
-        if !self.services.contains_key(target) {
-            return (CRITICAL, format!("Service not found: {target}"));
-        }
-        let mut status = PASSING;
-        let mut output = "No checks found.".to_string();
-        for check in self
-            .checks
-            .values()
-            .filter(|c| c.service_id.is_empty() || c.service_id == target)
-        {
-            if check.status == CRITICAL || check.status == checks::WARNING {
-                status = if check.status == CRITICAL {
-                    CRITICAL
-                } else {
-                    checks::WARNING
-                };
-                output = format!("Aliased check {:?} failing: {}", check.name, check.output);
-                if status == CRITICAL {
-                    break;
-                }
-            } else if status == PASSING {
-                output = "All checks passing.".to_string();
-            }
-        }
-        (status, output)
-    }
-
     /// A node-level change shows in every service's health.
-    fn touch_all(&mut self, index: u64) {
+    pub(super) fn touch_all(&mut self, index: u64) {
         self.table_index = index;
         for value in self.name_index.values_mut() {
             *value = index;
         }
     }
 
-    fn touch(&mut self, service: &Service, index: u64) {
+    pub(super) fn touch(&mut self, service: &Service, index: u64) {
         self.table_index = index;
         self.name_index
             .insert(index_key(&service.name, false), index);
@@ -623,5 +359,96 @@ fn index_key(name: &str, connect: bool) -> String {
         format!("connect:{name}")
     } else {
         format!("service:{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::decode_registration;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        let node = Node {
+            id: "id".into(),
+            name: "node".into(),
+            address: "127.0.0.1".into(),
+            datacenter: "dc1".into(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        Catalog::new(node, &mut Txn::for_tests(1))
+    }
+
+    fn register(catalog: &mut Catalog, body: serde_json::Value, index: u64) {
+        let reg = decode_registration(&body).unwrap();
+        catalog
+            .register(reg, false, &mut Txn::for_tests(index))
+            .unwrap();
+    }
+
+    #[test]
+    fn sidecar_ports_are_the_lowest_free_and_sticky() {
+        let mut c = catalog();
+        let sidecar =
+            |name: &str| json!({"Name": name, "Port": 1, "Connect": {"SidecarService": {}}});
+        register(&mut c, sidecar("a"), 2);
+        register(&mut c, sidecar("b"), 3);
+        assert_eq!(c.service("a-sidecar-proxy").unwrap().service.port, 21000);
+        assert_eq!(c.service("b-sidecar-proxy").unwrap().service.port, 21001);
+        register(&mut c, sidecar("a"), 4);
+        assert_eq!(c.service("a-sidecar-proxy").unwrap().service.port, 21000);
+        c.deregister("a", &mut Txn::for_tests(5)).unwrap();
+        register(&mut c, sidecar("c"), 6);
+        assert_eq!(c.service("c-sidecar-proxy").unwrap().service.port, 21000);
+    }
+
+    #[test]
+    fn alias_follows_the_aliased_service() {
+        let mut c = catalog();
+        register(
+            &mut c,
+            json!({"Name": "web", "Port": 1, "Check": {"TTL": "1m"},
+            "Connect": {"SidecarService": {}}}),
+            2,
+        );
+        let alias = c.check("service:web-sidecar-proxy:2").unwrap();
+        assert_eq!(alias.status, "critical");
+        assert!(alias
+            .output
+            .starts_with("Aliased check \"Service 'web' check\" failing"));
+        c.update_ttl("service:web", "passing", "", &mut Txn::for_tests(3))
+            .unwrap();
+        let alias = c.check("service:web-sidecar-proxy:2").unwrap();
+        assert_eq!(
+            (alias.status.as_str(), alias.output.as_str()),
+            ("passing", "All checks passing.")
+        );
+        assert_eq!(alias.modify_index, 3);
+    }
+
+    #[test]
+    fn health_index_moves_only_for_the_service_concerned() {
+        let mut c = catalog();
+        register(
+            &mut c,
+            json!({"Name": "web", "Port": 1, "Connect": {"SidecarService": {}}}),
+            2,
+        );
+        register(&mut c, json!({"Name": "db", "Port": 2}), 3);
+        assert_eq!(c.service_index("web", true), 2);
+        assert_eq!(c.service_index("db", false), 3);
+        c.set_check_result(
+            "service:web-sidecar-proxy:1",
+            "passing",
+            "ok",
+            &mut Txn::for_tests(4),
+        );
+        assert_eq!(c.service_index("web", true), 4);
+        assert_eq!(c.service_index("db", false), 3);
+        // The same result again changes nothing.
+        let mut tx = Txn::for_tests(5);
+        c.set_check_result("service:web-sidecar-proxy:1", "passing", "ok", &mut tx);
+        assert_eq!(c.service_index("web", true), 4);
     }
 }
