@@ -40,19 +40,27 @@ pub fn leaf_timeout(wait: Option<Duration>) -> Duration {
     }
 }
 
-/// Evaluates `query` until it reports an index above `min_index` (absent or 0: at once) or the
-/// timeout passes; returns the last result and its index (never 0).
+/// Waits until `index_of` passes `min_index` (absent or 0: at once) or the timeout passes, then
+/// evaluates `query` once and returns its result and index (never 0). Only the cheap index is
+/// recomputed on every wake-up.
 pub async fn block_on_index<T>(
     agent: &Agent,
     min_index: Option<u64>,
     timeout: Duration,
-    mut query: impl FnMut(&State) -> (u64, T),
+    index_of: impl Fn(&State) -> u64,
+    query: impl FnOnce(&State) -> (u64, T),
 ) -> (u64, T) {
     let min = min_index.unwrap_or(0);
-    let (index, value) = block_until(agent, timeout, &mut query, |(index, _)| {
-        min == 0 || *index > min
-    })
-    .await;
+    if min != 0 {
+        block_until(
+            agent,
+            timeout,
+            |state| index_of(state),
+            |index| *index > min,
+        )
+        .await;
+    }
+    let (index, value) = agent.read(query);
     (index.max(1), value)
 }
 

@@ -33,7 +33,8 @@ pub struct CheckDefinition {
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
     pub alias_service: String,
-    /// Check kinds Consul knows but this agent does not run (HTTP, script, gRPC, ...).
+    pub http: Option<HttpProbe>,
+    /// Check kinds Consul knows but this agent does not run (script, gRPC, ...).
     pub unsupported: Option<&'static str>,
 }
 
@@ -45,7 +46,6 @@ impl CheckDefinition {
         };
         let mut unsupported = None;
         for (key, kind) in [
-            ("HTTP", "http"),
             ("GRPC", "grpc"),
             ("H2PING", "h2ping"),
             ("UDP", "udp"),
@@ -62,6 +62,32 @@ impl CheckDefinition {
         {
             unsupported = Some("script");
         }
+        let http = match f.string("HTTP")?.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => {
+                let mut headers = Vec::new();
+                if let Some(header) = f.object("Header", "map[string][]string")? {
+                    if let Some(serde_json::Value::Object(map)) = f.raw("Header") {
+                        for name in map.keys() {
+                            for value in header.strings(name)?.unwrap_or_default() {
+                                headers.push((name.clone(), value));
+                            }
+                        }
+                    }
+                }
+                Some(HttpProbe {
+                    url,
+                    method: f
+                        .string("Method")?
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "GET".into()),
+                    headers,
+                    body: f.string_or_default("Body")?,
+                    tls_skip_verify: f.boolean("TLSSkipVerify")?,
+                    disable_redirects: f.boolean("DisableRedirects")?,
+                })
+            }
+        };
         Ok(CheckDefinition {
             id,
             name: f.string_or_default("Name")?,
@@ -73,6 +99,7 @@ impl CheckDefinition {
             interval: f.duration("Interval")?,
             timeout: f.duration("Timeout")?,
             alias_service: f.string_or_default("AliasService")?,
+            http,
             unsupported,
         })
     }
@@ -91,12 +118,12 @@ impl CheckDefinition {
         }
         if let Some(kind) = self.unsupported {
             return Err(format!(
-                "{kind} checks are not supported by tandem-agent dev (TTL, TCP and alias checks are)"
+                "{kind} checks are not supported by tandem-agent dev (TTL, TCP, HTTP and alias checks are)"
             ));
         }
         let interval_given = self.interval.is_some_and(|d| !d.is_zero());
         let ttl_given = self.ttl.is_some_and(|d| !d.is_zero());
-        if !self.tcp.is_empty() && !interval_given {
+        if (!self.tcp.is_empty() || self.http.is_some()) && !interval_given {
             return Err(
                 "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into(),
             );
@@ -104,14 +131,28 @@ impl CheckDefinition {
         if interval_given && ttl_given {
             return Err("Interval and TTL cannot both be specified".into());
         }
-        if self.tcp.is_empty() && !ttl_given && self.alias_service.is_empty() {
+        if self
+            .http
+            .as_ref()
+            .is_some_and(|h| reqwest::Method::from_bytes(h.method.as_bytes()).is_err())
+        {
+            return Err("HTTP check method is not a valid HTTP method".into());
+        }
+        if self.tcp.is_empty() && self.http.is_none() && !ttl_given && self.alias_service.is_empty()
+        {
             return Err("Check type is not valid".into());
         }
         Ok(())
     }
 
     pub fn kind(&self) -> CheckKind {
-        if !self.tcp.is_empty() {
+        if let Some(http) = &self.http {
+            CheckKind::Http {
+                probe: http.clone(),
+                interval: self.interval.unwrap_or(DEFAULT_TIMEOUT),
+                timeout: self.timeout,
+            }
+        } else if !self.tcp.is_empty() {
             CheckKind::Tcp {
                 address: self.tcp.clone(),
                 interval: self.interval.unwrap_or(DEFAULT_TIMEOUT),
@@ -127,6 +168,17 @@ impl CheckDefinition {
     }
 }
 
+/// What an HTTP check requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub tls_skip_verify: bool,
+    pub disable_redirects: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum CheckKind {
     /// The node's `serfHealth`, always passing on a single-node agent.
@@ -134,6 +186,11 @@ pub enum CheckKind {
     Ttl(Duration),
     Tcp {
         address: String,
+        interval: Duration,
+        timeout: Option<Duration>,
+    },
+    Http {
+        probe: HttpProbe,
         interval: Duration,
         timeout: Option<Duration>,
     },
@@ -168,13 +225,16 @@ impl Check {
             CheckKind::Serf => "",
             CheckKind::Ttl(_) => "ttl",
             CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Http { .. } => "http",
             CheckKind::Alias { .. } => "alias",
         }
     }
 
     pub fn interval_text(&self) -> String {
         match &self.kind {
-            CheckKind::Tcp { interval, .. } => crate::godur::format(*interval),
+            CheckKind::Tcp { interval, .. } | CheckKind::Http { interval, .. } => {
+                crate::godur::format(*interval)
+            }
             _ => String::new(),
         }
     }
@@ -237,6 +297,30 @@ pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Opt
                 tokio::time::sleep(interval).await;
             }
         }))),
+        CheckKind::Http {
+            probe,
+            interval,
+            timeout,
+        } => {
+            let client = match http_client(&probe, timeout.unwrap_or(DEFAULT_TIMEOUT)) {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(check.id = %id, error = %e, "cannot build the HTTP check client");
+                    return None;
+                }
+            };
+            Some(OwnedTask(tokio::spawn(async move {
+                loop {
+                    let (status, output) = probe_http(&client, &probe).await;
+                    let Some(agent) = weak.upgrade() else { return };
+                    agent.write(|state, tx| {
+                        state.catalog.set_check_result(&id, status, &output, tx);
+                    });
+                    drop(agent);
+                    tokio::time::sleep(interval).await;
+                }
+            })))
+        }
         CheckKind::Ttl(_) => Some(OwnedTask(tokio::spawn(async move {
             loop {
                 let Some(agent) = weak.upgrade() else { return };
@@ -274,6 +358,61 @@ async fn probe_tcp(address: &str, timeout: Duration) -> (&'static str, String) {
     }
 }
 
+fn http_client(probe: &HttpProbe, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    let redirects = if probe.disable_redirects {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(10)
+    };
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(redirects)
+        .danger_accept_invalid_certs(probe.tls_skip_verify)
+        .user_agent("Consul Health Check")
+        .build()
+}
+
+/// Consul's HTTP check: 2xx passing, 429 warning, anything else critical; the output names the
+/// request and carries the (truncated) body.
+async fn probe_http(client: &reqwest::Client, probe: &HttpProbe) -> (&'static str, String) {
+    let method =
+        reqwest::Method::from_bytes(probe.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut request = client
+        .request(method.clone(), &probe.url)
+        .header("Accept", "text/plain, text/*, */*");
+    for (name, value) in &probe.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if !probe.body.is_empty() {
+        request = request.body(probe.body.clone());
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let verb = method.as_str();
+            let verb = format!("{}{}", &verb[..1], verb[1..].to_ascii_lowercase());
+            return (CRITICAL, format!("{verb} \"{}\": {e}", probe.url));
+        }
+    };
+    let code = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let status = if code.is_success() {
+        PASSING
+    } else if code.as_u16() == 429 {
+        WARNING
+    } else {
+        CRITICAL
+    };
+    let output = format!(
+        "HTTP {} {}: {} Output: {}",
+        probe.method,
+        probe.url,
+        code,
+        limit_output(&body)
+    );
+    (status, output)
+}
+
 fn go_dial_error(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
@@ -295,6 +434,35 @@ mod tests {
             def.validate().unwrap_err(),
             "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks"
         );
+    }
+
+    #[test]
+    fn http_checks_need_an_interval_and_a_valid_method() {
+        let probe = HttpProbe {
+            url: "http://127.0.0.1:1/health".into(),
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: String::new(),
+            tls_skip_verify: false,
+            disable_redirects: false,
+        };
+        let def = CheckDefinition {
+            http: Some(probe.clone()),
+            ..Default::default()
+        };
+        assert!(def
+            .validate()
+            .unwrap_err()
+            .starts_with("Interval must be > 0"));
+        let def = CheckDefinition {
+            http: Some(HttpProbe {
+                method: "GE T".into(),
+                ..probe
+            }),
+            interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(def.validate().is_err());
     }
 
     #[test]

@@ -393,6 +393,19 @@ fn validate(input: &IntentionInput) -> Result<(), IntentionError> {
         if !input.action.is_empty() {
             return bad("Sources[0].Action must be omitted if Permissions are specified".into());
         }
+        if let Some(Value::Array(permissions)) = &input.permissions {
+            for (i, permission) in permissions.iter().enumerate() {
+                let action = permission
+                    .as_object()
+                    .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case("action")))
+                    .and_then(|(_, v)| v.as_str());
+                if !matches!(action, Some("allow" | "deny")) {
+                    return bad(format!(
+                        "Sources[0].Permissions[{i}].Action must be set to 'allow' or 'deny'"
+                    ));
+                }
+            }
+        }
     } else if input.action != "allow" && input.action != "deny" {
         return bad("Sources[0].Action must be set to 'allow' or 'deny'".into());
     }
@@ -539,6 +552,34 @@ mod tests {
             ]
         );
         assert_eq!(s.matching(MatchBy::Source, "web").len(), 3);
+    }
+
+    #[test]
+    fn l7_intentions_deny_in_decisions_and_need_permission_actions() {
+        let (mut s, _) = store();
+        let mut tx = Txn::for_tests(2);
+        let bad = IntentionInput {
+            permissions: Some(serde_json::json!([{"HTTP": {"PathPrefix": "/"}}])),
+            ..Default::default()
+        };
+        let err = s.upsert_exact("web", "db", bad, &mut tx).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Sources[0].Permissions[0].Action must be set to 'allow' or 'deny'"
+        );
+        let good = IntentionInput {
+            permissions: Some(
+                serde_json::json!([{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]),
+            ),
+            ..Default::default()
+        };
+        s.upsert_exact("web", "db", good, &mut tx).unwrap();
+        let d = s.decide("web", "db", true);
+        assert!(!d.allowed);
+        assert_eq!(
+            d.reason,
+            "Matched L7 intention: default/web => default/db (Precedence: 9, Permissions: 1)"
+        );
     }
 
     #[test]

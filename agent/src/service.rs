@@ -139,13 +139,13 @@ pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> 
     if service.name.is_empty() {
         return Err(RegisterError::bad("Missing service name"));
     }
-    validate_checks(&checks)?;
     validate_service(&service)?;
+    validate_checks(&checks, "Invalid check")?;
     let sidecar = match sidecar_fields {
         None => None,
         Some(sidecar_fields) => {
             let sidecar = expand_sidecar(&service, &sidecar_fields)?;
-            validate_checks(&sidecar.checks)?;
+            validate_checks(&sidecar.checks, "Invalid check in sidecar_service")?;
             // The port is assigned at registration; validate as if it were.
             let mut probe = sidecar.service.clone();
             if probe.port == 0 {
@@ -162,11 +162,13 @@ pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> 
     })
 }
 
-fn validate_checks(checks: &[CheckDefinition]) -> Result<(), RegisterError> {
+/// Check validation as the register handler does it; `context` prefixes the reason
+/// (`Invalid check` or `Invalid check in sidecar_service`).
+fn validate_checks(checks: &[CheckDefinition], context: &str) -> Result<(), RegisterError> {
     for check in checks {
         check
             .validate()
-            .map_err(|e| RegisterError::bad(format!("Invalid check: {e}")))?;
+            .map_err(|e| RegisterError::bad(format!("{context}: {e}")))?;
     }
     if checks.iter().any(|c| !c.status_is_valid()) {
         return Err(RegisterError::bad(
@@ -305,7 +307,10 @@ fn validate_service(service: &Service) -> Result<(), RegisterError> {
         "" => {}
         "connect-proxy" => {
             let proxy = &service.proxy;
-            if proxy.destination_service_name.is_empty() {
+            if service.port == 0 && service.socket_path.is_empty() {
+                problems.push("Port or SocketPath must be set for a connect-proxy".to_string());
+            }
+            if proxy.destination_service_name.trim().is_empty() {
                 problems.push(
                     "Proxy.DestinationServiceName must be non-empty for Connect proxy services"
                         .to_string(),
@@ -317,32 +322,49 @@ fn validate_service(service: &Service) -> Result<(), RegisterError> {
                         .to_string(),
                 );
             }
-            if service.port == 0 && service.socket_path.is_empty() {
-                problems.push("Port or SocketPath must be set for a connect-proxy".to_string());
+            if service.native {
+                problems.push(
+                    "A Proxy cannot also be Connect Native, only typical services".to_string(),
+                );
             }
-            let mut seen = Vec::new();
+            let mut keys = Vec::new();
+            let mut binds = Vec::new();
             for upstream in &proxy.upstreams {
-                if upstream.destination_name.is_empty() {
-                    problems.push("upstream destination name cannot be empty".to_string());
+                if let Err(problem) = validate_upstream(upstream) {
+                    problems.push(problem);
                     continue;
                 }
                 let key = (
                     upstream.destination_type.clone(),
                     upstream.destination_name.clone(),
                     upstream.datacenter.clone(),
-                    upstream.local_bind_address.clone(),
-                    upstream.local_bind_port,
+                    upstream.destination_peer.clone(),
                 );
-                if seen.contains(&key) {
+                if keys.contains(&key) {
                     problems.push(format!(
                         "upstreams cannot contain duplicates of {}",
                         upstream.destination_name
                     ));
+                    continue;
                 }
-                seen.push(key);
-            }
-            if service.native {
-                problems.push("A Proxy cannot also be Connect Native, only typical services".into());
+                keys.push(key);
+                let host = if upstream.local_bind_address.is_empty() {
+                    "127.0.0.1"
+                } else {
+                    upstream.local_bind_address.as_str()
+                };
+                let bind = if host.contains(':') {
+                    format!("[{host}]:{}", upstream.local_bind_port)
+                } else {
+                    format!("{host}:{}", upstream.local_bind_port)
+                };
+                if upstream.local_bind_socket_path.is_empty() && binds.contains(&bind) {
+                    problems.push(format!(
+                        "upstreams cannot contain duplicates by local bind address and port; {bind:?} is specified twice"
+                    ));
+                    continue;
+                }
+                binds.push(bind);
             }
         }
         other => problems.push(format!(
@@ -365,6 +387,37 @@ fn validate_service(service: &Service) -> Result<(), RegisterError> {
     }
     message.push('\n');
     Err(RegisterError::bad(message))
+}
+
+/// `structs.Upstream.Validate`.
+fn validate_upstream(u: &Upstream) -> Result<(), String> {
+    if u.destination_type != "service" && u.destination_type != "prepared_query" {
+        return Err(format!(
+            "unknown upstream destination type: {:?}",
+            u.destination_type
+        ));
+    }
+    if u.destination_name.is_empty() {
+        return Err("upstream destination name cannot be empty".to_string());
+    }
+    if u.destination_name == "*" && !u.centrally_configured {
+        return Err("upstream destination name cannot be a wildcard".to_string());
+    }
+    if !u.destination_peer.is_empty() && !u.datacenter.is_empty() {
+        return Err("upstream cannot specify both destination peer and datacenter".to_string());
+    }
+    if u.local_bind_port == 0 && u.local_bind_socket_path.is_empty() && !u.centrally_configured {
+        return Err(
+            "upstream local bind port or local socket path must be defined and nonzero".to_string(),
+        );
+    }
+    if u.local_bind_port != 0 && !u.local_bind_socket_path.is_empty() && !u.centrally_configured {
+        return Err(
+            "only one of upstream local bind port or local socket path can be defined and nonzero"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// Expands `Connect.SidecarService` as `agent/sidecar_service.go` does (port assigned later).

@@ -76,6 +76,20 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
     (
         "PUT",
         "/v1/agent/service/register",
+        r#"{"Name": "a", "Port": 1, "Connect": {"SidecarService": {"Proxy": {"Upstreams": [{"DestinationName": "db"}]}}}}"#,
+        400,
+        "Validation failed: 1 error occurred:\n\t* upstream local bind port or local socket path must be defined and nonzero\n\n",
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/register",
+        r#"{"Name": "p", "Kind": "connect-proxy", "Port": 2, "Proxy": {"DestinationServiceName": "a", "Upstreams": [{"DestinationName": "db", "LocalBindPort": 1}, {"DestinationName": "db", "LocalBindPort": 1}]}}"#,
+        400,
+        "Validation failed: 1 error occurred:\n\t* upstreams cannot contain duplicates of db\n\n",
+    ),
+    (
+        "PUT",
+        "/v1/agent/service/register",
         r#"{"Name": "a", "Port": 1, "Connect": {"SidecarService": {"Connect": {"SidecarService": {}}}}}"#,
         400,
         "Invalid SidecarService: sidecar_service can't have a nested sidecar_service",
@@ -112,6 +126,8 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         "Cannot specify ?stale with ?consistent, conflicting semantics.",
     ),
     ("GET", "/v1/agent/connect/ca/roots?index=-1", "", 400, "Invalid index"),
+    ("GET", "/v1/health/connect/", "", 400, "Missing service name"),
+    ("GET", "/v1/catalog/service/", "", 400, "Missing service name"),
     // Intentions.
     ("GET", "/v1/connect/intentions/exact?destination=db", "", 500, "required query parameter 'source' not set"),
     ("GET", "/v1/connect/intentions/exact?source=web&destination=db", "", 404, "Intention not found"),

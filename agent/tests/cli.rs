@@ -193,3 +193,43 @@ async fn token_comes_from_consul_http_token() {
     );
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn create_from_files() {
+    let agent = agent_with(|_| {}).await;
+    let addr = bare(&agent);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-files-{}", agent.addr().port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("api-db.json");
+    std::fs::write(
+        &plain,
+        r#"{"SourceName": "api", "DestinationName": "db", "SourceType": "consul", "Action": "deny"}"#,
+    )
+    .unwrap();
+    let l7 = dir.join("l7.json");
+    std::fs::write(
+        &l7,
+        r#"{"SourceName": "web", "DestinationName": "db", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}"#,
+    )
+    .unwrap();
+    let created = run(&addr, None, &["create", "-file", plain.to_str().unwrap()]).await;
+    assert_eq!(
+        (created.code, created.stdout.as_str()),
+        (0, "Created: api => db (deny)\n"),
+        "{}",
+        created.stderr
+    );
+    let refused = run(&addr, None, &["create", "-file", l7.to_str().unwrap()]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot create L7 intention from file"),
+        "{}",
+        refused.stderr
+    );
+    let check = run(&addr, None, &["check", "api", "db"]).await;
+    assert_eq!((check.code, check.stdout.as_str()), (1, "Denied\n"));
+    agent.shutdown().await;
+}

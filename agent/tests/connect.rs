@@ -640,3 +640,66 @@ async fn catalog_views_list_services() {
     assert_eq!(mesh[0]["ServiceKind"], "connect-proxy");
     agent.shutdown().await;
 }
+
+/// A tiny HTTP server answering every request with the status in `status`.
+async fn status_server(
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let code = status.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn http_checks_follow_the_endpoint_status() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let (addr, server) = status_server(status.clone()).await;
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    let url = format!("http://{addr}/health");
+    let body = json!({"Name": "app", "Port": 1,
+        "Check": {"HTTP": url, "Interval": "100ms", "Header": {"X-Probe": ["yes"]}}});
+    api.ok_put("/v1/agent/service/register", &body.to_string())
+        .await;
+    let check = eventually("the HTTP check to pass", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        let check = checks["service:app"].clone();
+        (check["Status"] == "passing").then_some(check)
+    })
+    .await;
+    assert_eq!(check["Type"], "http");
+    assert_eq!(check["Interval"], "100ms");
+    assert_eq!(
+        check["Output"],
+        format!("HTTP GET {url}: 200 OK Output: ok")
+    );
+    status.store(503, Ordering::SeqCst);
+    eventually("the HTTP check to fail", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        (checks["service:app"]["Status"] == "critical").then_some(())
+    })
+    .await;
+    status.store(429, Ordering::SeqCst);
+    eventually("the HTTP check to warn", || async {
+        let checks = api.json("/v1/agent/checks").await;
+        (checks["service:app"]["Status"] == "warning").then_some(())
+    })
+    .await;
+    agent.shutdown().await;
+    server.abort();
+}

@@ -78,6 +78,18 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
             p.role.clone(),
         ));
     }
+    let mut counters = Vec::new();
+    for p in &procs {
+        let out = opts.out_dir.join(format!("{name}-{}.stat", slug(&p.role)));
+        let mut cmd = Command::new("perf");
+        cmd.args(["stat", "-x", ",", "-e", COUNTED_EVENTS, "-o"])
+            .arg(&out)
+            .args(["-p", &p.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        counters.push((ChildProcess::spawn("perf stat", cmd)?, out, p.role.clone()));
+    }
     // perf needs a moment to attach.
     std::thread::sleep(Duration::from_millis(500));
     let cpu_before: Vec<_> = procs
@@ -85,39 +97,62 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
         .map(|p| procstat::cpu_time(p.pid(), ticks))
         .collect::<Result<_, _>>()?;
     let d = Duration::from_secs_f64(opts.seconds);
-    let work = match opts.scenario {
+    // (what happened, units of work, name of one unit)
+    let (work, units, unit) = match opts.scenario {
         Scenario::Rate => {
             let r = loadgen::fixed_rate(target, 5000.0, 8, d)?.result(5000.0, 8);
-            format!(
+            let text = format!(
                 "{} requests at {:.0} rps, p50 {} µs, p99 {} µs",
                 r.requests, r.achieved_rps, r.latency.p50_us, r.latency.p99_us
-            )
+            );
+            (text, r.requests, "request")
         }
         Scenario::Saturation => {
             let r = loadgen::saturation(target, 8, d)?;
-            format!("{} requests, {:.0} rps", r.requests, r.rps)
+            let text = format!("{} requests, {:.0} rps", r.requests, r.rps);
+            (text, r.requests, "request")
         }
         Scenario::Newconn => {
             let r = loadgen::new_connection_per_request(target, 8, d)?;
-            format!(
+            let text = format!(
                 "{} connections, {:.0}/s, {} errors",
                 r.connections, r.conns_per_sec, r.errors
-            )
+            );
+            (text, r.connections, "connection")
         }
         Scenario::Bulk => {
             let r = loadgen::bulk(target, Direction::Upload, 1, d)?;
-            format!("{:.0} MB/s upload, 1 stream", r.mb_per_sec)
+            let text = format!("{:.0} MB/s upload, 1 stream", r.mb_per_sec);
+            (text, r.bytes / (1 << 20), "MiB")
         }
     };
+    let units = units.max(1) as f64;
     let mut summary = format!("{} / {:?}: {work}\n", opts.subject, opts.scenario);
     for (p, before) in procs.iter().zip(cpu_before) {
         let used = procstat::cpu_time(p.pid(), ticks)?.saturating_sub(before);
         summary.push_str(&format!(
-            "  {} (pid {}): {:.2} CPU s in {:.0} s\n",
+            "  {} (pid {}): {:.2} CPU s in {:.0} s = {:.1} µs CPU per {unit}\n",
             p.role,
             p.pid(),
             used.as_secs_f64(),
-            opts.seconds
+            opts.seconds,
+            used.as_secs_f64() * 1e6 / units,
+        ));
+    }
+    for (counter, out, role) in counters {
+        stop_perf(counter)?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let counts: Vec<String> = parse_perf_stat_csv(&text)
+            .into_iter()
+            .map(|(event, n)| format!("{:.1} {event}", n as f64 / units))
+            .collect();
+        summary.push_str(&format!(
+            "  {role} per {unit}: {}\n",
+            if counts.is_empty() {
+                "no counters (perf stat failed)".to_string()
+            } else {
+                counts.join(", ")
+            }
         ));
     }
     for (recorder, data, role) in recorders {
@@ -146,17 +181,83 @@ fn stop_perf(mut recorder: ChildProcess) -> anyhow::Result<()> {
     anyhow::bail!("perf record did not stop within 10 s")
 }
 
+/// Software events counted per process: system calls, context switches, migrations.
+const COUNTED_EVENTS: &str = "raw_syscalls:sys_enter,context-switches,cpu-migrations";
+
+/// Three flat views: share per binary/library, the hottest symbols overall, and the hottest
+/// user-space symbols alone (where the proxy's own code shows up).
 fn flat_report(data: &Path, out: &Path) -> anyhow::Result<()> {
-    let output = Command::new("perf")
-        .args(["report", "--stdio", "--no-children", "-g", "none"])
-        .args(["--sort", "dso,symbol", "--percent-limit", "0.7", "-i"])
-        .arg(data)
-        .output()
-        .context("running perf report")?;
-    std::fs::write(out, &output.stdout).with_context(|| format!("writing {}", out.display()))?;
+    let mut text = String::new();
+    for (title, args) in [
+        ("share per binary", vec!["--sort", "dso"]),
+        (
+            "hottest symbols",
+            vec!["--sort", "dso,symbol", "--percent-limit", "0.7"],
+        ),
+        (
+            "hottest user-space symbols",
+            vec![
+                "--sort",
+                "dso,symbol",
+                "--dsos",
+                "tandem-proxy,haproxy,libc.so.6,libcrypto.so.3,libssl.so.3",
+                "--percent-limit",
+                "0.3",
+            ],
+        ),
+    ] {
+        let output = Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "-g", "none"])
+            .args(&args)
+            .arg("-i")
+            .arg(data)
+            .output()
+            .context("running perf report")?;
+        text.push_str(&format!("## {title}\n"));
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let line = line.trim_end().trim_end_matches('-').trim_end();
+            if !line.is_empty() && !line.starts_with('#') {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text.push('\n');
+    }
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
+}
+
+/// `perf stat -x ,` output: `count,unit,event,...` lines; comments and `<not counted>` skipped.
+fn parse_perf_stat_csv(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut fields = l.split(',');
+            let count = fields.next()?.trim().parse().ok()?;
+            let event = fields.nth(1)?.trim().to_string();
+            Some((event, count))
+        })
+        .collect()
 }
 
 fn slug(role: &str) -> String {
     role.replace(' ', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_perf_stat_csv() {
+        let text = "# started on Thu Nov 26\n\n123456,,raw_syscalls:sys_enter,8000000000,100.00,,\n\
+                    789,,context-switches,8000000000,100.00,,\n<not supported>,,cycles,0,100.00,,\n";
+        assert_eq!(
+            parse_perf_stat_csv(text),
+            vec![
+                ("raw_syscalls:sys_enter".to_string(), 123456),
+                ("context-switches".to_string(), 789)
+            ]
+        );
+    }
 }

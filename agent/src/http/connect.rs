@@ -20,15 +20,21 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let timeout = blocking::query_timeout(wait);
     let pem = req.path == "/v1/connect/ca/roots" && req.flag("pem").unwrap_or(false);
-    let (index, (body, chain)) = blocking::block_on_index(agent, index, timeout, |state| {
-        let ca = &state.ca;
-        let chain: String = ca
-            .roots()
-            .iter()
-            .map(|r| r.info().root_cert_pem.clone())
-            .collect();
-        (ca.roots_index(), (views::roots(ca), chain))
-    })
+    let (index, (body, chain)) = blocking::block_on_index(
+        agent,
+        index,
+        timeout,
+        |state| state.ca.roots_index(),
+        |state| {
+            let ca = &state.ca;
+            let chain: String = ca
+                .roots()
+                .iter()
+                .map(|r| r.info().root_cert_pem.clone())
+                .collect();
+            (ca.roots_index(), (views::roots(ca), chain))
+        },
+    )
     .await;
     if pem {
         return Ok(

@@ -35,19 +35,25 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
     let filter = req.param("filter").map(Filter::parse).transpose()?;
     let visible = acl::may_read(agent, req)?;
     let timeout = blocking::query_timeout(wait);
-    let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
-        let list = if visible {
-            state.intentions.list()
-        } else {
-            Vec::new()
-        };
-        let items = list
-            .iter()
-            .map(views::intention)
-            .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
-            .collect();
-        (state.intentions.table_index(), Value::Array(items))
-    })
+    let (index, body) = blocking::block_on_index(
+        agent,
+        index,
+        timeout,
+        |state| state.intentions.table_index(),
+        |state| {
+            let list = if visible {
+                state.intentions.list()
+            } else {
+                Vec::new()
+            };
+            let items = list
+                .iter()
+                .map(views::intention)
+                .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
+                .collect();
+            (state.intentions.table_index(), Value::Array(items))
+        },
+    )
     .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
 }
@@ -61,13 +67,19 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
             let (index, wait) = req.blocking()?;
             acl::require(agent, req, Access::IntentionsRead(&destination))?;
             let timeout = blocking::query_timeout(wait);
-            let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
-                let found = state
-                    .intentions
-                    .exact(&source, &destination)
-                    .map(views::intention);
-                (state.intentions.table_index(), found)
-            })
+            let (index, found) = blocking::block_on_index(
+                agent,
+                index,
+                timeout,
+                |state| state.intentions.table_index(),
+                |state| {
+                    let found = state
+                        .intentions
+                        .exact(&source, &destination)
+                        .map(views::intention);
+                    (state.intentions.table_index(), found)
+                },
+            )
             .await;
             match found {
                 Some(body) => Ok(Reply::json(req, &body).with_index(index)),
@@ -121,21 +133,27 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let visible = acl::may_read(agent, req)?;
     let timeout = blocking::query_timeout(wait);
-    let (index, body) = blocking::block_on_index(agent, index, timeout, |state| {
-        let mut out = serde_json::Map::new();
-        for (given, target) in &targets {
-            let list = if visible {
-                state.intentions.matching(by, target)
-            } else {
-                Vec::new()
-            };
-            out.insert(
-                given.clone(),
-                Value::Array(list.iter().map(views::intention).collect()),
-            );
-        }
-        (state.intentions.table_index(), Value::Object(out))
-    })
+    let (index, body) = blocking::block_on_index(
+        agent,
+        index,
+        timeout,
+        |state| state.intentions.table_index(),
+        |state| {
+            let mut out = serde_json::Map::new();
+            for (given, target) in &targets {
+                let list = if visible {
+                    state.intentions.matching(by, target)
+                } else {
+                    Vec::new()
+                };
+                out.insert(
+                    given.clone(),
+                    Value::Array(list.iter().map(views::intention).collect()),
+                );
+            }
+            (state.intentions.table_index(), Value::Object(out))
+        },
+    )
     .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
 }
@@ -180,10 +198,16 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
                 Access::IntentionsRead(destination.as_deref().unwrap_or("")),
             )?;
             let timeout = blocking::query_timeout(wait);
-            let (index, found) = blocking::block_on_index(agent, index, timeout, |state| {
-                let found = state.intentions.by_id(id).map(views::intention);
-                (state.intentions.table_index(), found)
-            })
+            let (index, found) = blocking::block_on_index(
+                agent,
+                index,
+                timeout,
+                |state| state.intentions.table_index(),
+                |state| {
+                    let found = state.intentions.by_id(id).map(views::intention);
+                    (state.intentions.table_index(), found)
+                },
+            )
             .await;
             match found {
                 Some(body) => Ok(Reply::json(req, &body).with_index(index)),
