@@ -240,6 +240,10 @@ fn parse_perf_stat_csv(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+fn slug(role: &str) -> String {
+    role.replace(' ', "-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,8 +260,4 @@ mod tests {
             ]
         );
     }
-}
-
-fn slug(role: &str) -> String {
-    role.replace(' ', "-")
 }
