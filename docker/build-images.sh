@@ -7,12 +7,14 @@
 # image of that name and never pulls).
 #
 # Usage: docker/build-images.sh [proxy] [injector] [http-echo] [curl]     (default: all four)
-# One `cargo build` for every binary asked for; rebuilding is cheap when nothing changed.
+# Any Rust image builds the same four binaries (tandem-agent too: the walkthrough runs it on the
+# host) in one `cargo build`: one set of packages means one feature resolution, so nothing is
+# compiled twice and a second run is a no-op.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-# shellcheck source=images.env
+# shellcheck source-path=SCRIPTDIR source=images.env
 . "$here/images.env"
 
 wanted=("$@")
@@ -24,9 +26,7 @@ die() { printf 'build-images: error: %s\n' "$*" >&2; exit 1; }
 packages=()
 for image in "${wanted[@]}"; do
   case $image in
-    proxy) packages+=(-p tandem-proxy) ;;
-    injector) packages+=(-p tandem-injector) ;;
-    http-echo) packages+=(-p http-echo) ;;
+    proxy | injector | http-echo) packages=(-p tandem-agent -p tandem-proxy -p tandem-injector -p http-echo) ;;
     curl) ;;
     *) die "unknown image \"$image\": expected proxy, injector, http-echo or curl" ;;
   esac

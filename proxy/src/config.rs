@@ -656,17 +656,19 @@ fn hostname() -> Option<String> {
 
 /// The first non-loopback IPv4 address of this host, read from the kernel's routing trie.
 fn first_non_loopback_ipv4() -> Option<IpAddr> {
-    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    parse_fib_trie(&std::fs::read_to_string("/proc/net/fib_trie").ok()?)
+}
+
+/// In `/proc/net/fib_trie`, a local address is a `|-- <addr>` line followed by `/32 host LOCAL`.
+fn parse_fib_trie(trie: &str) -> Option<IpAddr> {
     let mut last_addr: Option<Ipv4Addr> = None;
     for line in trie.lines() {
         let t = line.trim_start_matches([' ', '|', '-', '+']).trim();
         if let Ok(addr) = t.parse::<Ipv4Addr>() {
             last_addr = Some(addr);
         } else if t.contains("/32 host LOCAL") {
-            if let Some(addr) = last_addr {
-                if !addr.is_loopback() {
-                    return Some(IpAddr::V4(addr));
-                }
+            if let Some(addr) = last_addr.filter(|a| !a.is_loopback()) {
+                return Some(IpAddr::V4(addr));
             }
         }
     }
@@ -732,6 +734,16 @@ mod tests {
         assert!(err.contains("\"db:x\""), "{err}");
         assert!(err.contains("auth is listed twice"), "{err}");
         assert!(err.contains("port 1 is already used"), "{err}");
+    }
+
+    #[test]
+    fn advertise_address_comes_from_the_routing_trie() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+                    \x20    +-- 127.0.0.0/8 2 0 2\n        |-- 127.0.0.1\n           /32 host LOCAL\n\
+                    \x20    +-- 10.0.2.0/24 2 0 2\n        |-- 10.0.2.0\n           /32 link BROADCAST\n\
+                    \x20          /24 link UNICAST\n        |-- 10.0.2.15\n           /32 host LOCAL\n";
+        assert_eq!(parse_fib_trie(trie), Some("10.0.2.15".parse().unwrap()));
+        assert_eq!(parse_fib_trie("|-- 127.0.0.1\n   /32 host LOCAL\n"), None);
     }
 
     #[test]

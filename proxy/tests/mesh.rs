@@ -234,3 +234,43 @@ async fn default_deny_from_the_agent_header_and_an_allow_intention() {
     client.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_passes_through_the_pair() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An app that answers only after the caller has finished sending (like `nc -q` or a
+    // request/response protocol framed by EOF).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                if s.read_to_end(&mut request).await.is_ok() {
+                    let _ = s
+                        .write_all(format!("got {} bytes", request.len()).as_bytes())
+                        .await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    let agent = agent(true).await;
+    let url = agent.url();
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let mut s = tokio::net::TcpStream::connect(client.upstream_addr("static-server").unwrap())
+        .await
+        .unwrap();
+    s.write_all(&[7u8; 100_000]).await.unwrap();
+    s.shutdown().await.unwrap(); // half-close: we are done sending, still reading
+    let mut reply = String::new();
+    tokio::time::timeout(DEADLINE, s.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, "got 100000 bytes");
+    server.shutdown().await;
+    client.shutdown().await;
+    agent.shutdown().await;
+}
