@@ -18,7 +18,7 @@
 # Environment: TANDEM_WALKTHROUGH_DIR (temp files, default /tmp/tandem-walkthrough),
 # TANDEM_AGENT_PORT (default 8500, where the injected proxies look for the agent),
 # TANDEM_WAIT_SECONDS (deadline for each wait, default 60). Needs root (podman, apt-get).
-set -euo pipefail
+set -Eeuo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -58,6 +58,9 @@ note() { printf '  %s\n' "$*"; }
 cmd() { printf '$ %s\n' "$*"; }
 ok() { printf '  ✓ %s\n' "$*"; }
 
+# Our binaries colour their logs even into files; diagnostics are read as plain text.
+plain() { sed 's/\x1b\[[0-9;]*m//g'; }
+
 # Prints the logs of the pods named (all their containers), of the agent and of the injector.
 diagnose() {
   local pod name
@@ -65,12 +68,12 @@ diagnose() {
     for name in $(podman ps -a --filter "pod=$pod" --format '{{.Names}}' 2>/dev/null | grep -v -- '-infra$' || true); do
       printf '\n----- podman logs %s (%s) -----\n' "$name" \
         "$(podman inspect --format 'state {{.State.Status}}, exit {{.State.ExitCode}}, restarts {{.RestartCount}}' "$name" 2>/dev/null || echo gone)"
-      podman logs --tail 60 "$name" 2>&1 || true
+      podman logs --tail 60 "$name" 2>&1 | plain || true
     done
   done
   if [ -f "$state/agent.log" ]; then
     printf '\n----- tandem-agent (%s, last 40 lines) -----\n' "$state/agent.log"
-    tail -n 40 "$state/agent.log" || true
+    tail -n 40 "$state/agent.log" | plain || true
     if [ -n "${agent_url:-}" ]; then
       printf '\n----- agent services (GET %s/v1/agent/services) -----\n' "$agent_url"
       curl -s --max-time 5 "$agent_url/v1/agent/services" || true
@@ -79,13 +82,15 @@ diagnose() {
   fi
   if podman container exists "$injector_name" 2>/dev/null; then
     printf '\n----- podman logs %s (last 40 lines) -----\n' "$injector_name"
-    podman logs --tail 40 "$injector_name" 2>&1 || true
+    podman logs --tail 40 "$injector_name" 2>&1 | plain || true
   fi
 }
 
 # A step that the rest depends on failed: stop here, whatever the mode.
+reported=''
 die() {
   local message=$1; shift
+  reported=yes
   printf '\n  ✗ %s\n' "$message" >&2
   diagnose "$@" >&2
   printf '\nwalkthrough: FAILED after %ss: %s\n' "$(($(date +%s) - started_at))" "$message" >&2
@@ -130,15 +135,23 @@ our_pid() {
 
 down() {
   local pod pid
+  local err
+  # (podman warns when a shell that ignores SIGTERM, like static-client's, needs a SIGKILL)
   for pod in "${pods[@]}"; do
     if podman pod exists "$pod" 2>/dev/null; then
-      podman pod rm --force --time 2 "$pod" >/dev/null
-      note "removed pod $pod"
+      if err=$(podman pod rm --force --time 2 "$pod" 2>&1 >/dev/null); then
+        note "removed pod $pod"
+      else
+        note "could not remove pod $pod: $err"
+      fi
     fi
   done
   if podman container exists "$injector_name" 2>/dev/null; then
-    podman rm --force --time 2 "$injector_name" >/dev/null
-    note "removed container $injector_name"
+    if err=$(podman rm --force --time 2 "$injector_name" 2>&1 >/dev/null); then
+      note "removed container $injector_name"
+    else
+      note "could not remove container $injector_name: $err"
+    fi
   fi
   if pid=$(our_pid "$state/agent.pid" "tandem-agent dev"); then
     kill "$pid"
@@ -161,6 +174,18 @@ if [ "$mode" = down ]; then
   note "done (images are kept: podman images | grep -E 'tandem|http-echo|curl')"
   exit 0
 fi
+
+# Anything that fails outside an explicit check still says where, and shows the logs.
+trap 'failed_line=$LINENO failed_command=$BASH_COMMAND' ERR
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -z "$reported" ]; then
+    printf '\nwalkthrough: stopped unexpectedly (exit %s) at line %s: %s\n' \
+      "$rc" "${failed_line:-?}" "${failed_command:-?}" >&2
+    diagnose "${pods[@]}" >&2
+  fi
+}
+trap on_exit EXIT
 
 # ---------------------------------------------------------------------------------------------
 # 0. This machine: podman, the binaries, the images
@@ -319,8 +344,8 @@ admit_and_play static-client
 say "Verifying the Installation"
 cmd "kubectl get pod static-server -o yaml"
 note "(here: the pod podman runs, and the injected YAML in $state/review/static-server.injected.yaml)"
-podman ps -a --filter pod=static-server --format '  {{.Names}}\t{{.Image}}\t{{.Status}}' | grep -v -- '-infra'
-containers=$(podman pod inspect static-server | jq -r '[.Containers[].Name] | join(" ")')
+podman ps -a --filter pod=static-server --format '  {{.Names}}\t{{.Image}}\t{{.Status}}' | grep -v -- '-infra' || true
+containers=$(podman pod inspect static-server | jq -r '[.Containers[].Name] | join(" ")' || true)
 status=$(podman inspect --format '{{index .Config.Annotations "consul.hashicorp.com/connect-inject-status"}}' \
   static-server-static-server 2>/dev/null || true)
 note "annotation consul.hashicorp.com/connect-inject-status: ${status:-<none>}"
@@ -356,7 +381,8 @@ pod_snapshot() {
   local pod name
   for pod in "${pods[@]}"; do
     for name in $(podman ps -a --filter "pod=$pod" --format '{{.Names}}' | sort); do
-      podman inspect --format '{{.Name}} {{.Id}} restarts={{.RestartCount}} started={{.State.StartedAt}}' "$name"
+      podman inspect --format '{{.Name}} {{.Id}} restarts={{.RestartCount}} started={{.State.StartedAt}}' \
+        "$name" 2>/dev/null || echo "$name gone"
     done
   done
 }
@@ -446,6 +472,7 @@ note "the AdmissionReviews, answers, patches and played pods: $state/review/"
 note "docker/walkthrough.sh --down    removes it all"
 echo
 if [ "$failures" -gt 0 ]; then
+  reported=yes
   printf 'walkthrough: %s expectation(s) not met (%ss)\n' "$failures" "$elapsed" >&2
   exit 1
 fi
