@@ -85,8 +85,9 @@ async fn every_connection_ends_with_one_access_line() {
     })
     .await;
 
-    wait_for("access lines on both sides", || async {
-        mesh_lines("inbound").len() >= 2 && mesh_lines("outbound").len() >= 2
+    wait_for("the denied connection's lines on both sides", || async {
+        mesh_lines("inbound").iter().any(|l| l["end"] == "denied")
+            && mesh_lines("outbound").len() >= 2
     })
     .await;
 
