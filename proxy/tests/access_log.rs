@@ -84,6 +84,12 @@ async fn every_connection_ends_with_one_access_line() {
             .is_empty()
     })
     .await;
+    // That empty reply may have been an allowed connection closed by the change (`revoked`);
+    // the server now has the deny, so the next one is refused at once (`denied`).
+    assert_eq!(
+        get(client.upstream_addr("static-server").unwrap()).await,
+        ""
+    );
 
     wait_for("the denied connection's lines on both sides", || async {
         mesh_lines("inbound").iter().any(|l| l["end"] == "denied")
