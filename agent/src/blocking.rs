@@ -40,27 +40,27 @@ pub fn leaf_timeout(wait: Option<Duration>) -> Duration {
     }
 }
 
-/// Waits until `index_of` passes `min_index` (absent or 0: at once) or the timeout passes, then
-/// evaluates `query` once and returns its result and index (never 0). Only the cheap index is
-/// recomputed on every wake-up.
+/// Waits until `index_of` passes `min_index` (absent or 0: at once) or the [`query_timeout`] for
+/// `wait` passes, then evaluates `query` once and returns its result with the index at that
+/// moment (never 0). Only the cheap index is recomputed on every wake-up.
 pub async fn block_on_index<T>(
     agent: &Agent,
     min_index: Option<u64>,
-    timeout: Duration,
+    wait: Option<Duration>,
     index_of: impl Fn(&State) -> u64,
-    query: impl FnOnce(&State) -> (u64, T),
+    query: impl FnOnce(&State) -> T,
 ) -> (u64, T) {
     let min = min_index.unwrap_or(0);
     if min != 0 {
         block_until(
             agent,
-            timeout,
+            query_timeout(wait),
             |state| index_of(state),
             |index| *index > min,
         )
         .await;
     }
-    let (index, value) = agent.read(query);
+    let (index, value) = agent.read(|state| (index_of(state), query(state)));
     (index.max(1), value)
 }
 

@@ -68,7 +68,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         .context("building the tokio runtime")?;
     std::fs::create_dir_all(&opts.work_dir)
         .with_context(|| format!("creating {}", opts.work_dir.display()))?;
-    let machine = machine::describe();
+    let mut machine = machine::describe();
     let settings = Settings::for_run(opts.quick, machine.nofile_limit);
     let versions = versions();
     let bins = Binaries::locate(opts.build)?;
@@ -147,6 +147,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         Duration::from_secs_f64(settings.injector_seconds),
     ));
 
+    machine.load_average_end = machine::load_average();
     Ok(Report {
         date: machine::utc_now(),
         quick: opts.quick,

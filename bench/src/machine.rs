@@ -22,7 +22,19 @@ pub fn describe() -> Machine {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         mem_total_mb,
         nofile_limit: nofile_limit(),
+        load_average_start: load_average(),
+        load_average_end: String::new(),
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The soft open-files limit of this process (children inherit it).

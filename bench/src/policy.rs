@@ -15,6 +15,10 @@ use crate::tandem::TandemPair;
 const TRY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between probes, so probing does not starve the proxies of the 2 cores.
 const PROBE_INTERVAL: Duration = Duration::from_micros(500);
+/// Quiet time between re-allowing and the next deny. The proxy spaces consecutive answers of a
+/// watch at least 20 ms apart (`proxy/src/watcher.rs` `MIN_SPACING`); a deny written right
+/// after the allow would measure that spacing, not propagation.
+const SETTLE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Propagation {
@@ -45,6 +49,7 @@ pub fn measure(pair: &TandemPair, tries: usize) -> anyhow::Result<PolicyResult> 
         wait_until(target, true).map_err(|e| e.context(format!("try {i}: re-allowing")))?;
         let mut open = echo_connection(target)?;
         round_trip(&mut open, &[1u8; MESSAGE_SIZE])?;
+        std::thread::sleep(SETTLE);
 
         let t0 = Instant::now();
         pair.set_intention("deny")?;

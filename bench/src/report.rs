@@ -31,6 +31,10 @@ pub struct Machine {
     pub kernel: String,
     pub mem_total_mb: u64,
     pub nofile_limit: u64,
+    /// `/proc/loadavg` (1, 5, 15 minutes) when the run started and when it ended: other work
+    /// on the machine during the run.
+    pub load_average_start: String,
+    pub load_average_end: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,6 +183,23 @@ impl Report {
                     0,
                 ));
             }
+            let service_p99 = |s: &SubjectReport| at(s).map(|r| r.service.p99_us);
+            rows.push(Row::new(
+                format!("{k} rps: p99 from actual send (µs)"),
+                per(&service_p99),
+                0,
+            ));
+            let direct = subjects[0].and_then(service_p99);
+            rows.push(Row::new(
+                format!("{k} rps: added p99 from actual send (µs)"),
+                per(&|s| Some(service_p99(s)? - direct?)),
+                0,
+            ));
+            rows.push(Row::new(
+                format!("{k} rps: generator wake-up lag p99 (µs)"),
+                per(&|s| at(s).map(|r| r.send_lag.p99_us)),
+                0,
+            ));
             rows.push(Row::new(
                 format!("{k} rps: achieved rps"),
                 per(&|s| at(s).map(|r| r.achieved_rps)),
@@ -311,8 +332,9 @@ impl Report {
         let mut out = String::new();
         out.push_str(&format!(
             "Run of {date}{quick}. Machine: {cpu}, {nproc} cores (`nproc`), {mem} MB RAM, \
-             Linux {kernel}, open-files limit {nofile}. Tandem {tv} (commit `{commit}`), \
-             {haproxy}, {rustc}.\n\n",
+             Linux {kernel}, open-files limit {nofile}; load average {la0} at the start, {la1} \
+             at the end (other engineers' builds share the cores). Tandem {tv} (commit \
+             `{commit}`), {haproxy}, {rustc}.\n\n",
             date = self.date,
             quick = if self.quick { " (`--quick`)" } else { "" },
             cpu = m.cpu_model,
@@ -320,6 +342,8 @@ impl Report {
             mem = m.mem_total_mb,
             kernel = m.kernel,
             nofile = m.nofile_limit,
+            la0 = m.load_average_start,
+            la1 = m.load_average_end,
             tv = v.tandem,
             commit = v.git_commit,
             haproxy = v.haproxy,
@@ -551,6 +575,8 @@ mod tests {
                 kernel: "6.1".into(),
                 mem_total_mb: 24000,
                 nofile_limit: 20000,
+                load_average_start: "1.00 0.50 0.20".into(),
+                load_average_end: "2.00 1.00 0.40".into(),
             },
             versions: Versions {
                 tandem: "0.1.0".into(),

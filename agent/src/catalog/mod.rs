@@ -107,25 +107,20 @@ impl Catalog {
             .filter(move |c| c.service_id == service_id)
     }
 
-    /// Instances named `name` (case-insensitive, as Consul's catalog indexes are).
-    pub fn instances(&self, name: &str) -> Vec<&ServiceEntry> {
-        self.services
-            .values()
-            .filter(|e| e.service.name.eq_ignore_ascii_case(name))
-            .collect()
-    }
-
-    /// Mesh endpoints for `name`: its connect proxies and Connect-native instances.
-    pub fn connect_instances(&self, name: &str) -> Vec<&ServiceEntry> {
+    /// Instances named `name` (case-insensitive, as Consul's catalog indexes are) or, with
+    /// `connect`, the mesh endpoints for `name`: its connect proxies and Connect-native
+    /// instances.
+    pub fn instances(&self, name: &str, connect: bool) -> Vec<&ServiceEntry> {
         self.services
             .values()
             .filter(|e| {
-                (e.service.is_proxy()
-                    && e.service
-                        .proxy
-                        .destination_service_name
-                        .eq_ignore_ascii_case(name))
-                    || (e.service.native && e.service.name.eq_ignore_ascii_case(name))
+                let s = &e.service;
+                if connect {
+                    (s.is_proxy() && s.proxy.destination_service_name.eq_ignore_ascii_case(name))
+                        || (s.native && s.name.eq_ignore_ascii_case(name))
+                } else {
+                    s.name.eq_ignore_ascii_case(name)
+                }
             })
             .collect()
     }

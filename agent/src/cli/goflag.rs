@@ -103,6 +103,15 @@ impl Parsed {
             self.value("token-file"),
         )
     }
+
+    /// [`Parsed::client`], or the consul CLI's complaint on `err` and `Err(failure)` (the
+    /// command's exit code).
+    pub fn client_or_report(&self, failure: i32, err: &mut dyn Write) -> Result<ConsulClient, i32> {
+        self.client().map_err(|e| {
+            let _ = writeln!(err, "Error connecting to Consul agent: {e}");
+            failure
+        })
+    }
 }
 
 /// Parses flags or prints Go's complaint and the usage; `Err(code)` ends the command.

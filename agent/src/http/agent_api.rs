@@ -112,12 +112,7 @@ fn start_runners(agent: &Arc<Agent>, new_checks: NewChecks) {
 }
 
 pub fn deregister(agent: &Agent, req: &Request, id: &str) -> Result {
-    let name = agent.read(|s| s.catalog.service(id).map(|e| e.service.name.clone()));
-    acl::require(
-        agent,
-        req,
-        Access::ServiceWrite(name.as_deref().unwrap_or(id)),
-    )?;
+    acl::require(agent, req, Access::ServiceWrite(&acl_name(agent, id)))?;
     agent.write(|state, tx| state.catalog.deregister(id, tx))?;
     Ok(Reply::empty())
 }
@@ -143,12 +138,7 @@ pub fn services(agent: &Agent, req: &Request) -> Result {
 /// `GET /v1/agent/service/:id`, hash-blocking on `?hash=`.
 pub async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
     let (_, wait) = req.blocking()?;
-    let name = agent.read(|s| s.catalog.service(id).map(|e| e.service.name.clone()));
-    acl::require(
-        agent,
-        req,
-        Access::ServiceRead(name.as_deref().unwrap_or(id)),
-    )?;
+    acl::require(agent, req, Access::ServiceRead(&acl_name(agent, id)))?;
     let dc = agent.settings.datacenter.clone();
     let query = |state: &crate::state::State| {
         state.catalog.service(id).map(|entry| {
@@ -171,6 +161,13 @@ pub async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
         Some((body, hash)) => Ok(Reply::json(req, &body).header("X-Consul-ContentHash", hash)),
         None => Err(ApiError::new(404, format!("unknown service ID: {id}"))),
     }
+}
+
+/// The ACL resource of service ID `id`: its service name when registered, else the ID.
+fn acl_name(agent: &Agent, id: &str) -> String {
+    agent
+        .read(|s| s.catalog.service(id).map(|e| e.service.name.clone()))
+        .unwrap_or_else(|| id.to_string())
 }
 
 fn content_hash(value: &Value) -> String {

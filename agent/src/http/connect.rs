@@ -18,12 +18,11 @@ use crate::state::Agent;
 /// `GET /v1/agent/connect/ca/roots` and `GET /v1/connect/ca/roots[?pem=true]`.
 pub async fn roots(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
-    let timeout = blocking::query_timeout(wait);
     let pem = req.path == "/v1/connect/ca/roots" && req.flag("pem").unwrap_or(false);
     let (index, (body, chain)) = blocking::block_on_index(
         agent,
         index,
-        timeout,
+        wait,
         |state| state.ca.roots_index(),
         |state| {
             let ca = &state.ca;
@@ -32,7 +31,7 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
                 .iter()
                 .map(|r| r.info().root_cert_pem.clone())
                 .collect();
-            (ca.roots_index(), (views::roots(ca), chain))
+            (views::roots(ca), chain)
         },
     )
     .await;

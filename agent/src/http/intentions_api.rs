@@ -1,5 +1,7 @@
 //! `/v1/connect/intentions[...]`: list, legacy ID CRUD, `exact`, `match` and `check`.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::acl::{self, Access};
@@ -7,8 +9,8 @@ use super::agent_api::filtered;
 use super::views::{self, Obj};
 use super::{ApiError, Reply, Request, Result};
 use crate::blocking;
-use crate::intentions::{parse_target, IntentionInput, MatchBy};
-use crate::state::Agent;
+use crate::intentions::{parse_target, Intention, IntentionInput, MatchBy};
+use crate::state::{Agent, State};
 
 fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
     match req.params(name).as_slice() {
@@ -23,10 +25,7 @@ fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
 /// `GET` (list, blocking) and legacy `POST` (create) on `/v1/connect/intentions`.
 pub async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
-        let body = req
-            .json()
-            .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
-        let input = IntentionInput::decode(&body)?;
+        let input = decode(req)?;
         acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
         let id = agent.write(|state, tx| state.intentions.create_legacy(input, tx))?;
         return Ok(Reply::json(req, &Obj::new().put("ID", id).build()));
@@ -34,26 +33,19 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let filter = req.param("filter").map(Filter::parse).transpose()?;
     let visible = acl::may_read(agent, req)?;
-    let timeout = blocking::query_timeout(wait);
-    let (index, body) = blocking::block_on_index(
-        agent,
-        index,
-        timeout,
-        |state| state.intentions.table_index(),
-        |state| {
-            let list = if visible {
-                state.intentions.list()
-            } else {
-                Vec::new()
-            };
-            let items = list
-                .iter()
-                .map(views::intention)
-                .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
-                .collect();
-            (state.intentions.table_index(), Value::Array(items))
-        },
-    )
+    let (index, body) = block_on_intentions(agent, index, wait, |state| {
+        let list = if visible {
+            state.intentions.list()
+        } else {
+            Vec::new()
+        };
+        let items = list
+            .iter()
+            .map(views::intention)
+            .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
+            .collect();
+        Value::Array(items)
+    })
     .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
 }
@@ -66,31 +58,13 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
         "GET" => {
             let (index, wait) = req.blocking()?;
             acl::require(agent, req, Access::IntentionsRead(&destination))?;
-            let timeout = blocking::query_timeout(wait);
-            let (index, found) = blocking::block_on_index(
-                agent,
-                index,
-                timeout,
-                |state| state.intentions.table_index(),
-                |state| {
-                    let found = state
-                        .intentions
-                        .exact(&source, &destination)
-                        .map(views::intention);
-                    (state.intentions.table_index(), found)
-                },
-            )
-            .await;
-            match found {
-                Some(body) => Ok(Reply::json(req, &body).with_index(index)),
-                None => Err(ApiError::new(404, "Intention not found")),
-            }
+            one_intention(agent, req, index, wait, |state| {
+                state.intentions.exact(&source, &destination)
+            })
+            .await
         }
         "PUT" => {
-            let body = req
-                .json()
-                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
-            let input = IntentionInput::decode(&body)?;
+            let input = decode(req)?;
             acl::require(agent, req, Access::IntentionsWrite(&destination))?;
             agent.write(|state, tx| {
                 state
@@ -132,28 +106,21 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let (index, wait) = req.blocking()?;
     let visible = acl::may_read(agent, req)?;
-    let timeout = blocking::query_timeout(wait);
-    let (index, body) = blocking::block_on_index(
-        agent,
-        index,
-        timeout,
-        |state| state.intentions.table_index(),
-        |state| {
-            let mut out = serde_json::Map::new();
-            for (given, target) in &targets {
-                let list = if visible {
-                    state.intentions.matching(by, target)
-                } else {
-                    Vec::new()
-                };
-                out.insert(
-                    given.clone(),
-                    Value::Array(list.iter().map(views::intention).collect()),
-                );
-            }
-            (state.intentions.table_index(), Value::Object(out))
-        },
-    )
+    let (index, body) = block_on_intentions(agent, index, wait, |state| {
+        let mut out = serde_json::Map::new();
+        for (given, target) in &targets {
+            let list = if visible {
+                state.intentions.matching(by, target)
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                given.clone(),
+                Value::Array(list.iter().map(views::intention).collect()),
+            );
+        }
+        Value::Object(out)
+    })
     .await;
     Ok(filtered(Reply::json(req, &body).with_index(index), visible))
 }
@@ -197,28 +164,10 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
                 req,
                 Access::IntentionsRead(destination.as_deref().unwrap_or("")),
             )?;
-            let timeout = blocking::query_timeout(wait);
-            let (index, found) = blocking::block_on_index(
-                agent,
-                index,
-                timeout,
-                |state| state.intentions.table_index(),
-                |state| {
-                    let found = state.intentions.by_id(id).map(views::intention);
-                    (state.intentions.table_index(), found)
-                },
-            )
-            .await;
-            match found {
-                Some(body) => Ok(Reply::json(req, &body).with_index(index)),
-                None => Err(ApiError::new(404, "Intention not found")),
-            }
+            one_intention(agent, req, index, wait, |state| state.intentions.by_id(id)).await
         }
         "PUT" => {
-            let body = req
-                .json()
-                .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
-            let input = IntentionInput::decode(&body)?;
+            let input = decode(req)?;
             acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
             agent.write(|state, tx| state.intentions.update_legacy(id, input, tx))?;
             Ok(Reply::json(req, &Obj::new().put("ID", id).build()))
@@ -232,6 +181,44 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
             agent.write(|state, tx| state.intentions.delete_legacy(id, tx))?;
             Ok(Reply::json(req, &Value::Bool(true)))
         }
+    }
+}
+
+/// A blocking query on the intentions table.
+async fn block_on_intentions<T>(
+    agent: &Agent,
+    index: Option<u64>,
+    wait: Option<Duration>,
+    query: impl FnOnce(&State) -> T,
+) -> (u64, T) {
+    let table_index = |state: &State| state.intentions.table_index();
+    blocking::block_on_index(agent, index, wait, table_index, query).await
+}
+
+/// The request body as an intention (create and update alike).
+fn decode(req: &Request) -> Result<IntentionInput> {
+    let body = req
+        .json()
+        .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
+    Ok(IntentionInput::decode(&body)?)
+}
+
+/// A blocking `GET` of the intention `find` picks (by ID or by source and destination); 404
+/// when there is none.
+async fn one_intention(
+    agent: &Agent,
+    req: &Request,
+    index: Option<u64>,
+    wait: Option<Duration>,
+    find: impl FnOnce(&State) -> Option<&Intention>,
+) -> Result {
+    let (index, found) = block_on_intentions(agent, index, wait, |state| {
+        find(state).map(views::intention)
+    })
+    .await;
+    match found {
+        Some(body) => Ok(Reply::json(req, &body).with_index(index)),
+        None => Err(ApiError::new(404, "Intention not found")),
     }
 }
 

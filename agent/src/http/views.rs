@@ -70,29 +70,46 @@ fn string_map(map: &std::collections::BTreeMap<String, String>) -> Value {
     )
 }
 
+/// The node fields `structs.Node` and `structs.ServiceNode` start with, in the same order.
+fn node_fields(obj: Obj, node: &Node) -> Obj {
+    obj.put("ID", node.id.as_str())
+        .put("Node", node.name.as_str())
+        .put("Address", node.address.as_str())
+        .put("Datacenter", node.datacenter.as_str())
+        .put("TaggedAddresses", node_tagged_addresses(node))
+}
+
+/// A node's tagged addresses: the dev agent has one address for LAN and WAN alike.
+fn node_tagged_addresses(node: &Node) -> Value {
+    Obj::new()
+        .put("lan", node.address.as_str())
+        .put("lan_ipv4", node.address.as_str())
+        .put("wan", node.address.as_str())
+        .put("wan_ipv4", node.address.as_str())
+        .build()
+}
+
+/// The node meta Consul sets on every agent's node.
+fn node_meta() -> Value {
+    Obj::new()
+        .put("consul-network-segment", "")
+        .put("consul-version", CONSUL_VERSION)
+        .build()
+}
+
+/// A service's `Weights`; `serde_json` cannot fail on this plain struct.
+fn weights(service: &Service) -> Value {
+    serde_json::to_value(service.weights).unwrap_or(Value::Null)
+}
+
 fn mesh_gateway(mode: &str) -> Value {
     Obj::new().put_str("Mode", mode).build()
 }
 
 /// `structs.Node`.
 pub fn node(node: &Node) -> Value {
-    let tagged = Obj::new()
-        .put("lan", node.address.as_str())
-        .put("lan_ipv4", node.address.as_str())
-        .put("wan", node.address.as_str())
-        .put("wan_ipv4", node.address.as_str())
-        .build();
-    let meta = Obj::new()
-        .put("consul-network-segment", "")
-        .put("consul-version", CONSUL_VERSION)
-        .build();
-    Obj::new()
-        .put("ID", node.id.as_str())
-        .put("Node", node.name.as_str())
-        .put("Address", node.address.as_str())
-        .put("Datacenter", node.datacenter.as_str())
-        .put("TaggedAddresses", tagged)
-        .put("Meta", meta)
+    node_fields(Obj::new(), node)
+        .put("Meta", node_meta())
         .put("CreateIndex", node.create_index)
         .put("ModifyIndex", node.modify_index)
         .build()
@@ -121,17 +138,33 @@ fn tagged_addresses(service: &Service) -> Option<Value> {
 
 /// `structs.ConnectProxyConfig` (its custom MarshalJSON order).
 pub fn proxy(proxy: &Proxy) -> Value {
-    let upstreams = (!proxy.upstreams.is_empty())
-        .then(|| Value::Array(proxy.upstreams.iter().map(upstream).collect()));
-    Obj::new()
-        .put_opt("TransparentProxy", proxy.transparent_proxy.clone())
-        .put_str("DestinationServiceName", &proxy.destination_service_name)
+    let obj = Obj::new().put_opt("TransparentProxy", proxy.transparent_proxy.clone());
+    let obj = local_service(obj, proxy).put("Mode", proxy.mode.as_str());
+    proxy_tail(obj, proxy, upstream)
+}
+
+/// `api.AgentServiceConnectProxyConfig`.
+fn api_proxy(proxy: &Proxy) -> Value {
+    let obj = local_service(Obj::new(), proxy)
+        .put_str("Mode", &proxy.mode)
+        .put_opt("TransparentProxy", proxy.transparent_proxy.clone());
+    proxy_tail(obj, proxy, api_upstream)
+}
+
+/// The proxy fields both proxy views start with, in the same order.
+fn local_service(obj: Obj, proxy: &Proxy) -> Obj {
+    obj.put_str("DestinationServiceName", &proxy.destination_service_name)
         .put_str("DestinationServiceID", &proxy.destination_service_id)
         .put_str("LocalServiceAddress", &proxy.local_service_address)
         .put_num("LocalServicePort", proxy.local_service_port)
         .put_str("LocalServiceSocketPath", &proxy.local_service_socket_path)
-        .put("Mode", proxy.mode.as_str())
-        .put_opt("Config", proxy.config.clone())
+}
+
+/// The proxy fields both proxy views end with, upstreams in the view's own shape.
+fn proxy_tail(obj: Obj, proxy: &Proxy, upstream_view: fn(&Upstream) -> Value) -> Value {
+    let upstreams = (!proxy.upstreams.is_empty())
+        .then(|| Value::Array(proxy.upstreams.iter().map(upstream_view).collect()));
+    obj.put_opt("Config", proxy.config.clone())
         .put_opt("Upstreams", upstreams)
         .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
         .put(
@@ -143,36 +176,31 @@ pub fn proxy(proxy: &Proxy) -> Value {
 
 /// `structs.Upstream`.
 pub fn upstream(u: &Upstream) -> Value {
-    Obj::new()
+    let obj = Obj::new()
         .put("DestinationType", u.destination_type.as_str())
         .put_str("DestinationNamespace", &u.destination_namespace)
         .put_str("DestinationPartition", &u.destination_partition)
         .put_str("DestinationPeer", &u.destination_peer)
         .put("DestinationName", u.destination_name.as_str())
-        .put("Datacenter", u.datacenter.as_str())
-        .put_str("LocalBindAddress", &u.local_bind_address)
-        .put_num("LocalBindPort", u.local_bind_port)
-        .put_str("LocalBindSocketPath", &u.local_bind_socket_path)
-        .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
-        .put_opt("Config", u.config.clone())
-        .put("MeshGateway", mesh_gateway(&u.mesh_gateway_mode))
-        .put_opt(
-            "CentrallyConfigured",
-            u.centrally_configured.then_some(Value::Bool(true)),
-        )
-        .build()
+        .put("Datacenter", u.datacenter.as_str());
+    local_bind(obj, u)
 }
 
-/// `api.Upstream` (what the agent endpoints return).
+/// `api.Upstream` (what the agent endpoints return): other omitempty rules and order in front.
 fn api_upstream(u: &Upstream) -> Value {
-    Obj::new()
+    let obj = Obj::new()
         .put_str("DestinationType", &u.destination_type)
         .put_str("DestinationPartition", &u.destination_partition)
         .put_str("DestinationNamespace", &u.destination_namespace)
         .put_str("DestinationPeer", &u.destination_peer)
         .put("DestinationName", u.destination_name.as_str())
-        .put_str("Datacenter", &u.datacenter)
-        .put_str("LocalBindAddress", &u.local_bind_address)
+        .put_str("Datacenter", &u.datacenter);
+    local_bind(obj, u)
+}
+
+/// The upstream fields both upstream views end with, in the same order.
+fn local_bind(obj: Obj, u: &Upstream) -> Value {
+    obj.put_str("LocalBindAddress", &u.local_bind_address)
         .put_num("LocalBindPort", u.local_bind_port)
         .put_str("LocalBindSocketPath", &u.local_bind_socket_path)
         .put_str("LocalBindSocketMode", &u.local_bind_socket_mode)
@@ -181,28 +209,6 @@ fn api_upstream(u: &Upstream) -> Value {
         .put_opt(
             "CentrallyConfigured",
             u.centrally_configured.then_some(Value::Bool(true)),
-        )
-        .build()
-}
-
-/// `api.AgentServiceConnectProxyConfig`.
-fn api_proxy(proxy: &Proxy) -> Value {
-    let upstreams = (!proxy.upstreams.is_empty())
-        .then(|| Value::Array(proxy.upstreams.iter().map(api_upstream).collect()));
-    Obj::new()
-        .put_str("DestinationServiceName", &proxy.destination_service_name)
-        .put_str("DestinationServiceID", &proxy.destination_service_id)
-        .put_str("LocalServiceAddress", &proxy.local_service_address)
-        .put_num("LocalServicePort", proxy.local_service_port)
-        .put_str("LocalServiceSocketPath", &proxy.local_service_socket_path)
-        .put_str("Mode", &proxy.mode)
-        .put_opt("TransparentProxy", proxy.transparent_proxy.clone())
-        .put_opt("Config", proxy.config.clone())
-        .put_opt("Upstreams", upstreams)
-        .put("MeshGateway", mesh_gateway(&proxy.mesh_gateway_mode))
-        .put(
-            "Expose",
-            proxy.expose.clone().unwrap_or_else(|| Obj::new().build()),
         )
         .build()
 }
@@ -228,10 +234,7 @@ pub fn node_service(entry: &ServiceEntry) -> Value {
         .put("Meta", s.meta.as_ref().map_or(Value::Null, string_map))
         .put_num("Port", s.port)
         .put_str("SocketPath", &s.socket_path)
-        .put(
-            "Weights",
-            serde_json::to_value(s.weights).unwrap_or(Value::Null),
-        )
+        .put("Weights", weights(s))
         .put("EnableTagOverride", s.enable_tag_override)
         .put("Proxy", proxy(&s.proxy))
         .put("Connect", connect(s))
@@ -259,10 +262,7 @@ pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Optio
         .put("Address", s.address.as_str())
         .put_str("SocketPath", &s.socket_path)
         .put_opt("TaggedAddresses", tagged_addresses(s))
-        .put(
-            "Weights",
-            serde_json::to_value(s.weights).unwrap_or(Value::Null),
-        )
+        .put("Weights", weights(s))
         .put("EnableTagOverride", s.enable_tag_override);
     if let Some(hash) = content_hash {
         obj = obj.put("ContentHash", hash);
@@ -271,7 +271,7 @@ pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Optio
         obj = obj.put("Proxy", api_proxy(&s.proxy));
     }
     if s.native {
-        obj = obj.put("Connect", Obj::new().put("Native", true).build());
+        obj = obj.put("Connect", connect(s));
     }
     obj.put("Datacenter", datacenter).build()
 }
@@ -310,23 +310,8 @@ pub fn check_service_node(node_value: &Value, entry: &ServiceEntry, checks: Vec<
 /// `structs.ServiceNode` (`/v1/catalog/service/:name`).
 pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
     let s = &entry.service;
-    let node_tagged = Obj::new()
-        .put("lan", node.address.as_str())
-        .put("lan_ipv4", node.address.as_str())
-        .put("wan", node.address.as_str())
-        .put("wan_ipv4", node.address.as_str())
-        .build();
-    let node_meta = Obj::new()
-        .put("consul-network-segment", "")
-        .put("consul-version", CONSUL_VERSION)
-        .build();
-    Obj::new()
-        .put("ID", node.id.as_str())
-        .put("Node", node.name.as_str())
-        .put("Address", node.address.as_str())
-        .put("Datacenter", node.datacenter.as_str())
-        .put("TaggedAddresses", node_tagged)
-        .put("NodeMeta", node_meta)
+    node_fields(Obj::new(), node)
+        .put("NodeMeta", node_meta())
         .put("ServiceKind", s.kind.as_str())
         .put("ServiceID", s.id.as_str())
         .put("ServiceName", s.name.as_str())
@@ -336,10 +321,7 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
         )
         .put("ServiceAddress", s.address.as_str())
         .put_opt("ServiceTaggedAddresses", tagged_addresses(s))
-        .put(
-            "ServiceWeights",
-            serde_json::to_value(s.weights).unwrap_or(Value::Null),
-        )
+        .put("ServiceWeights", weights(s))
         .put(
             "ServiceMeta",
             s.meta.as_ref().map_or(Value::Null, string_map),
