@@ -414,6 +414,29 @@ impl Drop for Proxy {
     }
 }
 
+/// Best-effort removal of the registrations a start-up interrupted by a signal may have made
+/// (unknown IDs are fine; failures are only logged).
+pub async fn deregister_unstarted(settings: &Settings) {
+    if !settings.register {
+        return;
+    }
+    let Ok(client) = ConsulClient::new(
+        settings.consul_http_addr.clone(),
+        settings.token.clone(),
+        settings.consul_ca_pem.as_deref(),
+    ) else {
+        return;
+    };
+    let ids = [settings.sidecar_id(), settings.service_id.clone()];
+    for id in ids {
+        match tokio::time::timeout(Duration::from_secs(2), client.deregister_service(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(service.id = %id, error = %e, "deregistration failed"),
+            Err(_) => tracing::warn!(service.id = %id, "deregistration timed out"),
+        }
+    }
+}
+
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await

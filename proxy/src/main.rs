@@ -77,6 +77,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let fallback = settings.clone();
         let proxy = tokio::select! {
             started = tandem_proxy::app::start_with(settings) => match started {
                 Ok(p) => p,
@@ -85,8 +86,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
-            _ = term.recv() => return ExitCode::SUCCESS,
-            _ = int.recv() => return ExitCode::SUCCESS,
+            _ = term.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
+            _ = int.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
         };
         // One machine-readable line for scripts and tests.
         println!(
