@@ -178,6 +178,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     )
     .await
     .ok_or(StartError::Stopped)?;
+    metrics.intentions(first_intentions.len());
     let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
     let mut discoveries = Vec::new();
     for (u, listener, bound) in upstream_listeners {
@@ -191,6 +192,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         )
         .await
         .ok_or(StartError::Stopped)?;
+        metrics.upstream_instances(u.name.as_str(), list.len());
         let (tx, rx) = watch::channel(Arc::new(list));
         discoveries.push((u, listener, bound, tx, rx, index));
     }

@@ -194,6 +194,15 @@ async fn metrics_parse_and_follow_the_traffic() {
     assert!(metric(&s, "tandem_certificate_expiry_timestamp_seconds", &[]) > now);
     assert_eq!(metric(&s, "tandem_ready", &[]), 1.0);
     assert_eq!(metric(&s, "tandem_trust_roots", &[]), 1.0);
+    assert_eq!(
+        metric(
+            &c,
+            "tandem_upstream_instances",
+            &[("upstream", "static-server")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&s, "tandem_intentions", &[]), 0.0);
 
     // The other admin endpoints.
     let admin = server.admin_addr();
