@@ -1,7 +1,13 @@
 //! Consul's blocking queries: `?index=N&wait=D` holds the request until the result's index
 //! passes N or the wait (capped at 10 minutes, plus up to wait/16 jitter) runs out, then
 //! answers with the current result either way.
+//!
+//! Every request that has to wait holds a [`Parked`] guard from [`Waiters::park`] while it
+//! waits, so the agent can say how many requests are parked right now
+//! ([`crate::DevAgent::blocked_requests`]); tests use that to make a change only once the
+//! request is really waiting.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -15,6 +21,35 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// The leaf endpoint's own default and maximum (`leafcert.DefaultQueryTimeout`).
 pub const LEAF_WAIT: Duration = Duration::from_secs(600);
+
+/// The number of requests parked in a blocking wait (one per agent).
+#[derive(Debug, Default)]
+pub struct Waiters(AtomicUsize);
+
+impl Waiters {
+    /// Requests parked right now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Counts the caller as parked until the guard is dropped. Take it only after the
+    /// request has subscribed to changes and found its result not ready, so that a write
+    /// made after [`Waiters::count`] shows it parked always wakes it.
+    pub fn park(&self) -> Parked<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Parked(&self.0)
+    }
+}
+
+/// A request counted as parked (see [`Waiters::park`]); uncounted on drop, which also covers
+/// a client that hangs up while waiting.
+pub struct Parked<'a>(&'a AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// How long a blocking query may hold: `wait` (default 5 min) capped at 10 min, plus jitter of
 /// up to a sixteenth, as Consul's `RPCQueryTimeout` does.
@@ -73,12 +108,14 @@ pub async fn block_until<T>(
 ) -> T {
     let deadline = Instant::now() + timeout;
     let mut changes = agent.subscribe();
+    let mut parked = None;
     loop {
         changes.borrow_and_update();
         let result = agent.read(&mut query);
         if ready(&result) || Instant::now() >= deadline {
             return result;
         }
+        parked.get_or_insert_with(|| agent.waiters.park());
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -93,6 +130,18 @@ pub async fn block_until<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parked_guards_count_until_dropped() {
+        let waiters = Waiters::default();
+        let first = waiters.park();
+        let second = waiters.park();
+        assert_eq!(waiters.count(), 2);
+        drop(first);
+        assert_eq!(waiters.count(), 1);
+        drop(second);
+        assert_eq!(waiters.count(), 0);
+    }
 
     #[test]
     fn wait_is_capped_and_jittered() {

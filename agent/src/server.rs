@@ -54,6 +54,16 @@ impl DevAgent {
         format!("http://{}", self.addr)
     }
 
+    /// The number of requests parked in a blocking wait right now (`?index=` queries, the
+    /// leaf endpoint and `?hash=` waits), as the blocking machinery counts them: a request
+    /// counts from the moment it has found its result unchanged and waits for a write or its
+    /// `wait` to run out, until it answers or its client hangs up. A write made after this
+    /// reports a request parked always wakes that request, so tests can start a blocking
+    /// request, wait until it shows here, then make their change without racing it.
+    pub fn blocked_requests(&self) -> usize {
+        self.agent.waiters.count()
+    }
+
     /// Stops serving HTTP: the listener closes and open connections are dropped; state is kept.
     pub async fn pause(&self) {
         let task = self.listener_task.lock().await.take();

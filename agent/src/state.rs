@@ -36,6 +36,8 @@ pub struct Agent {
     state: Mutex<State>,
     index: Mutex<u64>,
     changes: watch::Sender<u64>,
+    /// Requests parked in a blocking wait right now.
+    pub waiters: crate::blocking::Waiters,
 }
 
 /// One write's view of the index: the first call to [`Txn::index`] allocates the next index,
@@ -89,6 +91,7 @@ impl Agent {
             }),
             index: Mutex::new(3),
             changes,
+            waiters: Default::default(),
         }))
     }
 

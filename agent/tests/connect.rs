@@ -316,72 +316,6 @@ async fn default_deny_agent_denies_unmatched_and_says_so() {
 }
 
 #[tokio::test]
-async fn blocking_health_query_wakes_on_registration_and_times_out_unchanged() {
-    let agent = agent().await;
-    let api = Api::new(&agent);
-    let first = api.get("/v1/health/connect/web").await;
-    let index = first.index();
-    // A timed-out blocking query returns the same index and body.
-    let timed_out = api
-        .get(&format!("/v1/health/connect/web?index={index}&wait=50ms"))
-        .await;
-    assert_eq!(timed_out.index(), index);
-    assert_eq!(timed_out.json(), json!([]));
-
-    let waiter = {
-        let base = agent.url();
-        tokio::spawn(async move {
-            reqwest::get(format!(
-                "{base}/v1/health/connect/web?index={index}&wait=5m"
-            ))
-            .await
-            .expect("blocking query answers")
-        })
-    };
-    api.ok_put("/v1/agent/service/register", WEB_WITH_SIDECAR)
-        .await;
-    let resp = waiter.await.unwrap();
-    let new_index: u64 = resp.headers()["X-Consul-Index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(new_index > index);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body[0]["Service"]["ID"], "web-sidecar-proxy");
-    agent.shutdown().await;
-}
-
-#[tokio::test]
-async fn blocking_intention_match_wakes_on_change() {
-    let agent = agent().await;
-    let api = Api::new(&agent);
-    let first = api
-        .get("/v1/connect/intentions/match?by=destination&name=db")
-        .await;
-    let index = first.index();
-    let base = agent.url();
-    let waiter = tokio::spawn(async move {
-        reqwest::get(format!(
-            "{base}/v1/connect/intentions/match?by=destination&name=db&index={index}&wait=5m"
-        ))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()
-    });
-    api.ok_put(
-        "/v1/connect/intentions/exact?source=web&destination=db",
-        r#"{"Action":"deny"}"#,
-    )
-    .await;
-    let body = waiter.await.unwrap();
-    assert_eq!(body["db"][0]["Action"], "deny");
-    agent.shutdown().await;
-}
-
-#[tokio::test]
 async fn root_rotation_reissues_leaves_and_keeps_old_root_trusted() {
     let agent = agent().await;
     let api = Api::new(&agent);
@@ -415,6 +349,17 @@ async fn root_rotation_reissues_leaves_and_keeps_old_root_trusted() {
         .await
         .unwrap()
     });
+    // Rotate only once both requests are parked, so that they show the rotation woke them
+    // (tests/blocking.rs covers every blocking endpoint this way).
+    eventually("both blocking requests to park", || {
+        let parked = agent.blocked_requests();
+        let answered = leaf_waiter.is_finished() || roots_waiter.is_finished();
+        async move {
+            assert!(!answered, "a blocking request answered before the rotation");
+            (parked == 2).then_some(())
+        }
+    })
+    .await;
     let config = api.json("/v1/connect/ca/configuration").await;
     assert_eq!(config["Provider"], "consul");
     assert_eq!(config["Config"]["LeafCertTTL"], "72h");
@@ -425,6 +370,7 @@ async fn root_rotation_reissues_leaves_and_keeps_old_root_trusted() {
     .await;
 
     let roots = roots_waiter.await.unwrap();
+    assert!(roots["Roots"].is_array(), "roots answer: {roots}");
     let list = roots["Roots"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     let old = list

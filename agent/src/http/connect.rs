@@ -61,6 +61,7 @@ pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
     let deadline = Instant::now() + blocking::leaf_timeout(wait);
     let min = min_index.unwrap_or(0);
     let mut changes = agent.subscribe();
+    let mut parked = None;
     loop {
         changes.borrow_and_update();
         let (leaf, cache) = agent
@@ -81,6 +82,7 @@ pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
             .duration_since(SystemTime::now())
             .unwrap_or_default();
         let wake = deadline.min(Instant::now() + until_renewal);
+        parked.get_or_insert_with(|| agent.waiters.park());
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
