@@ -39,7 +39,7 @@ impl Settings {
         Settings {
             rates: vec![1000.0, 5000.0],
             rate_seconds: secs(2.0, 10.0),
-            rate_rounds: if quick { 2 } else { 5 },
+            rate_rounds: if quick { 4 } else { 20 },
             connections: 8,
             saturation_seconds: secs(2.0, 5.0),
             new_conn_workers: 8,

@@ -162,6 +162,7 @@ impl Report {
                     "p50",
                     (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
                 ),
+                ("p90", |r| r.latency.p90_us),
                 ("p99", |r| r.latency.p99_us),
                 ("p99.9", |r| r.latency.p999_us),
                 ("max", |r| r.latency.max_us),
@@ -177,6 +178,7 @@ impl Report {
                     "p50",
                     (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
                 ),
+                ("p90", |r| r.latency.p90_us),
                 ("p99", |r| r.latency.p99_us),
             ] {
                 let direct = subjects[0].and_then(&at).map(|r| pick(&r));
