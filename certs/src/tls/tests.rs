@@ -149,14 +149,21 @@ async fn client_refuses_a_server_naming_another_service() {
 #[tokio::test]
 async fn client_refuses_bad_server_identities() {
     let pki = TestPki::new();
-    for kind in [
-        TestIdentity::OtherCa,
-        TestIdentity::Expired,
-        TestIdentity::NotYetValid,
-        TestIdentity::NoUriSan,
-    ] {
+    let cases = [
+        (TestIdentity::OtherCa, "UnknownIssuer"),
+        (TestIdentity::Expired, "certificate expired"),
+        (TestIdentity::NotYetValid, "not valid yet"),
+        (TestIdentity::NoUriSan, "NoSpiffeId"),
+    ];
+    for (kind, reason) in cases {
         let out = web_to_db(&pki, TestIdentity::Valid, kind).await;
-        assert!(out.client.is_err(), "client must refuse a {kind:?} server");
+        let err = out
+            .client
+            .expect_err(&format!("client must refuse a {kind:?} server"));
+        assert!(
+            err.contains(reason),
+            "{kind:?}: {err:?} should mention {reason:?}"
+        );
     }
 }
 
