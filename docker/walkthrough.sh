@@ -209,6 +209,21 @@ bin=$target_dir/x86_64-unknown-linux-gnu/release
 [ -x "$bin/tandem-agent" ] || die "$bin/tandem-agent was not built"
 mkdir -p "$state/review"
 
+# The two images users deploy: nothing but the static binary, a numeric non-root user, no shell.
+for image in "$PROXY_IMAGE" "$INJECTOR_IMAGE"; do
+  user=$(podman image inspect --format '{{.Config.User}}' "$image")
+  layers=$(podman image inspect --format '{{len .RootFS.Layers}}' "$image")
+  if ! [[ $user =~ ^[1-9][0-9]*(:[0-9]+)?$ ]]; then
+    expectation_failed "$image runs as \"$user\", not a numeric non-root user"
+  elif [ "$layers" != 1 ]; then
+    expectation_failed "$image has $layers layers; FROM scratch + one binary has 1"
+  elif podman run --rm --entrypoint /bin/sh "$image" -c true >/dev/null 2>&1; then
+    expectation_failed "$image has a shell"
+  else
+    ok "$image: FROM scratch, one layer, user $user, no shell"
+  fi
+done
+
 podman network create "$network" >/dev/null
 gateway=$(podman network inspect "$network" | jq -r '.[0].subnets[0].gateway')
 if [ -z "$gateway" ] || [ "$gateway" = null ]; then

@@ -52,7 +52,9 @@ pub fn parse(input: &str) -> Result<Duration, String> {
         let mut scale = unit_nanos;
         for digit in frac_part.bytes() {
             scale /= 10;
-            nanos += u128::from(digit - b'0') * scale;
+            nanos = nanos
+                .checked_add(u128::from(digit - b'0') * scale)
+                .ok_or_else(|| format!("invalid duration {input:?}"))?;
         }
         total_nanos = total_nanos
             .checked_add(nanos)
@@ -118,6 +120,11 @@ mod tests {
         assert!(parse("-1s").is_err());
         assert!(parse("").is_err());
         assert!(parse("5x").is_err());
+        // The whole part alone fits in u128 nanoseconds, the fraction pushes it over.
+        assert_eq!(
+            parse("94522879700260684295381835.9h"),
+            Err("invalid duration \"94522879700260684295381835.9h\"".to_string())
+        );
     }
 
     #[test]

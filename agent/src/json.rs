@@ -80,15 +80,6 @@ pub fn go_time(at: SystemTime) -> String {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-impl DecodeError {
-    fn wrong_type(found: &Value, go_struct: &str, field: &str, go_type: &str) -> Self {
-        DecodeError(format!(
-            "json: cannot unmarshal {} into Go struct field {go_struct}.{field} of type {go_type}",
-            json_kind(found)
-        ))
-    }
-}
-
 /// Parses a request body as JSON; an empty body is Go's `EOF`.
 pub fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -161,6 +152,15 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Go's complaint about field `name` of this struct holding `found` instead of a `go_type`.
+    fn wrong_type(&self, found: &Value, name: &str, go_type: &str) -> DecodeError {
+        DecodeError(format!(
+            "json: cannot unmarshal {} into Go struct field {}.{name} of type {go_type}",
+            json_kind(found),
+            self.go_struct
+        ))
+    }
+
     /// The value of `name` (last matching key wins, like Go); `null` counts as absent.
     pub fn raw(&self, name: &str) -> Option<&'a Value> {
         let wanted = normalise(name);
@@ -178,12 +178,7 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                "string",
-            )),
+            Some(other) => Err(self.wrong_type(other, name, "string")),
         }
     }
 
@@ -201,7 +196,7 @@ impl<'a> Fields<'a> {
                     self.go_struct
                 ))),
             },
-            Some(other) => Err(DecodeError::wrong_type(other, self.go_struct, name, "int")),
+            Some(other) => Err(self.wrong_type(other, name, "int")),
         }
     }
 
@@ -209,7 +204,7 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(DecodeError::wrong_type(other, self.go_struct, name, "bool")),
+            Some(other) => Err(self.wrong_type(other, name, "bool")),
         }
     }
 
@@ -220,21 +215,11 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|item| match item {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(DecodeError::wrong_type(
-                        other,
-                        self.go_struct,
-                        name,
-                        "string",
-                    )),
+                    other => Err(self.wrong_type(other, name, "string")),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                "[]string",
-            )),
+            Some(other) => Err(self.wrong_type(other, name, "[]string")),
         }
     }
 
@@ -245,21 +230,11 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
-                    other => Err(DecodeError::wrong_type(
-                        other,
-                        self.go_struct,
-                        name,
-                        "string",
-                    )),
+                    other => Err(self.wrong_type(other, name, "string")),
                 })
                 .collect::<Result<BTreeMap<_, _>, _>>()
                 .map(Some),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                "map[string]string",
-            )),
+            Some(other) => Err(self.wrong_type(other, name, "map[string]string")),
         }
     }
 
@@ -268,12 +243,7 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(None),
             Some(value @ Value::Object(_)) => Ok(Some(sorted(value))),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                "map[string]interface {}",
-            )),
+            Some(other) => Err(self.wrong_type(other, name, "map[string]interface {}")),
         }
     }
 
@@ -285,12 +255,7 @@ impl<'a> Fields<'a> {
         match self.raw(name) {
             None => Ok(None),
             Some(value @ Value::Object(_)) => Fields::new(value, go_struct).map(Some),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                go_struct,
-            )),
+            Some(other) => Err(self.wrong_type(other, name, go_struct)),
         }
     }
 
@@ -305,20 +270,10 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|item| match item {
                     Value::Object(_) | Value::Null => Fields::new(item, go_struct),
-                    other => Err(DecodeError::wrong_type(
-                        other,
-                        self.go_struct,
-                        name,
-                        go_struct,
-                    )),
+                    other => Err(self.wrong_type(other, name, go_struct)),
                 })
                 .collect(),
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                &format!("[]{go_struct}"),
-            )),
+            Some(other) => Err(self.wrong_type(other, name, &format!("[]{go_struct}"))),
         }
     }
 
@@ -337,12 +292,7 @@ impl<'a> Fields<'a> {
                     self.go_struct
                 ))),
             },
-            Some(other) => Err(DecodeError::wrong_type(
-                other,
-                self.go_struct,
-                name,
-                "time.Duration",
-            )),
+            Some(other) => Err(self.wrong_type(other, name, "time.Duration")),
         }
     }
 }

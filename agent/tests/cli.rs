@@ -135,6 +135,21 @@ async fn usage_errors_and_unreachable_agent() {
         (both.code, both.stderr.as_str()),
         (1, "Only one of -allow or -deny may be specified.\n")
     );
+    let meta = run(&addr, None, &["create", "-meta", "owner", "web", "db"]).await;
+    assert_eq!(meta.code, 1);
+    assert!(
+        meta.stderr.starts_with(
+            "invalid value \"owner\" for flag -meta: Missing \"=\" value in argument: owner\n"
+        ),
+        "{}",
+        meta.stderr
+    );
+    let none = run(&addr, None, &["list"]).await;
+    assert_eq!(
+        (none.code, none.stderr.as_str()),
+        (2, "There are no intentions.\n"),
+        "a refused create creates nothing"
+    );
     let one_arg = run(&addr, None, &["create", "web"]).await;
     assert_eq!(
         (one_arg.code, one_arg.stderr.as_str()),

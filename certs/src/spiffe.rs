@@ -106,8 +106,7 @@ impl ServiceId {
 
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}", self.trust_domain)?;
-        write_partition(f, self.partition.as_deref())?;
+        write_root(f, &self.trust_domain, self.partition.as_deref())?;
         write!(
             f,
             "/ns/{}/dc/{}/svc/{}",
@@ -193,8 +192,7 @@ impl fmt::Display for SpiffeId {
                 datacenter,
                 node,
             } => {
-                write!(f, "spiffe://{trust_domain}")?;
-                write_partition(f, partition.as_deref())?;
+                write_root(f, trust_domain, partition.as_deref())?;
                 write!(
                     f,
                     "/agent/client/dc/{}/id/{}",
@@ -215,8 +213,7 @@ impl fmt::Display for SpiffeId {
                 partition,
                 datacenter,
             } => {
-                write!(f, "spiffe://{trust_domain}")?;
-                write_partition(f, partition.as_deref())?;
+                write_root(f, trust_domain, partition.as_deref())?;
                 write!(f, "/gateway/mesh/dc/{}", Escaped(datacenter))
             }
             SpiffeId::Ca(trust_domain) => write!(f, "spiffe://{trust_domain}"),
@@ -311,7 +308,13 @@ pub enum SpiffeError {
 }
 
 /// `/ap/<partition>` when a partition is set.
-fn write_partition(f: &mut fmt::Formatter<'_>, partition: Option<&str>) -> fmt::Result {
+/// `spiffe://<trust-domain>`, then `/ap/<partition>` when there is one.
+fn write_root(
+    f: &mut fmt::Formatter<'_>,
+    trust_domain: &TrustDomain,
+    partition: Option<&str>,
+) -> fmt::Result {
+    write!(f, "spiffe://{trust_domain}")?;
     match partition {
         Some(p) => write!(f, "/ap/{}", Escaped(p)),
         None => Ok(()),

@@ -262,12 +262,13 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{raw:?} is not a duration like 500ms, 2s, 1m"))?;
     let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => return Err(format!("{raw:?} has no unit (ms, s, m or h)")),
-    };
+    }
+    .ok_or_else(|| format!("{raw:?} is too long"))?;
     if d.is_zero() {
         return Err(format!("{raw:?} must be more than zero"));
     }
@@ -354,6 +355,10 @@ mod tests {
         assert!(parse_duration("2").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("x").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615h"),
+            Err("\"18446744073709551615h\" is too long".to_string())
+        );
     }
 
     #[test]

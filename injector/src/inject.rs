@@ -182,19 +182,7 @@ pub fn inject_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Policy;
-    use crate::patch::{SidecarOptions, SIDECAR_NAME};
-
-    fn injector() -> Injector {
-        Injector::new(
-            Policy::default(),
-            SidecarOptions {
-                proxy_image: "p:1".into(),
-                consul_http_addr: None,
-                native_sidecar: false,
-            },
-        )
-    }
+    use crate::patch::SIDECAR_NAME;
 
     const TEMPLATE: &str = r#"{"metadata": {"annotations": {"consul.hashicorp.com/connect-inject": "true"}},
         "spec": {"containers": [{"name": "app", "image": "x"}]}}"#;
@@ -210,7 +198,7 @@ mod tests {
                 serde_json::json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template.clone()}})
             };
             let mut changes = Vec::new();
-            inject_object(&injector(), "default", &mut obj, &mut changes).unwrap();
+            inject_object(&Injector::for_tests(), "default", &mut obj, &mut changes).unwrap();
             let t = if *kind == "CronJob" {
                 &obj["spec"]["jobTemplate"]["spec"]["template"]
             } else {
@@ -227,7 +215,7 @@ mod tests {
                 {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"x-unknown": 1}},
                 {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"consul.hashicorp.com/connect-inject": "true"}},
                   "spec": {"containers": [{"name": "app", "image": "x", "futureField": true}]}}]}"#;
-        let (out, changes) = inject_text(&injector(), "default", input).unwrap();
+        let (out, changes) = inject_text(&Injector::for_tests(), "default", input).unwrap();
         let (_, docs) = parse(&out).unwrap();
         assert_eq!(docs[0]["items"][0]["spec"]["x-unknown"], 1);
         assert_eq!(
@@ -245,7 +233,7 @@ mod tests {
     #[test]
     fn yaml_multi_documents_round_trip() {
         let input = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: \"true\"\n---\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: a\n    image: b\n";
-        let (out, changes) = inject_text(&injector(), "default", input).unwrap();
+        let (out, changes) = inject_text(&Injector::for_tests(), "default", input).unwrap();
         let (format, docs) = parse(&out).unwrap();
         assert_eq!(format, Format::Yaml);
         assert_eq!(docs.len(), 2);
@@ -260,7 +248,7 @@ mod tests {
     fn rejected_objects_are_named() {
         let input = r#"{"kind": "Pod", "metadata": {"name": "p", "annotations": {"consul.hashicorp.com/connect-inject": "nope"}},
             "spec": {"containers": [{"name": "a"}]}}"#;
-        let err = inject_text(&injector(), "default", input)
+        let err = inject_text(&Injector::for_tests(), "default", input)
             .unwrap_err()
             .to_string();
         assert!(

@@ -73,3 +73,18 @@ impl Injector {
         }
     }
 }
+
+#[cfg(test)]
+impl Injector {
+    /// The injector the unit tests share: default policy, proxy image `p:1`, classic sidecar.
+    pub(crate) fn for_tests() -> Self {
+        Injector::new(
+            Policy::default(),
+            SidecarOptions {
+                proxy_image: "p:1".into(),
+                consul_http_addr: None,
+                native_sidecar: false,
+            },
+        )
+    }
+}

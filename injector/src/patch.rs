@@ -278,11 +278,7 @@ fn add_map_entries(
     match pod.get("metadata") {
         None | Some(Value::Null) => {
             // Only a pod template can lack metadata; an earlier call may have created it.
-            if ops.iter().any(|op| op.path == "/metadata") {
-                let created = ops
-                    .iter_mut()
-                    .find(|op| op.path == "/metadata")
-                    .expect("invariant: just found");
+            if let Some(created) = ops.iter_mut().find(|op| op.path == "/metadata") {
                 created.value[map] = Value::Object(entries);
             } else {
                 ops.push(PatchOp::add("/metadata", json!({ map: entries })));

@@ -147,19 +147,6 @@ fn denied(message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Policy;
-    use crate::patch::SidecarOptions;
-
-    fn injector() -> Injector {
-        Injector::new(
-            Policy::default(),
-            SidecarOptions {
-                proxy_image: "p:1".into(),
-                consul_http_addr: None,
-                native_sidecar: false,
-            },
-        )
-    }
 
     fn review(api: &str, request: Value) -> Vec<u8> {
         serde_json::to_vec(
@@ -181,7 +168,7 @@ mod tests {
                 api,
                 pod_request(json!({"consul.hashicorp.com/connect-inject": "true"})),
             );
-            let (out, verdict) = respond(&injector(), &body).unwrap();
+            let (out, verdict) = respond(&Injector::for_tests(), &body).unwrap();
             assert_eq!(out["apiVersion"], api);
             assert_eq!(out["kind"], "AdmissionReview");
             assert_eq!(out["response"]["uid"], "u-1");
@@ -193,7 +180,7 @@ mod tests {
 
     #[test]
     fn malformed_reviews_are_errors() {
-        let inj = injector();
+        let inj = Injector::for_tests();
         assert!(matches!(
             respond(&inj, b"{not json"),
             Err(ReviewError::NotJson(_))
@@ -229,13 +216,13 @@ mod tests {
     fn non_pods_and_updates_are_allowed_unchanged() {
         let mut req = pod_request(json!({"consul.hashicorp.com/connect-inject": "true"}));
         req["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
-        let (out, verdict) = respond(&injector(), &review(API_V1, req)).unwrap();
+        let (out, verdict) = respond(&Injector::for_tests(), &review(API_V1, req)).unwrap();
         assert_eq!(out["response"], json!({"uid": "u-1", "allowed": true}));
         assert_eq!(verdict, Verdict::NotAPod);
 
         let mut req = pod_request(json!({"consul.hashicorp.com/connect-inject": "true"}));
         req["operation"] = json!("UPDATE");
-        let (out, _) = respond(&injector(), &review(API_V1, req)).unwrap();
+        let (out, _) = respond(&Injector::for_tests(), &review(API_V1, req)).unwrap();
         assert_eq!(out["response"], json!({"uid": "u-1", "allowed": true}));
     }
 
@@ -246,7 +233,7 @@ mod tests {
             pod_request(json!({"consul.hashicorp.com/connect-inject": "true",
                                "consul.hashicorp.com/connect-service-upstreams": "db"})),
         );
-        let (out, _) = respond(&injector(), &body).unwrap();
+        let (out, _) = respond(&Injector::for_tests(), &body).unwrap();
         assert_eq!(out["response"]["allowed"], false);
         let message = out["response"]["status"]["message"].as_str().unwrap();
         assert!(
@@ -260,7 +247,7 @@ mod tests {
     fn missing_object_is_denied_not_an_http_error() {
         let mut req = pod_request(json!({}));
         req.as_object_mut().unwrap().remove("object");
-        let (out, _) = respond(&injector(), &review(API_V1, req)).unwrap();
+        let (out, _) = respond(&Injector::for_tests(), &review(API_V1, req)).unwrap();
         assert_eq!(out["response"]["allowed"], false);
         assert_eq!(out["response"]["uid"], "u-1");
     }

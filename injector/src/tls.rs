@@ -110,11 +110,7 @@ impl CertFiles {
     pub fn load(&self) -> Result<LoadedPair, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
-        let what = format!("{} + {}", self.cert.display(), self.key.display());
-        let config = server_config(&cert, &key, &what)?;
-        let mut bytes = cert;
-        bytes.extend_from_slice(&key);
-        Ok(LoadedPair { config, bytes })
+        self.pair(cert, key)
     }
 
     /// Reads the files again: `Ok(None)` when their bytes are the ones in `seen`, the new
@@ -125,11 +121,16 @@ impl CertFiles {
         if cert.len() + key.len() == seen.len() && seen.starts_with(&cert) && seen.ends_with(&key) {
             return Ok(None);
         }
+        self.pair(cert, key).map(Some)
+    }
+
+    /// The config for the bytes read from the two files (errors name both), and those bytes.
+    fn pair(&self, cert: Vec<u8>, key: Vec<u8>) -> Result<LoadedPair, TlsError> {
         let what = format!("{} + {}", self.cert.display(), self.key.display());
         let config = server_config(&cert, &key, &what)?;
         let mut bytes = cert;
         bytes.extend_from_slice(&key);
-        Ok(Some(LoadedPair { config, bytes }))
+        Ok(LoadedPair { config, bytes })
     }
 
     /// Polls the files every `interval` and publishes a new config when their content changes

@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
@@ -30,6 +31,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// `tandem-injector inject --proxy-image PROXY_IMAGE -f FILE`.
+fn inject_file(file: &Path) -> Output {
+    let file = file.to_str().expect("test data paths are UTF-8");
+    run(&["inject", "--proxy-image", PROXY_IMAGE, "-f", file], None)
+}
+
 fn stdout_docs(out: &Output) -> Vec<Value> {
     assert!(
         out.status.success(),
@@ -55,16 +62,7 @@ fn labelled(docs: &[Value]) -> Vec<(String, Value)> {
 #[test]
 fn inject_puts_the_sidecar_into_the_seed_deployments_pod_template() {
     let file = data("seed/example-deployment.yaml");
-    let out = run(
-        &[
-            "inject",
-            "--proxy-image",
-            PROXY_IMAGE,
-            "-f",
-            file.to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = inject_file(&file);
     let docs = stdout_docs(&out);
     assert_eq!(docs.len(), 1);
     let template = &docs[0]["spec"]["template"];
@@ -437,17 +435,7 @@ fn inject_handles_every_workload_kind_and_the_results_validate() {
 #[test]
 fn inject_output_of_the_seed_manifests_matches_golden() {
     for name in ["static-server", "static-client", "example-deployment"] {
-        let file = data(&format!("seed/{name}.yaml"));
-        let out = run(
-            &[
-                "inject",
-                "--proxy-image",
-                PROXY_IMAGE,
-                "-f",
-                file.to_str().unwrap(),
-            ],
-            None,
-        );
+        let out = inject_file(&data(&format!("seed/{name}.yaml")));
         let docs = stdout_docs(&out);
         golden(&format!("inject/{name}.json"), &Value::Array(docs));
     }

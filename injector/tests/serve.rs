@@ -160,28 +160,10 @@ async fn admission_reviews_over_https() {
     assert_eq!(resp.status(), 413);
 
     // Routes.
-    let resp = http
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        http.get(format!("{base}/mutate"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
-    assert_eq!(
-        http.get(format!("{base}/other"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    for (path, status) in [("/health/ready", 200), ("/mutate", 405), ("/other", 404)] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), status, "GET {path}");
+    }
 
     hook.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

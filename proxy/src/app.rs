@@ -178,6 +178,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     )
     .await
     .ok_or(StartError::Stopped)?;
+    metrics.intentions(first_intentions.len());
     let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
     let mut discoveries = Vec::new();
     for (u, listener, bound) in upstream_listeners {
@@ -191,6 +192,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         )
         .await
         .ok_or(StartError::Stopped)?;
+        metrics.upstream_instances(u.name.as_str(), list.len());
         let (tx, rx) = watch::channel(Arc::new(list));
         discoveries.push((u, listener, bound, tx, rx, index));
     }
@@ -410,6 +412,29 @@ impl Drop for Proxy {
             self.stop_outbound.cancel();
             self.connections.stop_all("shutdown");
             self.stop_all.cancel();
+        }
+    }
+}
+
+/// Best-effort removal of the registrations a start-up interrupted by a signal may have made
+/// (unknown IDs are fine; failures are only logged).
+pub async fn deregister_unstarted(settings: &Settings) {
+    if !settings.register {
+        return;
+    }
+    let Ok(client) = ConsulClient::new(
+        settings.consul_http_addr.clone(),
+        settings.token.clone(),
+        settings.consul_ca_pem.as_deref(),
+    ) else {
+        return;
+    };
+    let ids = [settings.sidecar_id(), settings.service_id.clone()];
+    for id in ids {
+        match tokio::time::timeout(Duration::from_secs(2), client.deregister_service(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(service.id = %id, error = %e, "deregistration failed"),
+            Err(_) => tracing::warn!(service.id = %id, "deregistration timed out"),
         }
     }
 }

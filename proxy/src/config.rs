@@ -368,6 +368,121 @@ impl Config {
     }
 }
 
+/// Why the command line was not accepted.
+#[derive(Debug)]
+pub enum ArgsError {
+    /// `--help` or `--version`: print it and exit 0.
+    Display(clap::Error),
+    /// Malformed input: every problem found, one message each; exit 64.
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Parses `args` (with `TANDEM_*` variables) reporting every malformed value, not only the
+    /// first one clap meets: each bad flag is set aside and the rest parsed again.
+    pub fn parse_args<I, T>(args: I) -> Result<Config, ArgsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        use clap::{CommandFactory, FromArgMatches};
+        let original: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut args = original.clone();
+        let mut command = Config::command();
+        let mut errors = Vec::new();
+        let mut set_aside: Vec<String> = Vec::new();
+        for _ in 0..64 {
+            let error = match command.clone().try_get_matches_from(&args) {
+                Ok(matches) if errors.is_empty() => {
+                    return Config::from_arg_matches(&matches)
+                        .map_err(|e| ArgsError::Invalid(vec![e.to_string()]))
+                }
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                return Err(ArgsError::Display(error));
+            }
+            // A required flag we set aside is not missing: its value was already reported.
+            if error.kind() == ErrorKind::MissingRequiredArgument {
+                let missing = match error.get(ContextKind::InvalidArg) {
+                    Some(ContextValue::Strings(v)) => v.clone(),
+                    Some(ContextValue::String(v)) => vec![v.clone()],
+                    _ => Vec::new(),
+                };
+                let set_aside_flag = |m: &String| {
+                    let flag = m.split_whitespace().next();
+                    set_aside.iter().any(|f| Some(f.as_str()) == flag)
+                };
+                if !missing.is_empty() && missing.iter().all(set_aside_flag) {
+                    break;
+                }
+            }
+            errors.push(
+                error
+                    .to_string()
+                    .trim_end()
+                    .trim_end_matches("For more information, try '--help'.")
+                    .trim()
+                    .to_string(),
+            );
+            if !matches!(
+                error.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) {
+                break;
+            }
+            // Set the offending flag aside (command line and environment) and parse again.
+            let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+                break;
+            };
+            let flag = shown
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let Some(id) = command
+                .get_arguments()
+                .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
+                .map(|a| a.get_id().clone())
+            else {
+                break;
+            };
+            let before = args.len();
+            let mut kept = Vec::with_capacity(args.len());
+            let mut skip_next = false;
+            for a in args.drain(..) {
+                if std::mem::take(&mut skip_next) {
+                    continue;
+                }
+                let text = a.to_string_lossy();
+                if text == flag {
+                    skip_next = true;
+                    continue;
+                }
+                if text.starts_with(&format!("{flag}=")) {
+                    continue;
+                }
+                kept.push(a);
+            }
+            args = kept;
+            let had_env = command
+                .get_arguments()
+                .any(|a| a.get_id() == &id && a.get_env().is_some());
+            if args.len() == before && !had_env {
+                break;
+            }
+            command = command.mut_arg(id, |a| a.env(None::<&'static str>));
+            set_aside.push(flag);
+        }
+        Err(ArgsError::Invalid(errors))
+    }
+}
+
 /// The effective configuration: what the proxy runs with. Serialised for `/config` with the
 /// token and CA bundle left out.
 #[derive(Debug, Clone, Serialize)]

@@ -184,6 +184,7 @@ pub async fn watch(
                 instances = list.len(),
                 "upstream instances updated"
             );
+            metrics.upstream_instances(name, list.len());
             tx.send_replace(Arc::new(list));
         }
     }

@@ -320,9 +320,21 @@ impl IdentityWatch {
             .lock()
             .expect("identity lock is never poisoned")
             .get(key)?;
-        NEW_ROOT_GRACE
+        let wait = NEW_ROOT_GRACE
             .checked_sub(seen.elapsed())
-            .filter(|d| !d.is_zero())
+            .filter(|d| !d.is_zero())?;
+        // Never hold the new leaf back past (or close to) the current one's expiry.
+        let current_expiry = self
+            .parts
+            .lock()
+            .expect("identity lock is never poisoned")
+            .0
+            .identity
+            .not_after();
+        let left = current_expiry
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        (left > wait + Duration::from_secs(1)).then_some(wait)
     }
 
     /// Follows the roots until `stop` fires.

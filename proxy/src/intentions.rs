@@ -194,6 +194,7 @@ pub async fn watch(
         if **tx.borrow() != set {
             tracing::info!(service = %service, intentions = set.len(),
                 default = if set.default_allow { "allow" } else { "deny" }, "intentions updated");
+            metrics.intentions(set.len());
             tx.send_replace(Arc::new(set));
         }
     }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use tandem_proxy::config::ArgsError;
 use tandem_proxy::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -11,15 +11,18 @@ use tokio::signal::unix::{signal, SignalKind};
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match Config::parse_args(std::env::args_os()) {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            let _ = e.print();
-            return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(EXIT_USAGE),
-            };
+        Err(ArgsError::Display(help)) => {
+            let _ = help.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(ArgsError::Invalid(errors)) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("For more information, try '--help'.");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     tracing_subscriber::fmt()
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let fallback = settings.clone();
         let proxy = tokio::select! {
             started = tandem_proxy::app::start_with(settings) => match started {
                 Ok(p) => p,
@@ -82,8 +87,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             },
-            _ = term.recv() => return ExitCode::SUCCESS,
-            _ = int.recv() => return ExitCode::SUCCESS,
+            _ = term.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
+            _ = int.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
         };
         // One machine-readable line for scripts and tests.
         println!(

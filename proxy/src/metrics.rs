@@ -87,6 +87,8 @@ pub struct Metrics {
     roots: Gauge,
     leaf_rotations: Counter,
     root_updates: Counter,
+    upstream_instances: Family<UpstreamLabels, Gauge>,
+    intentions: Gauge,
     watch_errors: Family<WatchLabels, Counter>,
     watch_staleness: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     watch_last_success: Family<WatchLabels, Gauge<f64, AtomicU64>>,
@@ -127,6 +129,8 @@ impl Metrics {
             roots: Gauge::default(),
             leaf_rotations: Counter::default(),
             root_updates: Counter::default(),
+            upstream_instances: Family::default(),
+            intentions: Gauge::default(),
             watch_errors: Family::default(),
             watch_staleness: Family::default(),
             watch_last_success: Family::default(),
@@ -219,6 +223,16 @@ impl Metrics {
             "agent_watch_last_success_timestamp_seconds",
             "Unix time of the watch's last good answer",
             m.watch_last_success.clone(),
+        );
+        registry.register(
+            "upstream_instances",
+            "Instances of each upstream the proxy can dial (the last known list is kept when the agent lists none)",
+            m.upstream_instances.clone(),
+        );
+        registry.register(
+            "intentions",
+            "Intentions that apply to this service as a destination",
+            m.intentions.clone(),
         );
         registry.register(
             "registrations",
@@ -339,6 +353,18 @@ impl Metrics {
 
     pub fn roots_updated(&self) {
         self.root_updates.inc();
+    }
+
+    pub fn upstream_instances(&self, upstream: &str, n: usize) {
+        self.upstream_instances
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
+            .set(n as i64);
+    }
+
+    pub fn intentions(&self, n: usize) {
+        self.intentions.set(n as i64);
     }
 
     pub fn registered(&self) {

@@ -84,9 +84,16 @@ async fn every_connection_ends_with_one_access_line() {
             .is_empty()
     })
     .await;
+    // That empty reply may have been an allowed connection closed by the change (`revoked`);
+    // the server now has the deny, so the next one is refused at once (`denied`).
+    assert_eq!(
+        get(client.upstream_addr("static-server").unwrap()).await,
+        ""
+    );
 
-    wait_for("access lines on both sides", || async {
-        mesh_lines("inbound").len() >= 2 && mesh_lines("outbound").len() >= 2
+    wait_for("the denied connection's lines on both sides", || async {
+        mesh_lines("inbound").iter().any(|l| l["end"] == "denied")
+            && mesh_lines("outbound").len() >= 2
     })
     .await;
 

@@ -191,3 +191,34 @@ fn check_ready_probes_the_admin_listener() {
     assert_eq!(out.status.code(), Some(0), "TANDEM_ADMIN_LISTENER is read");
     server.join().unwrap();
 }
+
+#[test]
+fn every_malformed_flag_is_reported_at_once() {
+    let out = proxy(
+        &[
+            "--service",
+            "we b",
+            "--service-port",
+            "abc",
+            "--drain-deadline=soon",
+        ],
+        &[("TANDEM_HANDSHAKE_TIMEOUT", "1")],
+    );
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(64));
+    for needle in [
+        "'we b' for '--service",
+        "'abc' for '--service-port",
+        "'soon' for '--drain-deadline",
+        "'1' for '--handshake-timeout",
+    ] {
+        assert!(
+            text.contains(needle),
+            "stderr should report {needle:?}: {text}"
+        );
+    }
+    assert!(
+        !text.contains("required arguments were not provided"),
+        "a bad --service is not also 'missing': {text}"
+    );
+}

@@ -63,12 +63,7 @@ impl Catalog {
             .get(check_id)
             .filter(|c| c.kind != CheckKind::Serf)
         else {
-            return Err(RegisterError {
-                status: 404,
-                message: format!(
-                    "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-                ),
-            });
+            return Err(unknown_check(check_id));
         };
         let service_id = check.service_id.clone();
         let index = tx.index();
@@ -104,12 +99,7 @@ impl Catalog {
         tx: &mut Txn,
     ) -> Result<(), RegisterError> {
         let Some(check) = self.checks.get_mut(check_id) else {
-            return Err(RegisterError {
-                status: 404,
-                message: format!(
-                    "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-                ),
-            });
+            return Err(unknown_check(check_id));
         };
         let CheckKind::Ttl(ttl) = check.kind else {
             return Err(RegisterError {
@@ -262,5 +252,15 @@ pub(super) fn new_check(
         modify_index: index,
         ttl_deadline,
         ttl_reset,
+    }
+}
+
+/// Consul's 404 for a check ID the agent does not know.
+fn unknown_check(check_id: &str) -> RegisterError {
+    RegisterError {
+        status: 404,
+        message: format!(
+            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
+        ),
     }
 }

@@ -326,81 +326,56 @@ enum Route {
     IntentionById(String),
 }
 
-const EXACT: &[(&str, &[&str])] = &[
-    ("/v1/agent/self", &["GET"]),
-    ("/v1/status/leader", &["GET"]),
-    ("/v1/status/peers", &["GET"]),
-    ("/v1/agent/service/register", &["PUT"]),
-    ("/v1/agent/services", &["GET"]),
-    ("/v1/agent/checks", &["GET"]),
-    ("/v1/agent/check/register", &["PUT"]),
-    ("/v1/catalog/services", &["GET"]),
-    ("/v1/agent/connect/ca/roots", &["GET"]),
-    ("/v1/agent/connect/authorize", &["POST"]),
-    ("/v1/connect/ca/roots", &["GET"]),
-    ("/v1/connect/ca/configuration", &["GET", "PUT"]),
-    ("/v1/connect/intentions", &["GET", "POST"]),
-    ("/v1/connect/intentions/match", &["GET"]),
-    ("/v1/connect/intentions/check", &["GET"]),
-    ("/v1/connect/intentions/exact", &["GET", "PUT", "DELETE"]),
+/// The methods Consul registers for an endpoint.
+type Methods = &'static [&'static str];
+/// A route made from what follows a path prefix (a service, check or intention ID).
+type WithRest = fn(String) -> Route;
+
+/// Exact paths: the route and its methods.
+#[rustfmt::skip] // one endpoint per line, columns aligned
+const EXACT: &[(&str, Route, Methods)] = &[
+    ("/v1/agent/self",               Route::AgentSelf,       &["GET"]),
+    ("/v1/status/leader",            Route::StatusLeader,    &["GET"]),
+    ("/v1/status/peers",             Route::StatusPeers,     &["GET"]),
+    ("/v1/agent/service/register",   Route::ServiceRegister, &["PUT"]),
+    ("/v1/agent/services",           Route::AgentServices,   &["GET"]),
+    ("/v1/agent/checks",             Route::AgentChecks,     &["GET"]),
+    ("/v1/agent/check/register",     Route::CheckRegister,   &["PUT"]),
+    ("/v1/catalog/services",         Route::CatalogServices, &["GET"]),
+    ("/v1/agent/connect/ca/roots",   Route::AgentRoots,      &["GET"]),
+    ("/v1/agent/connect/authorize",  Route::AgentAuthorize,  &["POST"]),
+    ("/v1/connect/ca/roots",         Route::ConnectRoots,    &["GET"]),
+    ("/v1/connect/ca/configuration", Route::CaConfiguration, &["GET", "PUT"]),
+    ("/v1/connect/intentions",       Route::Intentions,      &["GET", "POST"]),
+    ("/v1/connect/intentions/match", Route::IntentionMatch,  &["GET"]),
+    ("/v1/connect/intentions/check", Route::IntentionCheck,  &["GET"]),
+    ("/v1/connect/intentions/exact", Route::IntentionExact,  &["GET", "PUT", "DELETE"]),
 ];
 
-const PREFIX: &[(&str, &[&str])] = &[
-    ("/v1/agent/service/deregister/", &["PUT"]),
-    ("/v1/agent/service/", &["GET"]),
-    ("/v1/agent/check/deregister/", &["PUT"]),
-    ("/v1/agent/check/pass/", &["PUT"]),
-    ("/v1/agent/check/warn/", &["PUT"]),
-    ("/v1/agent/check/fail/", &["PUT"]),
-    ("/v1/agent/check/update/", &["PUT"]),
-    ("/v1/catalog/service/", &["GET"]),
-    ("/v1/catalog/connect/", &["GET"]),
-    ("/v1/health/service/", &["GET"]),
-    ("/v1/health/connect/", &["GET"]),
-    ("/v1/agent/connect/ca/leaf/", &["GET"]),
-    ("/v1/connect/intentions/", &["GET", "PUT", "DELETE"]),
+/// Path prefixes (first match wins): the route for the rest of the path and its methods.
+#[rustfmt::skip] // one endpoint per line, columns aligned
+const PREFIX: &[(&str, WithRest, Methods)] = &[
+    ("/v1/agent/service/deregister/", Route::ServiceDeregister, &["PUT"]),
+    ("/v1/agent/service/",            Route::AgentService,      &["GET"]),
+    ("/v1/agent/check/deregister/",   Route::CheckDeregister,   &["PUT"]),
+    ("/v1/agent/check/pass/",         Route::CheckPass,         &["PUT"]),
+    ("/v1/agent/check/warn/",         Route::CheckWarn,         &["PUT"]),
+    ("/v1/agent/check/fail/",         Route::CheckFail,         &["PUT"]),
+    ("/v1/agent/check/update/",       Route::CheckUpdate,       &["PUT"]),
+    ("/v1/catalog/service/",          Route::CatalogService,    &["GET"]),
+    ("/v1/catalog/connect/",          Route::CatalogConnect,    &["GET"]),
+    ("/v1/health/service/",           Route::HealthService,     &["GET"]),
+    ("/v1/health/connect/",           Route::HealthConnect,     &["GET"]),
+    ("/v1/agent/connect/ca/leaf/",    Route::AgentLeaf,         &["GET"]),
+    ("/v1/connect/intentions/",       Route::IntentionById,     &["GET", "PUT", "DELETE"]),
 ];
 
-fn route(path: &str) -> Option<(Route, &'static [&'static str])> {
-    if let Some((p, methods)) = EXACT.iter().find(|(p, _)| *p == path) {
-        let route = match *p {
-            "/v1/agent/self" => Route::AgentSelf,
-            "/v1/status/leader" => Route::StatusLeader,
-            "/v1/status/peers" => Route::StatusPeers,
-            "/v1/agent/service/register" => Route::ServiceRegister,
-            "/v1/agent/services" => Route::AgentServices,
-            "/v1/agent/checks" => Route::AgentChecks,
-            "/v1/agent/check/register" => Route::CheckRegister,
-            "/v1/catalog/services" => Route::CatalogServices,
-            "/v1/agent/connect/ca/roots" => Route::AgentRoots,
-            "/v1/agent/connect/authorize" => Route::AgentAuthorize,
-            "/v1/connect/ca/roots" => Route::ConnectRoots,
-            "/v1/connect/ca/configuration" => Route::CaConfiguration,
-            "/v1/connect/intentions" => Route::Intentions,
-            "/v1/connect/intentions/match" => Route::IntentionMatch,
-            "/v1/connect/intentions/check" => Route::IntentionCheck,
-            _ => Route::IntentionExact,
-        };
-        return Some((route, methods));
+fn route(path: &str) -> Option<(Route, Methods)> {
+    if let Some((_, route, methods)) = EXACT.iter().find(|(p, ..)| *p == path) {
+        return Some((route.clone(), methods));
     }
-    let (prefix, methods) = PREFIX.iter().find(|(p, _)| path.starts_with(p))?;
-    let rest = path[prefix.len()..].to_string();
-    let route = match *prefix {
-        "/v1/agent/service/deregister/" => Route::ServiceDeregister(rest),
-        "/v1/agent/service/" => Route::AgentService(rest),
-        "/v1/agent/check/deregister/" => Route::CheckDeregister(rest),
-        "/v1/agent/check/pass/" => Route::CheckPass(rest),
-        "/v1/agent/check/warn/" => Route::CheckWarn(rest),
-        "/v1/agent/check/fail/" => Route::CheckFail(rest),
-        "/v1/agent/check/update/" => Route::CheckUpdate(rest),
-        "/v1/catalog/service/" => Route::CatalogService(rest),
-        "/v1/catalog/connect/" => Route::CatalogConnect(rest),
-        "/v1/health/service/" => Route::HealthService(rest),
-        "/v1/health/connect/" => Route::HealthConnect(rest),
-        "/v1/agent/connect/ca/leaf/" => Route::AgentLeaf(rest),
-        _ => Route::IntentionById(rest),
-    };
-    Some((route, methods))
+    let (prefix, route, methods) = PREFIX.iter().find(|(p, ..)| path.starts_with(p))?;
+    Some((route(path[prefix.len()..].to_string()), methods))
 }
 
 async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {

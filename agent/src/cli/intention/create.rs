@@ -35,6 +35,15 @@ pub(super) async fn create(args: &[String], out: &mut dyn Write, err: &mut dyn W
         Ok(p) => p,
         Err(code) => return code,
     };
+    // Consul's FlagMapValue refuses a -meta without "=" while parsing flags.
+    let mut metas = parsed.values.get("meta").into_iter().flatten();
+    if let Some(bad) = metas.find(|pair| !pair.contains('=')) {
+        let _ = writeln!(
+            err,
+            "invalid value {bad:?} for flag -meta: Missing \"=\" value in argument: {bad}\n{CREATE_USAGE}"
+        );
+        return 1;
+    }
     if parsed.flag("allow") && parsed.flag("deny") {
         let _ = writeln!(err, "Only one of -allow or -deny may be specified.");
         return 1;
@@ -106,8 +115,9 @@ fn intention_from_args(parsed: &Parsed) -> Result<Value, String> {
     let action = if parsed.flag("deny") { "deny" } else { "allow" };
     ixn.insert("Action".into(), json!(action));
     let mut meta = serde_json::Map::new();
-    for pair in parsed.values.get("meta").into_iter().flatten() {
-        let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+    // Every -meta holds a "=": create() refused the others.
+    let pairs = parsed.values.get("meta").into_iter().flatten();
+    for (k, v) in pairs.filter_map(|pair| pair.split_once('=')) {
         meta.insert(k.to_string(), Value::String(v.to_string()));
     }
     if !meta.is_empty() {

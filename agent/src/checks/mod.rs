@@ -1,15 +1,17 @@
-//! Health checks: definitions as registered, their runtime state, and the tasks that run TCP
-//! checks at their interval and expire TTL checks.
+//! Health checks: definitions as registered and their runtime state; [`runner`] has the tasks
+//! that probe TCP and HTTP checks at their interval and expire TTL checks.
+
+mod runner;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::json::{DecodeError, Fields};
-use crate::state::Agent;
+
+pub use runner::{spawn_runner, OwnedTask};
 
 pub const PASSING: &str = "passing";
 pub const WARNING: &str = "warning";
@@ -263,161 +265,6 @@ pub fn limit_output(output: &str) -> String {
         &output[..end],
         output.len()
     )
-}
-
-/// A task that is aborted when its owner drops this handle.
-#[derive(Debug)]
-pub struct OwnedTask(JoinHandle<()>);
-
-impl Drop for OwnedTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts the task that drives `check_id` (TCP probing or TTL expiry); `None` for checks that
-/// are evaluated inline (alias, serf).
-pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Option<OwnedTask> {
-    let weak = Arc::downgrade(agent);
-    let id = check_id.to_string();
-    match kind.clone() {
-        CheckKind::Tcp {
-            address,
-            interval,
-            timeout,
-        } => Some(OwnedTask(tokio::spawn(async move {
-            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-            loop {
-                let (status, output) = probe_tcp(&address, timeout).await;
-                let Some(agent) = weak.upgrade() else { return };
-                agent.write(|state, tx| {
-                    state.catalog.set_check_result(&id, status, &output, tx);
-                });
-                drop(agent);
-                tokio::time::sleep(interval).await;
-            }
-        }))),
-        CheckKind::Http {
-            probe,
-            interval,
-            timeout,
-        } => {
-            let client = match http_client(&probe, timeout.unwrap_or(DEFAULT_TIMEOUT)) {
-                Ok(client) => client,
-                Err(e) => {
-                    tracing::warn!(check.id = %id, error = %e, "cannot build the HTTP check client");
-                    return None;
-                }
-            };
-            Some(OwnedTask(tokio::spawn(async move {
-                loop {
-                    let (status, output) = probe_http(&client, &probe).await;
-                    let Some(agent) = weak.upgrade() else { return };
-                    agent.write(|state, tx| {
-                        state.catalog.set_check_result(&id, status, &output, tx);
-                    });
-                    drop(agent);
-                    tokio::time::sleep(interval).await;
-                }
-            })))
-        }
-        CheckKind::Ttl(_) => Some(OwnedTask(tokio::spawn(async move {
-            loop {
-                let Some(agent) = weak.upgrade() else { return };
-                let Some((deadline, reset)) = agent.read(|state| state.catalog.ttl_timer(&id))
-                else {
-                    return;
-                };
-                drop(agent);
-                match deadline {
-                    Some(deadline) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => {
-                                let Some(agent) = weak.upgrade() else { return };
-                                agent.write(|state, tx| state.catalog.expire_ttl(&id, tx));
-                            }
-                            _ = reset.notified() => {}
-                        }
-                    }
-                    None => reset.notified().await,
-                }
-            }
-        }))),
-        CheckKind::Alias { .. } | CheckKind::Serf => None,
-    }
-}
-
-async fn probe_tcp(address: &str, timeout: Duration) -> (&'static str, String) {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_stream)) => (PASSING, format!("TCP connect {address}: Success")),
-        Ok(Err(e)) => (
-            CRITICAL,
-            format!("dial tcp {address}: {}", go_dial_error(&e)),
-        ),
-        Err(_) => (CRITICAL, format!("dial tcp {address}: i/o timeout")),
-    }
-}
-
-fn http_client(probe: &HttpProbe, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    let redirects = if probe.disable_redirects {
-        reqwest::redirect::Policy::none()
-    } else {
-        reqwest::redirect::Policy::limited(10)
-    };
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(redirects)
-        .danger_accept_invalid_certs(probe.tls_skip_verify)
-        .user_agent("Consul Health Check")
-        .build()
-}
-
-/// Consul's HTTP check: 2xx passing, 429 warning, anything else critical; the output names the
-/// request and carries the (truncated) body.
-async fn probe_http(client: &reqwest::Client, probe: &HttpProbe) -> (&'static str, String) {
-    let method =
-        reqwest::Method::from_bytes(probe.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-    let mut request = client
-        .request(method.clone(), &probe.url)
-        .header("Accept", "text/plain, text/*, */*");
-    for (name, value) in &probe.headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    if !probe.body.is_empty() {
-        request = request.body(probe.body.clone());
-    }
-    let response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let verb = method.as_str();
-            let verb = format!("{}{}", &verb[..1], verb[1..].to_ascii_lowercase());
-            return (CRITICAL, format!("{verb} \"{}\": {e}", probe.url));
-        }
-    };
-    let code = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let status = if code.is_success() {
-        PASSING
-    } else if code.as_u16() == 429 {
-        WARNING
-    } else {
-        CRITICAL
-    };
-    let output = format!(
-        "HTTP {} {}: {} Output: {}",
-        probe.method,
-        probe.url,
-        code,
-        limit_output(&body)
-    );
-    (status, output)
-}
-
-fn go_dial_error(error: &std::io::Error) -> String {
-    match error.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
-        _ => error.to_string(),
-    }
 }
 
 #[cfg(test)]
