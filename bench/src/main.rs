@@ -51,6 +51,11 @@ enum Cmd {
         /// Directory for process logs and HAProxy configuration.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("tandem-bench"))]
         work_dir: PathBuf,
+        /// Run the bench and every process it starts at this nice level (e.g. -10: ahead of
+        /// other work on a shared machine, so its scheduling noise does not swamp fractions of
+        /// a millisecond). Every subject gets the same priority. Needs root for values below 0.
+        #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+        nice: Option<i32>,
     },
     /// Run one scenario against one subject under `perf record` (attached to each proxy
     /// process) and write a flat profile per process.
@@ -79,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (quick, subjects, no_build, results_dir, doc, work_dir) = match Cli::parse().command {
+    let (quick, subjects, no_build, results_dir, doc, work_dir, nice) = match Cli::parse().command {
         Cmd::Compare {
             quick,
             subjects,
@@ -87,7 +92,8 @@ fn main() -> anyhow::Result<()> {
             results_dir,
             doc,
             work_dir,
-        } => (quick, subjects, no_build, results_dir, doc, work_dir),
+            nice,
+        } => (quick, subjects, no_build, results_dir, doc, work_dir, nice),
         Cmd::Profile {
             subject,
             scenario,
@@ -111,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         build: !no_build,
         subjects,
         work_dir,
+        nice,
     };
     let report = compare::run(&opts)?;
 

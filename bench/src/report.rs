@@ -60,6 +60,9 @@ pub struct Settings {
     pub policy_tries: usize,
     pub injector_concurrency: usize,
     pub injector_seconds: f64,
+    /// Nice level of the bench and every process it started (0 = not changed).
+    #[serde(default)]
+    pub nice: i32,
 }
 
 /// A scenario that ran, or why it did not.
@@ -159,6 +162,7 @@ impl Report {
                     "p50",
                     (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
                 ),
+                ("p90", |r| r.latency.p90_us),
                 ("p99", |r| r.latency.p99_us),
                 ("p99.9", |r| r.latency.p999_us),
                 ("max", |r| r.latency.max_us),
@@ -174,6 +178,7 @@ impl Report {
                     "p50",
                     (|r: &RateResult| r.latency.p50_us) as fn(&RateResult) -> f64,
                 ),
+                ("p90", |r| r.latency.p90_us),
                 ("p99", |r| r.latency.p99_us),
             ] {
                 let direct = subjects[0].and_then(&at).map(|r| pick(&r));
@@ -354,7 +359,8 @@ impl Report {
              persistent connections; \
              saturation {ss} s; new connection per request with {w} workers for {ns} s; bulk \
              {bs} s per run; idle connections {idle}; {pt} policy tries; injector {ic} \
-             concurrent clients for {is} s.\n\n",
+             concurrent clients for {is} s; nice level {nice} for the bench and every process \
+             it started.\n\n",
             rates = s
                 .rates
                 .iter()
@@ -377,6 +383,7 @@ impl Report {
             pt = s.policy_tries,
             ic = s.injector_concurrency,
             is = s.injector_seconds,
+            nice = s.nice,
         ));
         out.push_str(&self.table());
         out.push_str("\n**Targets** (from the issue):\n\n");
@@ -485,7 +492,7 @@ pub fn splice_generated(doc: &str, generated: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::Percentiles;
 
@@ -513,7 +520,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Report {
+    pub(crate) fn sample() -> Report {
         let settings = Settings {
             rates: vec![1000.0],
             rate_seconds: 2.0,
@@ -527,6 +534,7 @@ mod tests {
             policy_tries: 5,
             injector_concurrency: 16,
             injector_seconds: 2.0,
+            nice: 0,
         };
         let mut direct = SubjectReport {
             name: DIRECT.into(),

@@ -74,10 +74,11 @@ impl Binaries {
 
 /// A running agent + proxy pair.
 pub struct TandemPair {
+    // Fields drop in order: the proxies go before the agent they watch.
+    pub client_side: ChildProcess,
+    pub server_side: ChildProcess,
     pub agent: ChildProcess,
     pub agent_addr: SocketAddr,
-    pub server_side: ChildProcess,
-    pub client_side: ChildProcess,
     /// The client proxy's upstream listener for `echo`: where the load goes.
     pub listen: SocketAddr,
 }

@@ -45,9 +45,18 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
     };
     let t = "added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs";
     out.push(match (added_p99(tandem), added_p99(haproxy)) {
+        // A pair cannot be faster than no proxy: a negative difference means the machine's
+        // noise in this run is larger than what the pair adds.
+        (Some(tn), Some(h)) if tn < 0.0 || h < 0.0 => TargetCheck::new(
+            t,
+            format!(
+                "inconclusive: tandem {tn:+.0} µs, haproxy {h:+.0} µs (noise exceeds the difference)"
+            ),
+            None,
+        ),
         (Some(tn), Some(h)) => TargetCheck::new(
             t,
-            format!("tandem +{tn:.0} µs, haproxy +{h:.0} µs"),
+            format!("tandem {tn:+.0} µs, haproxy {h:+.0} µs"),
             Some(tn <= h && tn < 200.0),
         ),
         (Some(tn), None) => {
@@ -177,4 +186,23 @@ pub fn table(checks: &[TargetCheck]) -> String {
         out.push_str(&format!("| {} | {} | {met} |\n", c.target, c.measured));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample;
+
+    #[test]
+    fn negative_added_latency_is_inconclusive_not_met() {
+        let mut r = sample();
+        // Make direct slower than both pairs, as a noisy run can.
+        r.subjects[0].rates[0].latency.p99_us = 5000.0;
+        let c = &check(&r)[0];
+        assert_eq!(c.met, None);
+        assert!(c.measured.starts_with("inconclusive"), "{c:?}");
+        let ok = &check(&sample())[0];
+        assert_eq!(ok.measured, "tandem +150 µs, haproxy +120 µs");
+        assert_eq!(ok.met, Some(false));
+    }
 }

@@ -9,7 +9,21 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-const BUFFER: usize = 16 * 1024;
+/// Copy buffers start small, so an idle connection costs little, and grow with the traffic
+/// it actually carries (as ztunnel does): 2 KiB, 16 KiB after 32 KiB, 64 KiB after 4 MiB.
+const BUFFER_STEPS: [(u64, usize); 3] = [
+    (0, 2 * 1024),
+    (32 * 1024, 16 * 1024),
+    (4 * 1024 * 1024, 64 * 1024),
+];
+
+fn buffer_size(carried: u64) -> usize {
+    BUFFER_STEPS
+        .iter()
+        .rev()
+        .find(|(after, _)| carried >= *after)
+        .map_or(BUFFER_STEPS[0].1, |(_, size)| *size)
+}
 
 /// A handle that can end one connection from outside, saying why.
 #[derive(Debug, Clone, Default)]
@@ -150,7 +164,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER];
+    let mut carried: u64 = 0;
+    let mut buf = vec![0u8; buffer_size(0)];
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(n) => n,
@@ -167,6 +182,11 @@ where
         writer.write_all(&buf[..n]).await.map_err(|e| (false, e))?;
         writer.flush().await.map_err(|e| (false, e))?;
         count.fetch_add(n as u64, Ordering::Relaxed);
+        carried += n as u64;
+        let size = buffer_size(carried);
+        if size > buf.len() {
+            buf.resize(size, 0);
+        }
     }
 }
 
@@ -199,6 +219,45 @@ mod tests {
         server_task.await.unwrap();
         let t = copy.await.unwrap();
         assert_eq!((t.received, t.sent, t.end), (5, 11, "completed"));
+    }
+
+    #[test]
+    fn buffers_grow_with_the_traffic() {
+        assert_eq!(buffer_size(0), 2 * 1024);
+        assert_eq!(buffer_size(32 * 1024 - 1), 2 * 1024);
+        assert_eq!(buffer_size(32 * 1024), 16 * 1024);
+        assert_eq!(buffer_size(5 * 1024 * 1024), 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn large_transfers_arrive_intact() {
+        let (client, proxy_down) = tokio::io::duplex(64 * 1024);
+        let (proxy_up, server) = tokio::io::duplex(64 * 1024);
+        let copy = tokio::spawn(async move {
+            bidirectional(proxy_down, proxy_up, None, &Stopper::new()).await
+        });
+        let data: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            client_write.write_all(&data).await.unwrap();
+            client_write.shutdown().await.unwrap();
+        });
+        let echo = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(server);
+            tokio::io::copy(&mut r, &mut w).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut back = Vec::new();
+        client_read.read_to_end(&mut back).await.unwrap();
+        writer.await.unwrap();
+        echo.await.unwrap();
+        assert!(back == expected, "6 MiB came back byte for byte");
+        let t = copy.await.unwrap();
+        assert_eq!(
+            (t.received, t.sent, t.end),
+            (expected.len() as u64, expected.len() as u64, "completed")
+        );
     }
 
     #[tokio::test]

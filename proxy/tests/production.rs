@@ -640,3 +640,37 @@ async fn the_token_file_is_read_and_sent() {
     client.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let mut c = config(&url, "static-server");
+    c.service_port = Some(echo_app().await);
+    c.idle_timeout = Duration::from_millis(300);
+    let server = tandem_proxy::start(c).await.unwrap();
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let mut s = TcpStream::connect(client.upstream_addr("static-server").unwrap())
+        .await
+        .unwrap();
+    assert!(echo_roundtrip(&mut s, b"then silence").await);
+    let mut buf = [0u8; 8];
+    let r = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection is closed: {r:?}"
+    );
+    let m = metrics(&server).await;
+    assert_eq!(
+        metric(
+            &m,
+            "tandem_connections_closed_total",
+            &[("reason", "idle_timeout")]
+        ),
+        1.0,
+        "{m}"
+    );
+    server.shutdown().await;
+    client.shutdown().await;
+    agent.shutdown().await;
+}
