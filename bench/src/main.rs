@@ -74,6 +74,11 @@ enum Cmd {
         /// Do not build the release binaries first.
         #[arg(long)]
         no_build: bool,
+        /// Run each tandem proxy under this command instead of attaching perf, e.g.
+        /// "valgrind --tool=massif --massif-out-file=/tmp/massif.%p" with `--scenario idle`;
+        /// the proxies are stopped with SIGTERM at the end so the tool writes its output.
+        #[arg(long)]
+        wrap: Option<String>,
     },
 }
 
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             out_dir,
             no_build,
+            wrap,
         } => {
             let summary = profile::run(&ProfileOptions {
                 subject,
@@ -107,6 +113,7 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 out_dir,
                 build: !no_build,
+                wrap,
             })?;
             print!("{summary}");
             return Ok(());

@@ -28,6 +28,26 @@ impl ChildProcess {
         self.child.id()
     }
 
+    /// Asks the process to stop with SIGTERM and waits up to `timeout` for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "could not signal {}", self.role);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("{} did not exit within {timeout:?} of SIGTERM", self.role)
+    }
+
     /// Fails if the process has already exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

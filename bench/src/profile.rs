@@ -14,7 +14,7 @@ use crate::loadgen::{self, Direction};
 use crate::pki::BenchPki;
 use crate::process::ChildProcess;
 use crate::procstat;
-use crate::tandem::Binaries;
+use crate::tandem::{Binaries, TandemPair};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -26,6 +26,8 @@ pub enum Scenario {
     Newconn,
     /// One upload stream.
     Bulk,
+    /// 1,000 idle connections held open (for memory; pair it with `--wrap`).
+    Idle,
 }
 
 pub struct ProfileOptions {
@@ -34,6 +36,9 @@ pub struct ProfileOptions {
     pub seconds: f64,
     pub out_dir: PathBuf,
     pub build: bool,
+    /// Run each tandem proxy under this command instead of attaching perf (e.g.
+    /// `valgrind --tool=massif --massif-out-file=/tmp/massif.%p`).
+    pub wrap: Option<String>,
 }
 
 /// Runs the scenario under `perf record` and returns a short text summary.
@@ -44,6 +49,18 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
     let bins = Binaries::locate(opts.build)?;
     let pki = BenchPki::generate()?;
     let backend = rt.block_on(Backend::start())?;
+    if let Some(wrap) = &opts.wrap {
+        anyhow::ensure!(
+            opts.subject == crate::report::TANDEM,
+            "--wrap applies to the tandem subject only"
+        );
+        let wrapper: Vec<String> = wrap.split_whitespace().map(String::from).collect();
+        let mut pair = TandemPair::start_wrapped(&bins, backend.addr(), &opts.out_dir, &wrapper)?;
+        let summary = run_wrapped(&mut pair, opts)?;
+        drop(pair);
+        rt.block_on(backend.shutdown());
+        return Ok(summary);
+    }
     let subject = start_subject(
         &opts.subject,
         &bins,
@@ -125,6 +142,16 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
             let text = format!("{:.0} MB/s upload, 1 stream", r.mb_per_sec);
             (text, r.bytes / (1 << 20), "MiB")
         }
+        Scenario::Idle => {
+            let held = loadgen::open_idle(target, IDLE_CONNECTIONS)?;
+            std::thread::sleep(d);
+            let text = format!(
+                "{} idle connections held for {:.0} s",
+                held.len(),
+                opts.seconds
+            );
+            (text, held.len() as u64, "connection")
+        }
     };
     let units = units.max(1) as f64;
     let mut summary = format!("{} / {:?}: {work}\n", opts.subject, opts.scenario);
@@ -164,6 +191,49 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
     drop(subject);
     rt.block_on(backend.shutdown());
     Ok(summary)
+}
+
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// The scenario against a pair whose proxies run under a wrapper (valgrind): no perf; the
+/// proxies are stopped with SIGTERM at the end so the wrapper writes its output.
+fn run_wrapped(pair: &mut TandemPair, opts: &ProfileOptions) -> anyhow::Result<String> {
+    let target = pair.listen;
+    let d = Duration::from_secs_f64(opts.seconds);
+    let work = match opts.scenario {
+        Scenario::Idle => {
+            let held = loadgen::open_idle(target, IDLE_CONNECTIONS)?;
+            std::thread::sleep(d);
+            let rss: Vec<String> = [&pair.client_side, &pair.server_side]
+                .iter()
+                .map(|p| {
+                    let kb = procstat::rss_kb(p.pid()).unwrap_or(0);
+                    format!(
+                        "{} RSS {:.1} MB (under the wrapper)",
+                        p.role,
+                        kb as f64 / 1024.0
+                    )
+                })
+                .collect();
+            drop(held);
+            format!(
+                "{IDLE_CONNECTIONS} idle connections held; {}",
+                rss.join(", ")
+            )
+        }
+        Scenario::Rate => {
+            let r = loadgen::fixed_rate(target, 500.0, 8, d)?.result(500.0, 8);
+            format!("{} requests at 500 rps", r.requests)
+        }
+        other => anyhow::bail!("--wrap supports the idle and rate scenarios, not {other:?}"),
+    };
+    pair.terminate_proxies()?;
+    Ok(format!(
+        "tandem (wrapped in `{}`) / {:?}: {work}\nthe wrapper's output is where its flags put it; proxy logs in {}\n",
+        opts.wrap.as_deref().unwrap_or(""),
+        opts.scenario,
+        opts.out_dir.display()
+    ))
 }
 
 /// Stops `perf record` with SIGINT (so it writes its data) and waits for it.

@@ -85,6 +85,17 @@ pub struct TandemPair {
 
 impl TandemPair {
     pub fn start(bins: &Binaries, backend: SocketAddr, log_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_wrapped(bins, backend, log_dir, &[])
+    }
+
+    /// Like [`TandemPair::start`], with each proxy run under `wrapper` (a command and its
+    /// arguments, e.g. `valgrind --tool=massif`); empty = run the proxy directly.
+    pub fn start_wrapped(
+        bins: &Binaries,
+        backend: SocketAddr,
+        log_dir: &Path,
+        wrapper: &[String],
+    ) -> anyhow::Result<Self> {
         let agent_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut agent_cmd = Command::new(bins.path("tandem-agent")?);
         agent_cmd
@@ -100,7 +111,7 @@ impl TandemPair {
         let proxy = bins.path("tandem-proxy")?;
         let server_public: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let server_admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut cmd = Command::new(&proxy);
+        let mut cmd = proxy_command(&proxy, wrapper);
         cmd.args(["--service", SERVER_SERVICE])
             .args(["--service-port", &backend.port().to_string()])
             .args(["--service-address", "127.0.0.1"])
@@ -114,7 +125,7 @@ impl TandemPair {
         let upstream: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let client_public: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let client_admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut cmd = Command::new(&proxy);
+        let mut cmd = proxy_command(&proxy, wrapper);
         cmd.args(["--service", CLIENT_SERVICE])
             .args([
                 "--upstreams",
@@ -130,13 +141,13 @@ impl TandemPair {
         wait_ready(&mut server_side, server_admin)?;
         wait_ready(&mut client_side, client_admin)?;
         // Ready means listening; the client side may still be learning the echo instances.
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match one_shot(upstream) {
                 Ok(_) => break,
                 Err(e) if Instant::now() > deadline => {
                     return Err(e.context(format!(
-                        "no answer through the tandem pair at {upstream} within 15 s"
+                        "no answer through the tandem pair at {upstream} within 60 s"
                     )))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -149,6 +160,13 @@ impl TandemPair {
             client_side,
             listen: upstream,
         })
+    }
+
+    /// Stops both proxies with SIGTERM (their normal shutdown, so a wrapper such as valgrind
+    /// writes its output) and waits for them.
+    pub fn terminate_proxies(&mut self) -> anyhow::Result<()> {
+        self.client_side.terminate(Duration::from_secs(60))?;
+        self.server_side.terminate(Duration::from_secs(60))
     }
 
     /// Allows or denies `bench-client -> echo`.
@@ -173,8 +191,19 @@ pub fn set_intention(agent: SocketAddr, action: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn proxy_command(proxy: &Path, wrapper: &[String]) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(proxy),
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(proxy);
+            c
+        }
+    }
+}
+
 fn wait_ready(proxy: &mut ChildProcess, admin: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         proxy.check_running()?;
         if let Ok(r) = http::request(admin, "GET", "/ready", None) {
