@@ -147,14 +147,9 @@ pub async fn watch(
     loop {
         let query =
             |blocking| client.health_connect(name, upstream.datacenter.as_deref(), blocking);
-        let Some(answer) = w.next_answer(index, query).await else {
+        let Some(answer) = w.next_change(&mut index, query).await else {
             return;
         };
-        let previous = index;
-        index = consul::next_index(previous, answer.meta.index);
-        if index == previous {
-            continue;
-        }
         let list = endpoints(&answer.body, name, &local_dc);
         if list.is_empty() && !tx.borrow().is_empty() {
             // A restarted agent answers [] until services register again. Keeping the last

@@ -161,14 +161,9 @@ pub async fn watch(
     let mut w = Watcher::new("intentions", &metrics, retry_max, stop);
     loop {
         let query = |blocking| client.intentions_for_destination(&service, blocking);
-        let Some(answer) = w.next_answer(index, query).await else {
+        let Some(answer) = w.next_change(&mut index, query).await else {
             return;
         };
-        let previous = index;
-        index = consul::next_index(previous, answer.meta.index);
-        if index == previous {
-            continue;
-        }
         let set = IntentionSet::new(
             answer.body,
             default_override

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consul::{self, Backoff, Blocking, ConsulError};
+use crate::consul::{self, Answer, Backoff, Blocking, ConsulError};
 use crate::metrics::Metrics;
 
 /// First retry after this long; later ones double up to the configured maximum.
@@ -74,6 +74,27 @@ impl<'a> Watcher<'a> {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// Like [`Watcher::next_answer`], but only an answer whose index moved on from `*index`,
+    /// which it advances by Consul's rule ([`consul::next_index`]).
+    pub async fn next_change<T, F, Fut>(
+        &mut self,
+        index: &mut u64,
+        mut query: F,
+    ) -> Option<Answer<T>>
+    where
+        F: FnMut(Blocking) -> Fut,
+        Fut: Future<Output = Result<Answer<T>, ConsulError>>,
+    {
+        loop {
+            let answer = self.next_answer(*index, &mut query).await?;
+            let previous = *index;
+            *index = consul::next_index(previous, answer.meta.index);
+            if *index != previous {
+                return Some(answer);
             }
         }
     }
