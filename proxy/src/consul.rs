@@ -240,22 +240,10 @@ impl ConsulClient {
             _ => Duration::from_secs(30),
         };
         let request = self.authorize(self.http.get(url.clone())).timeout(timeout);
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ConsulError::Unreachable {
-                url: redact(&url),
-                source,
-            })?;
+        let response = request.send().await.map_err(unreachable(&url))?;
         let meta = query_meta(response.headers());
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ConsulError::Unreachable {
-                url: redact(&url),
-                source,
-            })?;
+        let bytes = response.bytes().await.map_err(unreachable(&url))?;
         if !status.is_success() {
             return Err(ConsulError::Status {
                 url: redact(&url),
@@ -287,13 +275,7 @@ impl ConsulClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ConsulError::Unreachable {
-                url: redact(&url),
-                source,
-            })?;
+        let response = request.send().await.map_err(unreachable(&url))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -348,6 +330,14 @@ fn encode(segment: &str) -> String {
 }
 
 /// URLs in errors and logs never carry a token (tokens go in a header, but be safe).
+/// Maps a transport error on a request to `url` (redacted) into [`ConsulError::Unreachable`].
+fn unreachable(url: &url::Url) -> impl Fn(reqwest::Error) -> ConsulError + '_ {
+    move |source| ConsulError::Unreachable {
+        url: redact(url),
+        source,
+    }
+}
+
 fn redact(url: &url::Url) -> String {
     let mut u = url.clone();
     if u.query_pairs().any(|(k, _)| k == "token") {

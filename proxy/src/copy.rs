@@ -69,6 +69,17 @@ pub struct Transfer {
     pub end: &'static str,
 }
 
+impl Transfer {
+    /// A connection that ended, for `end`, before any byte was copied.
+    pub fn empty(end: &'static str) -> Self {
+        Transfer {
+            received: 0,
+            sent: 0,
+            end,
+        }
+    }
+}
+
 enum Failure {
     Downstream(io::Error),
     Upstream(io::Error),

@@ -145,27 +145,11 @@ pub async fn watch(
     let mut w = Watcher::new("discovery", &metrics, retry_max, stop);
     let name = upstream.name.as_str();
     loop {
-        let query = client.health_connect(
-            name,
-            upstream.datacenter.as_deref(),
-            Blocking::after(w.query_index(index), consul::DEFAULT_WAIT),
-        );
-        let answer = match w.run(query).await {
-            None => return,
-            Some(Ok(a)) => a,
-            Some(Err(e)) => {
-                if w.failed(&e).await {
-                    continue;
-                }
-                return;
-            }
+        let query =
+            |blocking| client.health_connect(name, upstream.datacenter.as_deref(), blocking);
+        let Some(answer) = w.next_change(&mut index, query).await else {
+            return;
         };
-        w.succeeded();
-        let previous = index;
-        index = consul::next_index(previous, answer.meta.index);
-        if index == previous {
-            continue;
-        }
         let list = endpoints(&answer.body, name, &local_dc);
         if list.is_empty() && !tx.borrow().is_empty() {
             // A restarted agent answers [] until services register again. Keeping the last

@@ -347,23 +347,10 @@ impl IdentityWatch {
             .1
             .index;
         loop {
-            let answer = match w
-                .run(
-                    self.client
-                        .ca_roots(Blocking::after(w.query_index(index), consul::DEFAULT_WAIT)),
-                )
-                .await
-            {
-                None => return,
-                Some(Ok(a)) => a,
-                Some(Err(e)) => {
-                    if w.failed(&e).await {
-                        continue;
-                    }
-                    return;
-                }
+            let query = |blocking| self.client.ca_roots(blocking);
+            let Some(answer) = w.next_answer(index, query).await else {
+                return;
             };
-            w.succeeded();
             let previous = index;
             index = consul::next_index(previous, answer.meta.index);
             let same = {

@@ -98,26 +98,12 @@ impl Inbound {
                 let reason = connections::handshake_reason(&e);
                 self.metrics.handshake_failed(Direction::Inbound, reason);
                 tracing::debug!(client.addr = %client, error = %e, reason, "inbound handshake failed");
-                self.finish(
-                    &log,
-                    Transfer {
-                        received: 0,
-                        sent: 0,
-                        end: "handshake_failed",
-                    },
-                );
+                self.refused(&log, "handshake_failed");
                 return;
             }
             Err(_) => {
                 self.metrics.handshake_failed(Direction::Inbound, "timeout");
-                self.finish(
-                    &log,
-                    Transfer {
-                        received: 0,
-                        sent: 0,
-                        end: "handshake_timeout",
-                    },
-                );
+                self.refused(&log, "handshake_timeout");
                 return;
             }
         };
@@ -130,14 +116,7 @@ impl Inbound {
                     .handshake_failed(Direction::Inbound, "bad_identity");
                 tracing::debug!(client.addr = %client, error = %e, "inbound peer has no service identity");
                 close(&mut stream).await;
-                self.finish(
-                    &log,
-                    Transfer {
-                        received: 0,
-                        sent: 0,
-                        end: "bad_identity",
-                    },
-                );
+                self.refused(&log, "bad_identity");
                 return;
             }
         };
@@ -149,14 +128,7 @@ impl Inbound {
         if !decision.allowed {
             tracing::info!(client.addr = %client, peer.id = %peer, reason = %decision.reason, "connection denied by intentions");
             close(&mut stream).await;
-            self.finish(
-                &log,
-                Transfer {
-                    received: 0,
-                    sent: 0,
-                    end: "denied",
-                },
-            );
+            self.refused(&log, "denied");
             return;
         }
 
@@ -167,14 +139,7 @@ impl Inbound {
         // An intention change between the decision and the registration must not be missed.
         if !self.intentions.borrow().authorize(&source(&peer)).allowed {
             close(&mut stream).await;
-            self.finish(
-                &log,
-                Transfer {
-                    received: 0,
-                    sent: 0,
-                    end: "denied",
-                },
-            );
+            self.refused(&log, "denied");
             return;
         }
 
@@ -185,33 +150,24 @@ impl Inbound {
             Ok(Err(e)) => {
                 tracing::warn!(app.addr = %self.app, error = %e, "cannot connect to the local app");
                 close(&mut stream).await;
-                self.finish(
-                    &log,
-                    Transfer {
-                        received: 0,
-                        sent: 0,
-                        end: "app_unreachable",
-                    },
-                );
+                self.refused(&log, "app_unreachable");
                 return;
             }
             Err(_) => {
                 tracing::warn!(app.addr = %self.app, "connecting to the local app timed out");
                 close(&mut stream).await;
-                self.finish(
-                    &log,
-                    Transfer {
-                        received: 0,
-                        sent: 0,
-                        end: "app_connect_timeout",
-                    },
-                );
+                self.refused(&log, "app_connect_timeout");
                 return;
             }
         };
         connections::tune(&app);
         let transfer = copy::bidirectional(stream, app, self.idle_timeout, &stopper).await;
         self.finish(&log, transfer);
+    }
+
+    /// Ends a connection that was closed before any byte was copied.
+    fn refused(&self, log: &AccessLog<'_>, end: &'static str) {
+        self.finish(log, Transfer::empty(end));
     }
 
     fn finish(&self, log: &AccessLog<'_>, transfer: Transfer) {

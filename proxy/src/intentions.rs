@@ -160,26 +160,10 @@ pub async fn watch(
 ) {
     let mut w = Watcher::new("intentions", &metrics, retry_max, stop);
     loop {
-        let query = client.intentions_for_destination(
-            &service,
-            Blocking::after(w.query_index(index), consul::DEFAULT_WAIT),
-        );
-        let answer = match w.run(query).await {
-            None => return,
-            Some(Ok(answer)) => answer,
-            Some(Err(e)) => {
-                if w.failed(&e).await {
-                    continue;
-                }
-                return;
-            }
+        let query = |blocking| client.intentions_for_destination(&service, blocking);
+        let Some(answer) = w.next_change(&mut index, query).await else {
+            return;
         };
-        w.succeeded();
-        let previous = index;
-        index = consul::next_index(previous, answer.meta.index);
-        if index == previous {
-            continue;
-        }
         let set = IntentionSet::new(
             answer.body,
             default_override

@@ -98,14 +98,7 @@ impl Outbound {
                 target: None,
                 started,
             };
-            self.finish(
-                &log,
-                Transfer {
-                    received: 0,
-                    sent: 0,
-                    end,
-                },
-            );
+            self.finish(&log, Transfer::empty(end));
             return;
         };
         let peer = tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates()).ok();

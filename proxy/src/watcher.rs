@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consul::{Backoff, ConsulError};
+use crate::consul::{self, Answer, Backoff, Blocking, ConsulError};
 use crate::metrics::Metrics;
 
 /// First retry after this long; later ones double up to the configured maximum.
@@ -52,6 +52,50 @@ impl<'a> Watcher<'a> {
         tokio::select! {
             _ = self.stop.cancelled() => None,
             out = f => { self.last_answer = Some(Instant::now()); Some(out) }
+        }
+    }
+
+    /// The next good answer to the blocking query `query` makes, asked to wait for a change
+    /// after `index`; failures are recorded and retried with backoff. `None` once stopped.
+    pub async fn next_answer<T, F, Fut>(&mut self, index: u64, mut query: F) -> Option<T>
+    where
+        F: FnMut(Blocking) -> Fut,
+        Fut: Future<Output = Result<T, ConsulError>>,
+    {
+        loop {
+            let blocking = Blocking::after(self.query_index(index), consul::DEFAULT_WAIT);
+            match self.run(query(blocking)).await? {
+                Ok(answer) => {
+                    self.succeeded();
+                    return Some(answer);
+                }
+                Err(e) => {
+                    if !self.failed(&e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`Watcher::next_answer`], but only an answer whose index moved on from `*index`,
+    /// which it advances by Consul's rule ([`consul::next_index`]).
+    pub async fn next_change<T, F, Fut>(
+        &mut self,
+        index: &mut u64,
+        mut query: F,
+    ) -> Option<Answer<T>>
+    where
+        F: FnMut(Blocking) -> Fut,
+        Fut: Future<Output = Result<Answer<T>, ConsulError>>,
+    {
+        loop {
+            let answer = self.next_answer(*index, &mut query).await?;
+            let previous = *index;
+            *index = consul::next_index(previous, answer.meta.index);
+            if *index != previous {
+                return Some(answer);
+            }
         }
     }
 
@@ -107,18 +151,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ConsulError>>,
 {
-    let mut w = Watcher::new(name, metrics, retry_max, stop.clone());
-    loop {
-        match w.run(f()).await? {
-            Ok(v) => {
-                w.succeeded();
-                return Some(v);
-            }
-            Err(e) => {
-                if !w.failed(&e).await {
-                    return None;
-                }
-            }
-        }
-    }
+    // A one-shot query does not block: it ignores the blocking parameters.
+    Watcher::new(name, metrics, retry_max, stop.clone())
+        .next_answer(0, |_| f())
+        .await
 }

@@ -53,6 +53,37 @@ fn spawn(args: &[&str]) -> Running {
     }
 }
 
+/// Starts the binary as `static-server` in front of `app`, with the agent at `url`, its
+/// listeners on free ports and the `extra` flags.
+fn spawn_server(url: &str, app: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "--service",
+        "static-server",
+        "--service-port",
+        app,
+        "--public-listener",
+        "127.0.0.1:0",
+        "--admin-listener",
+        "127.0.0.1:0",
+        "--advertise-address",
+        "127.0.0.1",
+        "--consul-http-addr",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// Sends SIGTERM to the running binary.
+fn sigterm(proxy: &Running) {
+    let pid = proxy.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// Waits for the process to exit, up to `limit`; returns its exit code.
 async fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
     let until = Instant::now() + limit;
@@ -73,24 +104,11 @@ async fn sigterm_drains_open_connections_and_exits_0() {
     let agent = agent(true).await;
     let url = agent.url();
     let app = echo_app().await.to_string();
-    let mut server = spawn(&[
-        "--service",
-        "static-server",
-        "--service-id",
-        "static-server",
-        "--service-port",
-        &app,
-        "--public-listener",
-        "127.0.0.1:0",
-        "--admin-listener",
-        "127.0.0.1:0",
-        "--advertise-address",
-        "127.0.0.1",
-        "--consul-http-addr",
+    let mut server = spawn_server(
         &url,
-        "--drain-deadline",
-        "10s",
-    ]);
+        &app,
+        &["--service-id", "static-server", "--drain-deadline", "10s"],
+    );
     let client = client_proxy(&url, "static-client", "static-server").await;
     let upstream = client.upstream_addr("static-server").unwrap();
     let mut open = TcpStream::connect(upstream).await.unwrap();
@@ -99,12 +117,7 @@ async fn sigterm_drains_open_connections_and_exits_0() {
     open.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"first");
 
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&server);
 
     // New inbound connections are refused, the proxy is deregistered and not ready...
     let public = server.public.unwrap();
@@ -145,22 +158,7 @@ async fn drain_deadline_closes_what_is_left_and_exits_0() {
     let agent = agent(true).await;
     let url = agent.url();
     let app = echo_app().await.to_string();
-    let mut server = spawn(&[
-        "--service",
-        "static-server",
-        "--service-port",
-        &app,
-        "--public-listener",
-        "127.0.0.1:0",
-        "--admin-listener",
-        "127.0.0.1:0",
-        "--advertise-address",
-        "127.0.0.1",
-        "--consul-http-addr",
-        &url,
-        "--drain-deadline",
-        "500ms",
-    ]);
+    let mut server = spawn_server(&url, &app, &["--drain-deadline", "500ms"]);
     let client = client_proxy(&url, "static-client", "static-server").await;
     let mut open = TcpStream::connect(client.upstream_addr("static-server").unwrap())
         .await
@@ -168,12 +166,7 @@ async fn drain_deadline_closes_what_is_left_and_exits_0() {
     open.write_all(b"x").await.unwrap();
     let mut buf = [0u8; 1];
     open.read_exact(&mut buf).await.unwrap();
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&server);
     // The connection never finishes by itself: the deadline closes it and the proxy exits 0.
     assert_eq!(
         exit_code(&mut server.child, Duration::from_secs(15)).await,
