@@ -41,7 +41,7 @@ case ${1:-} in
   --check) mode=check ;;
   --down) mode=down ;;
   -h | --help)
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit 0 ;;
   *) echo "walkthrough: unknown argument \"$1\": expected --check, --down or --help" >&2; exit 64 ;;
 esac
