@@ -5,10 +5,9 @@
 //! [`AnnotationError`] that names the annotation and the value.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
+pub use tandem_contract::{ServiceName, Upstream, ADMIN_LISTENER_PORT, PUBLIC_LISTENER_PORT};
 
 /// `"true"` enables injection, `"false"` disables it; any spelling Go's `strconv.ParseBool` takes.
 pub const CONNECT_INJECT: &str = "consul.hashicorp.com/connect-inject";
@@ -23,11 +22,6 @@ pub const CONNECT_SERVICE_UPSTREAMS: &str = "consul.hashicorp.com/connect-servic
 
 /// The value written to [`CONNECT_INJECT_STATUS`].
 pub const STATUS_INJECTED: &str = "injected";
-
-/// Ports the sidecar itself binds in the pod's network namespace; neither the application
-/// port nor an upstream may use them.
-pub const PUBLIC_LISTENER_PORT: u16 = 20000;
-pub const ADMIN_LISTENER_PORT: u16 = 19000;
 
 /// A pod annotation with a value the injector cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,110 +51,16 @@ pub fn parse_bool(raw: &str) -> Option<bool> {
     }
 }
 
-/// A Consul service name as used by the proxy's `--service` and `--upstreams`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServiceName(String);
-
-impl ServiceName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The `<NAME>` of `<NAME>_CONNECT_SERVICE_HOST`: uppercased, every character outside
-    /// `[A-Z0-9_]` turned into `_`.
-    pub fn env_prefix(&self) -> String {
-        self.0
-            .chars()
-            .map(|c| match c.to_ascii_uppercase() {
-                u @ ('A'..='Z' | '0'..='9' | '_') => u,
-                _ => '_',
-            })
-            .collect()
-    }
-}
-
-impl FromStr for ServiceName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err("a service name must not be empty".into());
-        }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        {
-            return Err(format!(
-                "{bad:?} is not allowed in a service name (letters, digits, '-', '_' and '.' are)"
-            ));
-        }
-        Ok(ServiceName(s.to_string()))
-    }
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One entry of `connect-service-upstreams`: `name:port[:dc]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub name: ServiceName,
-    pub local_port: u16,
-    pub datacenter: Option<String>,
-}
-
-impl FromStr for Upstream {
-    type Err = String;
-
-    fn from_str(entry: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = entry.split(':').map(str::trim).collect();
-        let (name, port, datacenter) = match parts.as_slice() {
-            [name] => {
-                return Err(format!(
-                    "upstream {name:?} has no local port (want name:port)"
-                ))
-            }
-            [name, port] => (*name, *port, None),
-            [name, port, dc] => (*name, *port, Some(*dc)),
-            _ => {
-                return Err(format!(
-                    "upstream {entry:?} has too many ':' (want name:port[:dc])"
-                ))
-            }
-        };
-        let name = name
-            .parse::<ServiceName>()
-            .map_err(|e| format!("upstream {entry:?}: {e}"))?;
-        let local_port =
-            parse_port(port).map_err(|e| format!("upstream {entry:?}: local port {e}"))?;
-        let datacenter = match datacenter {
-            None => None,
-            Some("") => return Err(format!("upstream {entry:?}: the datacenter is empty")),
-            Some(dc) => {
-                dc.parse::<ServiceName>()
-                    .map_err(|e| format!("upstream {entry:?}: datacenter: {e}"))?;
-                Some(dc.to_string())
-            }
-        };
-        Ok(Upstream {
-            name,
-            local_port,
-            datacenter,
+/// The `<NAME>` of `<NAME>_CONNECT_SERVICE_HOST`: uppercased, every character outside
+/// `[A-Z0-9_]` turned into `_`.
+pub fn env_prefix(name: &ServiceName) -> String {
+    name.as_str()
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            u @ ('A'..='Z' | '0'..='9' | '_') => u,
+            _ => '_',
         })
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.name, self.local_port)?;
-        if let Some(dc) = &self.datacenter {
-            write!(f, ":{dc}")?;
-        }
-        Ok(())
-    }
+        .collect()
 }
 
 /// What the annotations (and the pod's containers, for the defaults) say the sidecar must do.
@@ -266,7 +166,9 @@ pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstr
     let mut ports = HashSet::new();
     let mut env_names = HashSet::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let upstream: Upstream = entry.parse()?;
+        let upstream: Upstream = entry
+            .parse()
+            .map_err(|e: tandem_contract::UpstreamError| e.to_string())?;
         if !ports.insert(upstream.local_port) {
             return Err(format!(
                 "local port {} is used by more than one upstream",
@@ -285,10 +187,17 @@ pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstr
                 upstream.local_port
             ));
         }
-        if !env_names.insert(upstream.name.env_prefix()) {
+        if env_prefix(&upstream.name).starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!(
+                "upstream {entry:?}: its variable {}_CONNECT_SERVICE_HOST would start with a digit, \
+                 which Kubernetes before 1.32 refuses in env names",
+                env_prefix(&upstream.name)
+            ));
+        }
+        if !env_names.insert(env_prefix(&upstream.name)) {
             return Err(format!(
                 "upstream {entry:?}: another upstream already sets {}_CONNECT_SERVICE_HOST/PORT",
-                upstream.name.env_prefix()
+                env_prefix(&upstream.name)
             ));
         }
         upstreams.push(upstream);
@@ -388,7 +297,7 @@ mod tests {
         ];
         for (name, want) in cases {
             let name: ServiceName = name.parse().unwrap();
-            assert_eq!(name.env_prefix(), want);
+            assert_eq!(env_prefix(&name), want);
         }
     }
 
@@ -397,7 +306,7 @@ mod tests {
         let u: Upstream = " db : 1234 : dc2 ".trim().parse().unwrap();
         assert_eq!(u.name.as_str(), "db");
         assert_eq!(u.local_port, 1234);
-        assert_eq!(u.datacenter.as_deref(), Some("dc2"));
+        assert_eq!(u.datacenter.as_ref().map(|d| d.as_str()), Some("dc2"));
         assert_eq!(u.to_string(), "db:1234:dc2");
     }
 
@@ -416,7 +325,7 @@ mod tests {
             ("d b:1", "not allowed"),
         ];
         for (entry, want) in cases {
-            let err = entry.parse::<Upstream>().unwrap_err();
+            let err = entry.parse::<Upstream>().unwrap_err().to_string();
             assert!(err.contains(want), "{entry}: {err}");
         }
     }

@@ -7,9 +7,10 @@
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tandem_contract::{flags, UpstreamList};
 
 use crate::annotations::{
-    ConnectSettings, CONNECT_INJECT_STATUS, CONNECT_SERVICE, CONNECT_SERVICE_PORT,
+    self, ConnectSettings, CONNECT_INJECT_STATUS, CONNECT_SERVICE, CONNECT_SERVICE_PORT,
     PUBLIC_LISTENER_PORT, STATUS_INJECTED,
 };
 
@@ -137,7 +138,7 @@ pub fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
         .upstreams
         .iter()
         .flat_map(|u| {
-            let prefix = u.name.env_prefix();
+            let prefix = annotations::env_prefix(&u.name);
             [
                 json!({"name": format!("{prefix}_CONNECT_SERVICE_HOST"), "value": "127.0.0.1"}),
                 json!({"name": format!("{prefix}_CONNECT_SERVICE_PORT"), "value": u.local_port.to_string()}),
@@ -148,13 +149,13 @@ pub fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
 
 /// The `tandem-proxy` container (or native-sidecar init container).
 pub fn sidecar_container(settings: &ConnectSettings, options: &SidecarOptions) -> Value {
-    let mut args = vec!["--service".to_string(), settings.service.to_string()];
+    let mut args = vec![flags::SERVICE.to_string(), settings.service.to_string()];
     if let Some(port) = settings.service_port {
-        args.extend(["--service-port".to_string(), port.to_string()]);
+        args.extend([flags::SERVICE_PORT.to_string(), port.to_string()]);
     }
     if !settings.upstreams.is_empty() {
-        let list: Vec<String> = settings.upstreams.iter().map(ToString::to_string).collect();
-        args.extend(["--upstreams".to_string(), list.join(",")]);
+        let list = UpstreamList(settings.upstreams.clone());
+        args.extend([flags::UPSTREAMS.to_string(), list.to_string()]);
     }
 
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
@@ -173,7 +174,7 @@ pub fn sidecar_container(settings: &ConnectSettings, options: &SidecarOptions) -
     // The admin listener is on 127.0.0.1 inside the pod, out of the kubelet's reach, so the
     // probe execs the proxy's own check instead of an httpGet.
     let ready_probe = json!({
-        "exec": {"command": [PROXY_BINARY, "--check-ready"]},
+        "exec": {"command": [PROXY_BINARY, flags::CHECK_READY]},
         "initialDelaySeconds": 1,
         "periodSeconds": 5,
         "timeoutSeconds": 3,
@@ -218,7 +219,7 @@ pub fn sidecar_container(settings: &ConnectSettings, options: &SidecarOptions) -
         c.insert(
             "startupProbe".into(),
             json!({
-                "exec": {"command": [PROXY_BINARY, "--check-ready"]},
+                "exec": {"command": [PROXY_BINARY, flags::CHECK_READY]},
                 "periodSeconds": 1,
                 "timeoutSeconds": 3,
                 "failureThreshold": 120,
@@ -487,7 +488,7 @@ mod tests {
         assert_eq!(c["command"], json!([PROXY_BINARY]));
         assert_eq!(
             c["readinessProbe"]["exec"]["command"],
-            json!([PROXY_BINARY, "--check-ready"])
+            json!([PROXY_BINARY, flags::CHECK_READY])
         );
         assert_eq!(
             c["env"][4],

@@ -53,7 +53,7 @@ fn with_annotations(pairs: &[(&str, &str)]) -> Value {
 }
 
 /// Pods with one bad annotation each (on top of connect-inject: "true").
-const BAD: [(&str, &[(&str, &str)]); 12] = [
+const BAD: [(&str, &[(&str, &str)]); 14] = [
     (
         "bad-connect-inject",
         &[("consul.hashicorp.com/connect-inject", "yes")],
@@ -111,6 +111,17 @@ const BAD: [(&str, &[(&str, &str)]); 12] = [
         "bad-service-empty",
         &[("consul.hashicorp.com/connect-service", "")],
     ),
+    (
+        "bad-service-slash",
+        &[("consul.hashicorp.com/connect-service", "web/v2")],
+    ),
+    (
+        "bad-upstream-env-starts-with-digit",
+        &[(
+            "consul.hashicorp.com/connect-service-upstreams",
+            "9lives:1234",
+        )],
+    ),
 ];
 
 fn cases() -> Vec<Case> {
@@ -161,6 +172,13 @@ fn cases() -> Vec<Case> {
         case(
             "named-ports",
             pod_file("pods/named-ports.yaml"),
+            "default",
+            plain(),
+            true,
+        ),
+        case(
+            "consul-names",
+            pod_file("pods/consul-names.yaml"),
             "default",
             plain(),
             true,

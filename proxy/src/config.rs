@@ -9,9 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Serialize;
 
-mod names;
-
-pub use names::{ServiceName, Upstream, UpstreamList};
+pub use tandem_contract::{Datacenter, ServiceName, Upstream, UpstreamList};
 
 /// The proxy's command line. Every flag also reads `TANDEM_<FLAG_IN_CAPS>`; Consul's own
 /// variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`)
@@ -823,7 +821,11 @@ mod tests {
         let err =
             Config::try_parse_from(["tandem-proxy", "--service", "web", "--upstreams", "db:abc"])
                 .unwrap_err();
-        assert!(err.to_string().contains("port must be 1-65535"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("upstream \"db:abc\": local port \"abc\" is not a number"),
+            "{err}"
+        );
     }
 
     #[test]

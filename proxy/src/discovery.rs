@@ -49,7 +49,8 @@ pub fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Ve
             } else {
                 &e.service.address
             };
-            if host.is_empty() || e.service.port == 0 {
+            let port = u16::try_from(e.service.port).ok().filter(|p| *p > 0)?;
+            if host.is_empty() {
                 return None;
             }
             let native = e.service.connect.as_ref().is_some_and(|c| c.native);
@@ -68,7 +69,7 @@ pub fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Ve
             Some(Endpoint {
                 id: e.service.id.clone(),
                 host: host.clone(),
-                port: e.service.port,
+                port,
                 datacenter,
                 service,
             })
@@ -120,7 +121,7 @@ pub async fn first(
     let answer = watcher::retry("discovery", metrics, retry_max, stop, || {
         client.health_connect(
             upstream.name.as_str(),
-            upstream.datacenter.as_deref(),
+            upstream.datacenter.as_ref().map(|dc| dc.as_str()),
             Blocking::now(),
         )
     })
@@ -145,8 +146,13 @@ pub async fn watch(
     let mut w = Watcher::new("discovery", &metrics, retry_max, stop);
     let name = upstream.name.as_str();
     loop {
-        let query =
-            |blocking| client.health_connect(name, upstream.datacenter.as_deref(), blocking);
+        let query = |blocking| {
+            client.health_connect(
+                name,
+                upstream.datacenter.as_ref().map(|dc| dc.as_str()),
+                blocking,
+            )
+        };
         let Some(answer) = w.next_change(&mut index, query).await else {
             return;
         };

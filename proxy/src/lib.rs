@@ -20,4 +20,4 @@ pub mod registration;
 mod watcher;
 
 pub use app::{start, start_with, Proxy, StartError};
-pub use config::{Config, ConfigErrors, ServiceName, Settings, Upstream, UpstreamList};
+pub use config::{Config, ConfigErrors, Datacenter, ServiceName, Settings, Upstream, UpstreamList};

@@ -70,7 +70,7 @@ pub fn build(
                 .map(|(u, addr)| UpstreamRegistration {
                     destination_type: "service".to_string(),
                     destination_name: u.name.to_string(),
-                    datacenter: u.datacenter.clone(),
+                    datacenter: u.datacenter.as_ref().map(ToString::to_string),
                     local_bind_address: addr.ip().to_string(),
                     local_bind_port: addr.port(),
                 })

@@ -32,12 +32,16 @@ fn malformed_flags_exit_64_naming_flag_value_and_expectation() {
         (
             &["--service", "web", "--upstreams", "db:abc"],
             &[],
-            &["--upstreams", "db:abc", "port must be 1-65535"],
+            &[
+                "--upstreams",
+                "db:abc",
+                "local port \"abc\" is not a number",
+            ],
         ),
         (
             &["--service", "web", "--upstreams", "db"],
             &[],
-            &["--upstreams", "\"db\"", "expected NAME:PORT"],
+            &["--upstreams", "\"db\"", "want NAME:PORT"],
         ),
         (
             &["--service", "web", "--service-port", "http"],
@@ -57,7 +61,7 @@ fn malformed_flags_exit_64_naming_flag_value_and_expectation() {
         (
             &["--service", "we b"],
             &[],
-            &["--service", "we b", "letters, digits"],
+            &["--service", "we b", "letters, digits, '-', '_' and '.' are"],
         ),
         (
             &["--service", "web", "--drain-deadline", "soon"],

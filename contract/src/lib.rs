@@ -1,0 +1,387 @@
+//! What `tandem-injector` and `tandem-proxy` must agree on, in one place: the proxy's flags and
+//! listener ports, what a valid service name is, and the upstream syntax.
+//!
+//! The injector writes a proxy command line from pod annotations; the proxy parses it. Both
+//! parse names and upstreams with the types below, so a pod the injector admits is a pod whose
+//! proxy accepts its flags (the injector's golden tests run the proxy's own parser over every
+//! argument list they produce).
+//!
+//! ```
+//! use tandem_contract::{ServiceName, Upstream};
+//! let up: Upstream = "web.v2:1234:dc2".parse().unwrap();
+//! assert_eq!(up.name, "web.v2".parse::<ServiceName>().unwrap());
+//! assert_eq!(up.to_string(), "web.v2:1234:dc2");
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// The proxy's flags the injector writes.
+pub mod flags {
+    /// `--service NAME`: the service this pod serves.
+    pub const SERVICE: &str = "--service";
+    /// `--service-port PORT`: the app's port; inbound connections are forwarded there.
+    pub const SERVICE_PORT: &str = "--service-port";
+    /// `--upstreams LIST`: [`crate::UpstreamList`] syntax.
+    pub const UPSTREAMS: &str = "--upstreams";
+    /// `--check-ready`: the readiness probe mode.
+    pub const CHECK_READY: &str = "--check-ready";
+}
+
+/// The port of the proxy's public (inbound mTLS) listener in a pod.
+pub const PUBLIC_LISTENER_PORT: u16 = 20000;
+/// The port of the proxy's admin listener (`127.0.0.1`) in a pod.
+pub const ADMIN_LISTENER_PORT: u16 = 19000;
+
+/// The longest service name: one DNS label, as in a Kubernetes name and Consul's DNS interface.
+pub const MAX_SERVICE_NAME: usize = 63;
+
+/// A Consul service name as the proxy registers it, asks leaves for and dials.
+///
+/// Real Consul registers names such as `web`, `web.v2`, `Web_UPPER` or `a.b` and issues
+/// leaves for them (`.../svc/web.v2`). Accepted here: 1 to 63 ASCII letters, digits, `-`, `_`
+/// and `.`; dots separate non-empty parts (the name is the first labels of the SNI Consul's
+/// proxies use), and no part starts or ends with `-`. Anything else (spaces, `/`, `:`, `,`)
+/// could not travel through a URL path, the SNI or the `--upstreams` syntax unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("a service name must not be empty".into());
+        }
+        if s.len() > MAX_SERVICE_NAME {
+            return Err(format!(
+                "a service name has at most {MAX_SERVICE_NAME} characters (this one has {})",
+                s.len()
+            ));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!(
+                "{bad:?} is not allowed in a service name (letters, digits, '-', '_' and '.' are)"
+            ));
+        }
+        for part in s.split('.') {
+            if part.is_empty() {
+                return Err(
+                    "a service name does not start or end with '.' or have two in a row".into(),
+                );
+            }
+            if part.starts_with('-') || part.ends_with('-') {
+                return Err(format!(
+                    "{part:?}: no part of a service name starts or ends with '-'"
+                ));
+            }
+        }
+        Ok(ServiceName(s.to_string()))
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A datacenter name: ASCII letters, digits, `-` and `_` (what Consul allows in `datacenter`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Datacenter(String);
+
+impl Datacenter {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Datacenter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("the datacenter is empty".into());
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        {
+            return Err(format!(
+                "{bad:?} is not allowed in a datacenter (letters, digits, '-' and '_' are)"
+            ));
+        }
+        Ok(Datacenter(s.to_string()))
+    }
+}
+
+impl fmt::Display for Datacenter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One upstream: `NAME:PORT[:DATACENTER]`, a local listener on `127.0.0.1:PORT` for the service
+/// `NAME`, optionally in another datacenter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    pub name: ServiceName,
+    /// 1-65535 when parsed; 0 (the OS picks) only when built in code, for tests.
+    pub local_port: u16,
+    pub datacenter: Option<Datacenter>,
+}
+
+impl Upstream {
+    /// An upstream built in code; `local_port` 0 lets the OS pick (tests).
+    pub fn new(name: ServiceName, local_port: u16, datacenter: Option<Datacenter>) -> Self {
+        Upstream {
+            name,
+            local_port,
+            datacenter,
+        }
+    }
+}
+
+/// Why one upstream entry was refused: the entry as written and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    pub entry: String,
+    pub problem: String,
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream {:?}: {}", self.entry, self.problem)
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+impl FromStr for Upstream {
+    type Err = UpstreamError;
+
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let fail = |problem: String| UpstreamError {
+            entry: entry.to_string(),
+            problem,
+        };
+        let parts: Vec<&str> = entry.trim().split(':').map(str::trim).collect();
+        let (name, port, datacenter) = match parts.as_slice() {
+            [_] => {
+                return Err(fail(
+                    "has no local port (want NAME:PORT[:DATACENTER])".into(),
+                ))
+            }
+            [name, port] => (*name, *port, None),
+            [name, port, dc] => (*name, *port, Some(*dc)),
+            _ => {
+                return Err(fail(
+                    "has too many ':' (want NAME:PORT[:DATACENTER])".into(),
+                ))
+            }
+        };
+        let name = name.parse::<ServiceName>().map_err(fail)?;
+        let local_port = parse_port(port).map_err(|e| fail(format!("local port {e}")))?;
+        let datacenter = datacenter
+            .map(|dc| dc.parse::<Datacenter>())
+            .transpose()
+            .map_err(|e| fail(format!("datacenter: {e}")))?;
+        Ok(Upstream {
+            name,
+            local_port,
+            datacenter,
+        })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.local_port)?;
+        if let Some(dc) = &self.datacenter {
+            write!(f, ":{dc}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole `--upstreams` value: entries separated by commas, whitespace around them ignored,
+/// empty entries (a trailing comma) skipped. Two entries may not share a local port, and the
+/// same service in the same datacenter is listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamList(pub Vec<Upstream>);
+
+/// Every problem of an upstream list, one per bad entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamListError(pub Vec<UpstreamError>);
+
+impl fmt::Display for UpstreamListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UpstreamListError {}
+
+impl FromStr for UpstreamList {
+    type Err = UpstreamListError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut list: Vec<Upstream> = Vec::new();
+        let mut errors = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let problem = match entry.parse::<Upstream>() {
+                Err(e) => Some(e),
+                Ok(u) => if let Some(other) = list.iter().find(|o| o.local_port == u.local_port) {
+                    Some(format!(
+                        "local port {} is already used by upstream {:?}",
+                        u.local_port,
+                        other.to_string()
+                    ))
+                } else if list
+                    .iter()
+                    .any(|o| o.name == u.name && o.datacenter == u.datacenter)
+                {
+                    Some(format!("{} is listed twice", u.name))
+                } else {
+                    list.push(u);
+                    None
+                }
+                .map(|problem| UpstreamError {
+                    entry: entry.to_string(),
+                    problem,
+                }),
+            };
+            errors.extend(problem);
+        }
+        if errors.is_empty() {
+            Ok(UpstreamList(list))
+        } else {
+            Err(UpstreamListError(errors))
+        }
+    }
+}
+
+impl fmt::Display for UpstreamList {
+    /// The `--upstreams` value: entries joined by commas (parses back to the same list).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, u) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{u}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A local port: decimal 1-65535 (a hex or named port is refused, never guessed).
+fn parse_port(raw: &str) -> Result<u16, String> {
+    if raw.is_empty() {
+        return Err("is missing".into());
+    }
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        Ok(_) => Err(format!("{raw:?} is out of range (1-65535)")),
+        Err(_) => Err(format!("{raw:?} is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_real_consul_registers_are_accepted() {
+        for name in [
+            "web",
+            "web.v2",
+            "Web_UPPER",
+            "a.b",
+            "static-server",
+            "9lives",
+            "a",
+        ] {
+            assert_eq!(name.parse::<ServiceName>().unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn names_that_cannot_travel_unchanged_are_refused() {
+        let long = "a".repeat(64);
+        for (name, says) in [
+            ("", "empty"),
+            ("web/v2", "'/'"),
+            ("d b", "' '"),
+            ("db:1", "':'"),
+            (".web", "'.'"),
+            ("web.", "'.'"),
+            ("a..b", "two in a row"),
+            ("-web", "starts or ends with '-'"),
+            ("web.v2-", "starts or ends with '-'"),
+            (long.as_str(), "at most 63"),
+        ] {
+            let err = name.parse::<ServiceName>().unwrap_err();
+            assert!(err.contains(says), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn upstreams_round_trip_through_display() {
+        let list: UpstreamList = " db:1234 , web.v2:6789:dc2,".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[1].datacenter.as_ref().unwrap().as_str(), "dc2");
+        assert_eq!(list.to_string(), "db:1234,web.v2:6789:dc2");
+        assert_eq!(list.to_string().parse::<UpstreamList>().unwrap(), list);
+    }
+
+    #[test]
+    fn upstream_errors_name_the_entry_and_the_problem() {
+        let err = |s: &str| s.parse::<UpstreamList>().unwrap_err().to_string();
+        assert_eq!(
+            err("db:abc"),
+            "upstream \"db:abc\": local port \"abc\" is not a number"
+        );
+        assert_eq!(
+            err("db:70000"),
+            "upstream \"db:70000\": local port \"70000\" is out of range (1-65535)"
+        );
+        assert!(err("db").contains("has no local port"));
+        assert!(err("db:1:dc:x").contains("too many ':'"));
+        assert!(err("db:0x10").contains("not a number"));
+        assert!(err("db:1:d.c").contains("datacenter"));
+        let all = err("db:x,auth:1,auth:2,web:1");
+        assert!(all.contains("\"db:x\""), "{all}");
+        assert!(all.contains("auth is listed twice"), "{all}");
+        assert!(
+            all.contains("local port 1 is already used by upstream \"auth:1\""),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn the_same_service_in_two_datacenters_is_two_upstreams() {
+        let list: UpstreamList = "db:1234,db:1235:dc2".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+    }
+}
