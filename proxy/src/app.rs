@@ -100,11 +100,10 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
             addr: settings.admin_listener,
             source,
         })?;
-    let public_listener = match settings.service_port {
-        Some(_) => Some(bind("public listener", settings.public_listener).await?),
-        None => None,
-    };
-    let public_addr = public_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // Bound even without --service-port, as Consul's own proxies do: the sidecar's TCP check
+    // then passes, and a caller gets a refusal rather than nothing.
+    let public_listener = bind("public listener", settings.public_listener).await?;
+    let public_addr = public_listener.local_addr().ok();
     let mut upstream_listeners = Vec::new();
     for u in &settings.upstreams {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, u.local_port));
@@ -234,10 +233,12 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     let limiter = Arc::new(Semaphore::new(settings.max_connections as usize));
     let stop_inbound = CancellationToken::new();
     let stop_outbound = CancellationToken::new();
-    if let (Some(listener), Some(port)) = (public_listener, settings.service_port) {
+    {
         let inbound = Arc::new(Inbound {
             service: settings.service.to_string(),
-            app: SocketAddr::new(settings.service_address, port),
+            app: settings
+                .service_port
+                .map(|port| SocketAddr::new(settings.service_address, port)),
             handshake_timeout: settings.handshake_timeout,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
@@ -247,7 +248,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
             limiter: limiter.clone(),
             connections: connections.clone(),
         });
-        tasks.spawn(inbound.serve(listener, stop_inbound.clone(), tasks.clone()));
+        tasks.spawn(inbound.serve(public_listener, stop_inbound.clone(), tasks.clone()));
     }
     if settings.close_denied_connections {
         tasks.spawn(inbound::enforce(
@@ -312,7 +313,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
 }
 
 impl Proxy {
-    /// The bound inbound mTLS listener (None without `--service-port`).
+    /// The bound inbound mTLS listener (bound with or without `--service-port`).
     pub fn public_addr(&self) -> Option<SocketAddr> {
         self.public_addr
     }

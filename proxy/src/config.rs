@@ -36,7 +36,8 @@ pub struct Config {
     )]
     pub service: Option<ServiceName>,
 
-    /// App port inbound connections go to; without it there is no inbound listener.
+    /// App port inbound connections go to. Without it the public listener still answers (the
+    /// sidecar's TCP check passes) and refuses every connection: the pod serves nothing.
     #[arg(long, env = "TANDEM_SERVICE_PORT", value_name = "PORT",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub service_port: Option<u16>,
@@ -312,10 +313,7 @@ impl Config {
 
         let upstreams = self.upstreams.0.clone();
         for u in &upstreams {
-            if u.local_port != 0
-                && self.public_listener.port() == u.local_port
-                && self.service_port.is_some()
-            {
+            if u.local_port != 0 && self.public_listener.port() == u.local_port {
                 errors.push(ConfigError::new(
                     "--upstreams",
                     &u.to_string(),

@@ -3,7 +3,6 @@
 
 mod wire;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -391,6 +390,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn index_resets_when_it_goes_backwards_and_is_never_zero() {

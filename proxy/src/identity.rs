@@ -315,6 +315,16 @@ impl IdentityWatch {
                 Err(e) => tracing::warn!(error = %e, "cannot fetch the roots for a new leaf"),
             }
         }
+        // When the current leaf's root is no longer listed (a new CA, a new trust domain: a
+        // restarted dev agent), peers that know the new roots already refuse the current leaf:
+        // holding the new one back would only prolong the outage.
+        {
+            let parts = self.parts.lock().expect("identity lock is never poisoned");
+            let current = parts.0.authority_key_id.as_ref();
+            if current.is_some_and(|k| !parts.1.signing_keys.contains(k)) {
+                return None;
+            }
+        }
         let seen = *self
             .first_seen
             .lock()
@@ -352,7 +362,7 @@ impl IdentityWatch {
                 return;
             };
             let previous = index;
-            index = consul::next_index(previous, answer.meta.index);
+            index = w.next_index(previous, answer.meta.index);
             let same = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
                 let ids: Vec<&str> = answer
@@ -447,7 +457,7 @@ impl IdentityWatch {
                 }
             };
             w.succeeded();
-            index = consul::next_index(index, answer.meta.index);
+            index = w.next_index(index, answer.meta.index);
             if answer.body.serial_number.eq_ignore_ascii_case(&serial) {
                 continue;
             }

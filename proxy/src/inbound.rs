@@ -23,8 +23,10 @@ use crate::metrics::{Direction, Metrics};
 pub struct Inbound {
     /// The local service name: the destination intentions are evaluated for.
     pub service: String,
-    /// Where the app listens.
-    pub app: SocketAddr,
+    /// Where the app listens; `None` for a pod that serves nothing (no `--service-port`): the
+    /// listener still answers Consul's TCP check, and an authorized caller is told no by a
+    /// closed connection.
+    pub app: Option<SocketAddr>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
@@ -77,8 +79,17 @@ impl Inbound {
 
     async fn handle(&self, stream: TcpStream, client: SocketAddr) {
         let started = Instant::now();
+        let first_byte = self.first_byte(&stream).await;
+        if first_byte == FirstByte::None {
+            self.metrics.probed();
+            tracing::debug!(client.addr = %client, "probe: closed before sending a byte");
+            return;
+        }
         self.metrics.connection_opened(Direction::Inbound);
-        let app_addr = self.app.to_string();
+        let app_addr = self
+            .app
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".to_string());
         let mut log = AccessLog {
             direction: Direction::Inbound,
             client,
@@ -89,9 +100,15 @@ impl Inbound {
         };
         connections::tune(&stream);
 
+        if first_byte == FirstByte::TimedOut {
+            self.metrics.handshake_failed(Direction::Inbound, "timeout");
+            self.refused(&log, "handshake_timeout");
+            return;
+        }
         let tls = self.tls.borrow().clone();
         let acceptor = TlsAcceptor::from(tls.server.clone());
-        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
+        let remaining = self.handshake_timeout.saturating_sub(started.elapsed());
+        let handshake = tokio::time::timeout(remaining, acceptor.accept(stream)).await;
         let mut stream = match handshake {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -143,18 +160,24 @@ impl Inbound {
             return;
         }
 
-        let app = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.app))
+        let Some(app_addr) = self.app else {
+            tracing::info!(client.addr = %client, peer.id = %peer, "connection refused: this pod serves no port (no --service-port)");
+            close(&mut stream).await;
+            self.refused(&log, "no_service_port");
+            return;
+        };
+        let app = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(app_addr))
             .await
         {
             Ok(Ok(app)) => app,
             Ok(Err(e)) => {
-                tracing::warn!(app.addr = %self.app, error = %e, "cannot connect to the local app");
+                tracing::warn!(app.addr = %app_addr, error = %e, "cannot connect to the local app");
                 close(&mut stream).await;
                 self.refused(&log, "app_unreachable");
                 return;
             }
             Err(_) => {
-                tracing::warn!(app.addr = %self.app, "connecting to the local app timed out");
+                tracing::warn!(app.addr = %app_addr, "connecting to the local app timed out");
                 close(&mut stream).await;
                 self.refused(&log, "app_connect_timeout");
                 return;
@@ -163,6 +186,26 @@ impl Inbound {
         connections::tune(&app);
         let transfer = copy::bidirectional(stream, app, self.idle_timeout, &stopper).await;
         self.finish(&log, transfer);
+    }
+
+    /// Waits (up to the handshake timeout) for the caller's first byte without consuming it. A
+    /// health probe, such as Consul's TCP check, connects and closes without sending one: not
+    /// a connection, and not a failed handshake.
+    async fn first_byte(&self, stream: &TcpStream) -> FirstByte {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.handshake_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(0)) => FirstByte::None,
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                FirstByte::None
+            }
+            Ok(Ok(_)) | Ok(Err(_)) => FirstByte::Arrived,
+            Err(_) => FirstByte::TimedOut,
+        }
     }
 
     /// Ends a connection that was closed before any byte was copied.
@@ -179,6 +222,17 @@ impl Inbound {
         );
         log.emit(&transfer);
     }
+}
+
+/// What the caller sent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstByte {
+    /// Data is waiting (or the socket has an error the handshake will report).
+    Arrived,
+    /// The connection ended before a byte: a probe.
+    None,
+    /// Nothing within the handshake timeout.
+    TimedOut,
 }
 
 /// Closes every open inbound connection whose caller the new intentions deny, each time the

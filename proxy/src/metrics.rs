@@ -95,6 +95,11 @@ pub struct Metrics {
     stale_since: Mutex<HashMap<&'static str, Instant>>,
     registrations: Counter,
     ready: Gauge,
+    probes: Counter,
+    upstream_waits: Family<UpstreamLabels, Counter>,
+    /// Not a metric: the one value every watch shares besides the metrics, carried here
+    /// because every watch already holds the metrics (a shared watch context should own it).
+    agent_link: crate::watcher::AgentLink,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +142,9 @@ impl Metrics {
             stale_since: Mutex::new(HashMap::new()),
             registrations: Counter::default(),
             ready: Gauge::default(),
+            probes: Counter::default(),
+            upstream_waits: Family::default(),
+            agent_link: Default::default(),
         };
         registry.register(
             "connections_opened",
@@ -197,6 +205,16 @@ impl Metrics {
             "certificate_expiry_timestamp_seconds",
             "Unix time at which the current leaf certificate expires",
             m.cert_expiry.clone(),
+        );
+        registry.register(
+            "inbound_probes",
+            "Inbound TCP connections closed before sending a byte (health checks such as Consul's TCP check); not counted as connections",
+            m.probes.clone(),
+        );
+        registry.register(
+            "upstream_waits",
+            "App connections held because the upstream had no usable instance yet, per upstream",
+            m.upstream_waits.clone(),
         );
         registry.register("trust_roots", "CA roots currently trusted", m.roots.clone());
         registry.register(
@@ -302,6 +320,25 @@ impl Metrics {
         let decision = if allowed { "allowed" } else { "denied" };
         self.authorizations
             .get_or_create(&DecisionLabels { decision })
+            .inc();
+    }
+
+    /// What the watches learn about the agent together (see [`crate::watcher::AgentLink`]).
+    pub fn agent_link(&self) -> &crate::watcher::AgentLink {
+        &self.agent_link
+    }
+
+    /// An inbound TCP connection closed before sending a byte (a health probe).
+    pub fn probed(&self) {
+        self.probes.inc();
+    }
+
+    /// An app connection waited for discovery to list an instance of `upstream`.
+    pub fn upstream_waited(&self, upstream: &str) {
+        self.upstream_waits
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_string(),
+            })
             .inc();
     }
 

@@ -143,11 +143,20 @@ impl Registration {
         stop: CancellationToken,
     ) {
         let mut w = Watcher::new("registration", metrics, retry_max, stop.clone());
+        let mut agent_back = metrics.agent_link().subscribe();
+        let mut retry_now = false;
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            // Every interval, and at once when a watch finds the agent back after an outage or
+            // restarted (it forgot agent-local services); after a failure, once the backoff
+            // has passed.
+            if !std::mem::take(&mut retry_now) {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = agent_back.changed() => {}
+                }
             }
+            agent_back.borrow_and_update();
             let check = async {
                 let mut present = client.service_registered(&self.service.id).await?;
                 if let Some(sidecar) = &self.sidecar {
@@ -166,6 +175,7 @@ impl Registration {
                     if !w.failed(&e).await {
                         return;
                     }
+                    retry_now = true;
                 }
             }
         }

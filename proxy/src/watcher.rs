@@ -2,8 +2,10 @@
 //! the metrics, back off with jitter on failure, stop when told to.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::consul::{self, Answer, Backoff, Blocking, ConsulError};
@@ -14,12 +16,42 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 /// Consecutive answers closer than this are spaced out (protects against a churning agent).
 const MIN_SPACING: Duration = Duration::from_millis(20);
 
+/// What every watch of one proxy learns about the agent together: when one watch finds the
+/// agent answering again after failures, or sees an index go backwards (a restarted agent,
+/// which forgot our registrations and may have a new CA), the others stop waiting out their
+/// backoff and ask at once, and the registration watch checks its registrations.
+#[derive(Debug, Clone)]
+pub struct AgentLink {
+    generation: Arc<watch::Sender<u64>>,
+}
+
+impl Default for AgentLink {
+    fn default() -> Self {
+        AgentLink {
+            generation: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl AgentLink {
+    /// Tells every watch that the agent is back (or was replaced).
+    pub fn agent_back(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes each time [`AgentLink::agent_back`] is called.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}
+
 pub struct Watcher<'a> {
     name: &'static str,
     metrics: &'a Metrics,
     backoff: Backoff,
     stop: CancellationToken,
     last_answer: Option<Instant>,
+    agent_back: watch::Receiver<u64>,
 }
 
 impl<'a> Watcher<'a> {
@@ -35,6 +67,7 @@ impl<'a> Watcher<'a> {
             backoff: Backoff::new(RETRY_BASE, retry_max),
             stop,
             last_answer: None,
+            agent_back: metrics.agent_link().subscribe(),
         }
     }
 
@@ -92,7 +125,7 @@ impl<'a> Watcher<'a> {
         loop {
             let answer = self.next_answer(*index, &mut query).await?;
             let previous = *index;
-            *index = consul::next_index(previous, answer.meta.index);
+            *index = self.next_index(previous, answer.meta.index);
             if *index != previous {
                 return Some(answer);
             }
@@ -109,10 +142,32 @@ impl<'a> Watcher<'a> {
         }
     }
 
+    /// [`consul::next_index`], telling the other watches when the index went backwards (the
+    /// agent was restarted or replaced).
+    pub fn next_index(&mut self, previous: u64, returned: u64) -> u64 {
+        let next = consul::next_index(previous, returned);
+        if next == 0 && previous > 1 {
+            tracing::info!(
+                watch = self.name,
+                index.previous = previous,
+                index.returned = returned,
+                "the agent's index went backwards: it was restarted or replaced"
+            );
+            self.announce_agent_back();
+        }
+        next
+    }
+
+    fn announce_agent_back(&mut self) {
+        self.metrics.agent_link().agent_back();
+        self.agent_back.borrow_and_update();
+    }
+
     /// Records a good answer.
     pub fn succeeded(&mut self) {
         if self.backoff.failures() > 0 {
             tracing::info!(watch = self.name, "consul agent reachable again");
+            self.announce_agent_back();
         }
         self.backoff.reset();
         self.metrics.watch_succeeded(self.name);
@@ -132,9 +187,12 @@ impl<'a> Watcher<'a> {
                 failures = self.backoff.failures(), stale.secs = stale.map(|d| d.as_secs()),
                 "waiting for the consul agent");
         }
+        // Another watch seeing the agent back ends the wait early.
+        self.agent_back.borrow_and_update();
         tokio::select! {
             _ = self.stop.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
+            _ = self.agent_back.changed() => true,
         }
     }
 }

@@ -110,7 +110,7 @@ async fn every_bad_identity_is_refused_and_counted() {
     let metrics = Arc::new(Metrics::new());
     let inbound = Arc::new(Inbound {
         service: "static-server".into(),
-        app: echo_app().await,
+        app: Some(echo_app().await),
         handshake_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: None,
