@@ -37,6 +37,8 @@ pub enum StartError {
     Consul(#[from] ConsulError),
     #[error("stopped before start-up finished")]
     Stopped,
+    #[error("the agent's leaf certificate names no service SPIFFE ID")]
+    NoIdentity,
 }
 
 /// A running proxy. Dropping it stops every task at once without deregistering (like a
@@ -128,14 +130,23 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     ));
     tracing::info!(admin.addr = %admin_addr, consul = %settings.consul_http_addr, "waiting for the consul agent");
 
-    // The agent: its datacenter (retrying with backoff while it is down).
-    let agent = watcher::retry("agent", &metrics, settings.retry_max, &stop_all, || {
-        client.agent_self()
-    })
+    // Certificates and roots first (retrying with backoff while the agent is down). The
+    // datacenter comes from our own leaf's SPIFFE ID: `/v1/agent/self` needs `agent:read`,
+    // which the token of a service identity (what consul-k8s gives a pod) does not grant.
+    let identity = IdentityWatch::start(
+        client.clone(),
+        settings.service.to_string(),
+        metrics.clone(),
+        settings.retry_max,
+        &stop_all,
+    )
     .await
     .ok_or(StartError::Stopped)?;
-    let datacenter = agent.config.datacenter;
-    tracing::info!(datacenter = %datacenter, node = %agent.config.node_name, "consul agent reached");
+    let datacenter = match identity.current().local.as_ref() {
+        Some(id) => id.datacenter.clone(),
+        None => return Err(StartError::NoIdentity),
+    };
+    tracing::info!(datacenter = %datacenter, "consul agent reached");
 
     // Registration.
     let upstream_addrs: Vec<_> = upstream_listeners
@@ -157,16 +168,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         .ok_or(StartError::Stopped)?;
     }
 
-    // Certificates and roots, intentions, upstream instances.
-    let identity = IdentityWatch::start(
-        client.clone(),
-        settings.service.to_string(),
-        metrics.clone(),
-        settings.retry_max,
-        &stop_all,
-    )
-    .await
-    .ok_or(StartError::Stopped)?;
+    // Intentions, upstream instances.
     let (first_intentions, intentions_index) = intentions::first(
         &client,
         settings.service.as_str(),

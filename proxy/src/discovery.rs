@@ -92,6 +92,24 @@ impl Balancer {
         }
     }
 
+    /// Like [`Balancer::candidates`], but while the list is empty waits up to `patience` for
+    /// discovery to publish an instance (a server whose sidecar is not `passing` yet, right
+    /// after start-up). `waited` is called once if the caller had to wait.
+    pub async fn candidates_within(
+        &self,
+        patience: Duration,
+        waited: impl FnOnce(),
+    ) -> Vec<Endpoint> {
+        let list = self.candidates();
+        if !list.is_empty() {
+            return list;
+        }
+        waited();
+        let mut endpoints = self.endpoints.clone();
+        let _ = tokio::time::timeout(patience, endpoints.wait_for(|list| !list.is_empty())).await;
+        self.candidates()
+    }
+
     /// Every current endpoint, starting at the next one in turn: the caller tries them in this
     /// order, so connections spread across instances and a refusing one is skipped.
     pub fn candidates(&self) -> Vec<Endpoint> {

@@ -79,13 +79,16 @@ impl Inbound {
 
     async fn handle(&self, stream: TcpStream, client: SocketAddr) {
         let started = Instant::now();
+        self.metrics.connection_opened(Direction::Inbound);
         let first_byte = self.first_byte(&stream).await;
         if first_byte == FirstByte::None {
+            // Counted as a probe and closed with end="probe"; no failure, no access log line.
             self.metrics.probed();
+            self.metrics
+                .connection_closed(Direction::Inbound, "probe", 0, 0);
             tracing::debug!(client.addr = %client, "probe: closed before sending a byte");
             return;
         }
-        self.metrics.connection_opened(Direction::Inbound);
         let app_addr = self
             .app
             .map(|a| a.to_string())

@@ -208,7 +208,7 @@ impl Metrics {
         );
         registry.register(
             "inbound_probes",
-            "Inbound TCP connections closed before sending a byte (health checks such as Consul's TCP check); not counted as connections",
+            "Inbound TCP connections closed before sending a byte (health checks such as Consul's TCP check); their end is \"probe\", never a handshake failure",
             m.probes.clone(),
         );
         registry.register(

@@ -115,9 +115,17 @@ impl Outbound {
         self.finish(&log, transfer);
     }
 
-    /// Tries every current instance once, starting at the next in turn.
+    /// Tries every current instance once, starting at the next in turn. With none listed (yet),
+    /// holds the app's connection up to the connect timeout for discovery to list one.
     async fn dial(&self) -> Option<(TlsStream<TcpStream>, Endpoint)> {
-        let candidates = self.balancer.candidates();
+        let candidates = self
+            .balancer
+            .candidates_within(self.connect_timeout, || {
+                self.metrics.upstream_waited(&self.upstream);
+                tracing::info!(upstream.service = %self.upstream, wait.max_ms = self.connect_timeout.as_millis() as u64,
+                    "no healthy instance of the upstream yet: holding the connection until discovery lists one");
+            })
+            .await;
         if candidates.is_empty() {
             tracing::warn!(upstream.service = %self.upstream, "no healthy instance of the upstream");
             self.metrics.upstream_failed(&self.upstream, "no_instances");
