@@ -128,7 +128,9 @@ async fn tcp_check_passes_when_the_proxy_listens() {
         checks[1]["Output"],
         format!("TCP connect 127.0.0.1:{port}: Success")
     );
-    assert_eq!(checks[2]["Output"], "All checks passing.");
+    // The alias of a service without checks of its own: Consul 1.10.4 says "No checks found."
+    // (recorded), the node's serfHealth not counting.
+    assert_eq!(checks[2]["Output"], "No checks found.");
     drop(listener);
     agent.shutdown().await;
 }
@@ -629,7 +631,8 @@ async fn http_checks_follow_the_endpoint_status() {
     })
     .await;
     assert_eq!(check["Type"], "http");
-    assert_eq!(check["Interval"], "100ms");
+    // Consul 1.10.4 shows no Interval for a check registered with its service.
+    assert_eq!(check["Interval"], "");
     assert_eq!(
         check["Output"],
         format!("HTTP GET {url}: 200 OK Output: ok")
