@@ -210,7 +210,7 @@ async fn authorize_follows_precedence_and_wildcards() {
     // Nothing configured: ACLs are off in dev, so the default allows.
     assert_eq!(
         authz("db", "web").await,
-        (true, "Default behavior configured by ACLs".into())
+        (true, "ACLs disabled, access is allowed by default".into())
     );
 
     api.ok_put(
@@ -305,7 +305,7 @@ async fn default_deny_agent_denies_unmatched_and_says_so() {
     );
     assert_eq!(
         resp.json(),
-        json!({"Authorized": false, "Reason": "Default intention policy"})
+        json!({"Authorized": false, "Reason": "Default behavior configured by ACLs"})
     );
     let allow_agent = agent_with(|_| {}).await;
     let other = Api::new(&allow_agent).get("/v1/status/leader").await;
