@@ -652,3 +652,41 @@ async fn http_checks_follow_the_endpoint_status() {
     agent.shutdown().await;
     server.abort();
 }
+
+/// Names real Consul accepts (dots, upper case, underscores): registrable, with a leaf for
+/// that exact name and intentions that decide for it.
+#[tokio::test]
+async fn dotted_and_upper_case_service_names_work_like_consul() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    for name in ["web.v2", "Web_UPPER", "a.b"] {
+        let body = json!({"Name": name, "Port": 8080});
+        api.ok_put("/v1/agent/service/register", &body.to_string())
+            .await;
+        assert_eq!(
+            api.json(&format!("/v1/agent/service/{name}")).await["Service"],
+            name
+        );
+        let leaf = api.json(&format!("/v1/agent/connect/ca/leaf/{name}")).await;
+        assert_eq!(leaf["Service"], name);
+        assert!(
+            leaf["ServiceURI"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/svc/{name}")),
+            "{leaf}"
+        );
+        api.ok_put(
+            &format!("/v1/connect/intentions/exact?source=client&destination={name}"),
+            r#"{"Action": "deny"}"#,
+        )
+        .await;
+        let check = api
+            .json(&format!(
+                "/v1/connect/intentions/check?source=client&destination={name}"
+            ))
+            .await;
+        assert_eq!(check["Allowed"], false, "{name}");
+    }
+    agent.shutdown().await;
+}
