@@ -15,7 +15,6 @@ use crate::state::{Settings, Txn};
 
 /// Consul's built-in provider defaults, echoed by `GET /v1/connect/ca/configuration`.
 const INTERMEDIATE_CERT_TTL: &str = "8760h";
-const ROOT_CERT_TTL: &str = "87600h";
 const MIN_LEAF_TTL: Duration = Duration::from_secs(3600);
 const MAX_LEAF_TTL: Duration = Duration::from_secs(8760 * 3600);
 
@@ -90,8 +89,9 @@ pub struct Ca {
     roots: Vec<Root>,
     roots_index: u64,
     leaf_ttl: Duration,
-    /// Provider config keys beyond the TTLs, as last PUT (echoed back, sorted).
-    config_extra: Map<String, Value>,
+    /// The provider `Config` as last PUT, echoed back as Consul 1.10 does (sorted, no
+    /// defaults filled in); at start the dev defaults.
+    config: Map<String, Value>,
     config_create_index: u64,
     config_modify_index: u64,
     leaves: HashMap<String, Leaf>,
@@ -127,7 +127,13 @@ impl Ca {
             }],
             roots_index: index,
             leaf_ttl: settings.leaf_ttl,
-            config_extra: Map::new(),
+            config: [
+                ("IntermediateCertTTL", INTERMEDIATE_CERT_TTL.to_string()),
+                ("LeafCertTTL", ttl_text(settings.leaf_ttl)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v)))
+            .collect(),
             config_create_index: index,
             config_modify_index: index,
             leaves: HashMap::new(),
@@ -167,14 +173,7 @@ impl Ca {
 
     /// The provider `Config` map as Consul shows it (keys sorted, as Go prints maps).
     pub fn config_map(&self) -> Value {
-        let mut map = self.config_extra.clone();
-        map.insert(
-            "IntermediateCertTTL".into(),
-            Value::String(INTERMEDIATE_CERT_TTL.into()),
-        );
-        map.insert("LeafCertTTL".into(), Value::String(ttl_text(self.leaf_ttl)));
-        map.insert("RootCertTTL".into(), Value::String(ROOT_CERT_TTL.into()));
-        crate::json::sorted(&Value::Object(map))
+        crate::json::sorted(&Value::Object(self.config.clone()))
     }
 
     /// The cached leaf for `service` if still good; otherwise issues a new one.
@@ -208,7 +207,7 @@ impl Ca {
             });
         }
         let mut leaf_ttl = self.leaf_ttl;
-        let mut extra = Map::new();
+        let mut config_map = Map::new();
         if let Some(config) = fields.object("Config", "map[string]interface {}")? {
             if let Some(ttl) = config.duration("LeafCertTTL")? {
                 if ttl < MIN_LEAF_TTL {
@@ -230,12 +229,7 @@ impl Ca {
                 .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("config")))
                 .map(|(_, v)| v)
             {
-                for (key, value) in map {
-                    let known = ["leafcertttl", "intermediatecertttl", "rootcertttl"];
-                    if !known.contains(&key.to_ascii_lowercase().as_str()) {
-                        extra.insert(key.clone(), value.clone());
-                    }
-                }
+                config_map = map.clone();
             }
         }
         let next = self.active_root().authority.rotate()?;
@@ -254,7 +248,7 @@ impl Ca {
         });
         self.roots_index = index;
         self.leaf_ttl = leaf_ttl;
-        self.config_extra = extra;
+        self.config = config_map;
         self.config_modify_index = index;
         let services: Vec<String> = self.leaves.keys().cloned().collect();
         for service in services {

@@ -316,18 +316,19 @@ impl Intentions {
     }
 }
 
-/// The decision when no intention matches. An allow default is what a dev agent with ACLs
-/// disabled reports; a deny default can only come from `--default-intention deny`.
+/// The decision when no intention matches, in Consul 1.10's words: an allow default is a dev
+/// agent with ACLs disabled; a deny default (`--default-intention deny`) is what 1.10 says
+/// when its ACL system denies by default.
 pub fn default_decision(default_allow: bool) -> Decision {
     if default_allow {
         Decision {
             allowed: true,
-            reason: "Default behavior configured by ACLs".to_string(),
+            reason: "ACLs disabled, access is allowed by default".to_string(),
         }
     } else {
         Decision {
             allowed: false,
-            reason: "Default intention policy".to_string(),
+            reason: "Default behavior configured by ACLs".to_string(),
         }
     }
 }
@@ -503,10 +504,10 @@ mod tests {
         let (s, _) = store();
         let allow = s.decide("web", "db", true);
         assert!(allow.allowed);
-        assert_eq!(allow.reason, "Default behavior configured by ACLs");
+        assert_eq!(allow.reason, "ACLs disabled, access is allowed by default");
         let deny = s.decide("web", "db", false);
         assert!(!deny.allowed);
-        assert_eq!(deny.reason, "Default intention policy");
+        assert_eq!(deny.reason, "Default behavior configured by ACLs");
     }
 
     #[test]

@@ -152,6 +152,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Go's `DisallowUnknownFields`, as Consul decodes request bodies: the first key (in the
+    /// order sent) that matches none of `known` case-insensitively is refused. `known` lists the
+    /// Go field names and the snake_case aliases Consul's decoders accept for this struct.
+    pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), DecodeError> {
+        let Some(map) = self.map else { return Ok(()) };
+        match map
+            .keys()
+            .find(|key| !known.iter().any(|k| k.eq_ignore_ascii_case(key)))
+        {
+            Some(key) => Err(DecodeError(format!("json: unknown field {key:?}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Go's complaint about field `name` of this struct holding `found` instead of a `go_type`.
     fn wrong_type(&self, found: &Value, name: &str, go_type: &str) -> DecodeError {
         DecodeError(format!(
@@ -311,6 +325,17 @@ mod tests {
             Some("web")
         );
         assert_eq!(fields.int("LocalServicePort").unwrap(), Some(8080));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_like_go() {
+        let body = json!({"name": "web", "Prot": 80, "Zzz": 1});
+        let fields = Fields::new(&body, "ServiceDefinition").unwrap();
+        assert_eq!(
+            fields.refuse_unknown(&["Name", "Port"]).unwrap_err().0,
+            "json: unknown field \"Prot\""
+        );
+        assert!(fields.refuse_unknown(&["Name", "Prot", "zzz"]).is_ok());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Agent {
     changes: watch::Sender<u64>,
     /// Requests parked in a blocking wait right now.
     pub waiters: crate::blocking::Waiters,
+    /// Whether `/v1/agent/connect/ca/roots` was served before: Consul's agent cache answers
+    /// the first request `X-Cache: MISS` and every later one `HIT`.
+    pub roots_cached: std::sync::atomic::AtomicBool,
 }
 
 /// One write's view of the index: the first call to [`Txn::index`] allocates the next index,
@@ -92,6 +95,7 @@ impl Agent {
             index: Mutex::new(3),
             changes,
             waiters: Default::default(),
+            roots_cached: Default::default(),
         }))
     }
 

@@ -57,7 +57,7 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         "/v1/agent/service/register",
         r#"{"Name": "a", "Check": {"TCP": "127.0.0.1:1"}}"#,
         400,
-        "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks",
+        "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks",
     ),
     (
         "PUT",
@@ -94,13 +94,24 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         400,
         "Invalid SidecarService: sidecar_service can't have a nested sidecar_service",
     ),
+    // Consul 1.10 answers 200 and only logs "Service does not exist".
+    ("PUT", "/v1/agent/service/deregister/nope", "", 200, ""),
+    // Unknown fields, at any depth Consul's decoder checks them (verified against 1.10.4).
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "typo", "Prot": 80}"#, 400, "Request decode failed: json: unknown field \"Prot\""),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "Namespace": "default"}"#, 400, "Request decode failed: json: unknown field \"Namespace\""),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "Weights": {"Passing": 1, "Bogus": 1}}"#, 400, "Request decode failed: json: unknown field \"Bogus\""),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "Check": {"TTL": "1s", "ID": "x"}}"#, 400, "Request decode failed: json: unknown field \"ID\""),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "Connect": {"SidecarService": {"Bogus": 1}}}"#, 400, "Request decode failed: json: unknown field \"Bogus\""),
     (
         "PUT",
-        "/v1/agent/service/deregister/nope",
-        "",
-        404,
-        "Unknown service ID \"nope\". Ensure that the service ID is passed, not the service name.",
+        "/v1/agent/service/register",
+        r#"{"Name": "p", "Kind": "connect-proxy", "Port": 1, "Proxy": {"DestinationServiceName": "a", "Upstreams": [{"DestinationName": "d", "LocalBindPort": 2, "DestinationPeer": "p"}]}}"#,
+        400,
+        "Request decode failed: json: unknown field \"DestinationPeer\"",
     ),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "socket_path": ""}"#, 400, "Request decode failed: json: unknown field \"socket_path\""),
+    ("PUT", "/v1/agent/check/register", r#"{"Name": "x", "TTL": "1s", "CheckID": "y"}"#, 400, "Request decode failed: json: unknown field \"CheckID\""),
+    ("PUT", "/v1/agent/service/register", r#"{"Name": "a", "Check": {"Name": "c"}}"#, 400, "Invalid check: TTL must be > 0 for TTL checks"),
     ("GET", "/v1/agent/service/nope", "", 404, "unknown service ID: nope"),
     // Checks.
     (
@@ -128,7 +139,11 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
     ("GET", "/v1/agent/connect/ca/roots?index=-1", "", 400, "Invalid index"),
     ("GET", "/v1/health/connect/", "", 400, "Missing service name"),
     ("GET", "/v1/catalog/service/", "", 400, "Missing service name"),
+    ("GET", "/v1/agent/connect/ca/leaf/", "", 500, "URI must be either service or agent"),
     // Intentions.
+    ("GET", "/v1/connect/intentions/match?by=nope&name=x", "", 500, "'by' parameter must be one of 'source' or 'destination'"),
+    ("GET", "/v1/connect/intentions/abc", "", 400, "Bad request: failed config entry lookup: index error: UUID must be 36 characters"),
+    ("DELETE", "/v1/connect/intentions/abc", "", 500, "Intention lookup failed: failed config entry lookup: index error: UUID must be 36 characters"),
     ("GET", "/v1/connect/intentions/exact?destination=db", "", 500, "required query parameter 'source' not set"),
     ("GET", "/v1/connect/intentions/exact?source=web&destination=db", "", 404, "Intention not found"),
     (

@@ -297,7 +297,8 @@ async fn blocking_intention_match_wakes_on_change() {
     let api = Api::new(&agent);
     let path = "/v1/connect/intentions/match?by=destination&name=db";
     let before = api.get(path).await;
-    assert_eq!(before.json(), json!({"db": []}));
+    // A destination without intentions is Go's nil slice: null (recorded from Consul 1.10.4).
+    assert_eq!(before.json(), json!({"db": null}));
     let resp = block_then_change(&agent, path, before.index(), async {
         api.ok_put(
             "/v1/connect/intentions/exact?source=web&destination=db",

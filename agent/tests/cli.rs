@@ -248,3 +248,209 @@ async fn create_from_files() {
     assert_eq!((check.code, check.stdout.as_str()), (1, "Denied\n"));
     agent.shutdown().await;
 }
+
+/// Against Consul 1.8, which has no `/v1/connect/intentions/exact`: `get`, `create -replace`
+/// and `delete` by name fall back to the ID API as the consul 1.8 CLI does.
+#[tokio::test]
+async fn commands_by_name_work_against_consul_1_8() {
+    let agent = agent_with(|_| {}).await;
+    let front = Consul18Front::start(agent.url()).await;
+    let addr = front.addr.to_string();
+
+    let created = run(&addr, None, &["create", "web", "db"]).await;
+    assert_eq!(
+        (created.code, created.stdout.as_str()),
+        (0, "Created: web => db (allow)\n"),
+        "{}",
+        created.stderr
+    );
+    let replaced = run(&addr, None, &["create", "-deny", "-replace", "web", "db"]).await;
+    assert_eq!(
+        (replaced.code, replaced.stdout.as_str()),
+        (0, ""),
+        "{}",
+        replaced.stderr
+    );
+    let got = run(&addr, None, &["get", "web", "db"]).await;
+    assert_eq!(got.code, 0, "{}", got.stderr);
+    let lines: Vec<&str> = got.stdout.lines().collect();
+    assert_eq!(lines[2], "Action:       deny");
+    assert!(lines[3].starts_with("ID:           "), "{lines:?}");
+    let denied = run(&addr, None, &["check", "web", "db"]).await;
+    assert_eq!((denied.code, denied.stdout.as_str()), (1, "Denied\n"));
+
+    let deleted = run(&addr, None, &["delete", "web", "db"]).await;
+    assert_eq!(
+        (deleted.code, deleted.stdout.as_str()),
+        (0, "Intention deleted.\n"),
+        "{}",
+        deleted.stderr
+    );
+    let missing = run(&addr, None, &["get", "web", "db"]).await;
+    assert_eq!(
+        (missing.code, missing.stderr.as_str()),
+        (
+            1,
+            "Intention not found with source \"web\" and destination \"db\"\n"
+        )
+    );
+    let again = run(&addr, None, &["delete", "web", "db"]).await;
+    assert_eq!(
+        (again.code, again.stderr.as_str()),
+        (
+            1,
+            "Error deleting the intention: Intention not found with source \"web\" and destination \"db\"\n"
+        )
+    );
+
+    // The fallback really ran: exact was tried and refused, then the ID API was used.
+    let seen = front.requests();
+    let uses = |method: &str, prefix: &str| {
+        seen.iter()
+            .any(|r| r.starts_with(&format!("{method} {prefix}")) && !r.contains("/exact"))
+    };
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("GET /v1/connect/intentions/exact")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("DELETE /v1/connect/intentions/exact")),
+        "{seen:?}"
+    );
+    assert!(uses("PUT", "/v1/connect/intentions/"), "{seen:?}");
+    assert!(uses("DELETE", "/v1/connect/intentions/"), "{seen:?}");
+    front.stop();
+    agent.shutdown().await;
+}
+
+/// An HTTP front for the dev agent that answers `/v1/connect/intentions/exact` the way Consul
+/// 1.8.17 did in `tests/data/consul-recorded/consul-1.8.17-dev.json` (it routes `exact` as an
+/// intention ID) and passes every other request through, one request per connection.
+struct Consul18Front {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consul18Front {
+    async fn start(agent_url: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let (get_refusal, put_refusal) = recorded_1_8_refusals();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (http, log, agent_url) = (http.clone(), log.clone(), agent_url.clone());
+                let (get_refusal, put_refusal) = (get_refusal.clone(), put_refusal.clone());
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let Some((method, target, body)) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    log.lock().unwrap().push(format!("{method} {target}"));
+                    let (status, content_type, text) =
+                        if target.starts_with("/v1/connect/intentions/exact") {
+                            // DELETE was not recorded; 1.8 runs the same ID lookup as PUT.
+                            let (status, text) = if method == "GET" {
+                                (400, get_refusal)
+                            } else {
+                                (500, put_refusal)
+                            };
+                            (status, "text/plain; charset=utf-8".to_string(), text)
+                        } else {
+                            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                            let resp = http
+                                .request(method, format!("{agent_url}{target}"))
+                                .body(body)
+                                .send()
+                                .await
+                                .unwrap();
+                            let status = resp.status().as_u16();
+                            let content_type = resp
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("text/plain")
+                                .to_string();
+                            (status, content_type, resp.text().await.unwrap())
+                        };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Consul18Front { addr, seen, task }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// What 1.8.17 answered to `GET` and `PUT` on `/v1/connect/intentions/exact`.
+fn recorded_1_8_refusals() -> (String, String) {
+    let recording: serde_json::Value =
+        serde_json::from_str(include_str!("data/consul-recorded/consul-1.8.17-dev.json")).unwrap();
+    let body = |name: &str, status: u64| {
+        let entry = recording
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap();
+        assert_eq!(entry["response"]["status"], status);
+        entry["response"]["body"].as_str().unwrap().to_string()
+    };
+    (body("exact-get", 400), body("exact-put-deny", 500))
+}
+
+/// Reads one HTTP/1.1 request: method, target and body (by Content-Length).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<(String, String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next()?.to_string(), words.next()?.to_string());
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((method, target, buf[head_end..].to_vec()))
+}

@@ -265,8 +265,11 @@ async fn authorize_request_and_response_match_samples() {
     assert_eq!(resp.status, 200, "{}", resp.text);
     let ours = resp.json();
     assert_shape("agent-connect-authorize.json", &ours, Rules::default());
-    // The sample's Reason is the pre-1.9 text; ours is the current one.
-    assert_eq!(ours["Reason"], "Default behavior configured by ACLs");
+    // Consul 1.10.4's text with ACLs disabled (verified against the real binary).
+    assert_eq!(
+        ours["Reason"],
+        "ACLs disabled, access is allowed by default"
+    );
     agent.shutdown().await;
 }
 
@@ -397,7 +400,9 @@ async fn sidecar_samples_expand_and_read_back_like_consul() {
     let checks = api.json("/v1/agent/checks").await;
     let listening = &checks["service:web-sidecar-proxy:1"];
     assert_eq!(listening["Name"], expected["checks"][0]["Name"]);
-    assert_eq!(listening["Interval"], expected["checks"][0]["Interval"]);
+    // The sample's Interval is the definition's; Consul 1.10.4 shows "" for a check that came
+    // with a service registration (verified against the real binary).
+    assert_eq!(listening["Interval"], "");
     assert_eq!(listening["Type"], "tcp");
     let alias = &checks["service:web-sidecar-proxy:2"];
     assert_eq!(alias["Name"], expected["checks"][1]["name"]);
@@ -453,6 +458,9 @@ async fn health_connect_matches_doc_and_derived_samples() {
         &ours,
         Rules {
             maps: &["[].Node.TaggedAddresses", "[].Node.Meta", "[].Service.Meta"],
+            // Derived from newer Go structs: Consul 1.10.4, the reference, has no PeerName
+            // (tests/recorded.rs compares with what it sent).
+            skip: &["[].Service.PeerName"],
             strict: true,
             ..Rules::default()
         },
@@ -497,7 +505,9 @@ async fn checks_samples() {
     let mut checks = api.json("/v1/agent/checks").await;
     // Our registration's check is `service:redis` like the sample's key.
     let check = checks["service:redis"].take();
-    assert_eq!(check["Timeout"], "1s");
+    // Consul 1.10.4 leaves Interval/Timeout empty for checks that came with a service
+    // registration (verified against the real binary; the doc sample shows them filled in).
+    assert_eq!(check["Timeout"], "");
     let ours = json!({"service:redis": check});
     // Sample order (Interval, Timeout before Type) is hand-written; Go's HealthCheck has
     // Type, Interval, Timeout. Namespace is Enterprise-only.

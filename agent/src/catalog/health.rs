@@ -39,13 +39,15 @@ impl Catalog {
         };
         let create = self.checks.get(&check_id).map_or(index, |c| c.create_index);
         self.runners.remove(&check_id);
-        let check = new_check(
+        let mut check = new_check(
             check_id.clone(),
             &definition,
             service.as_ref(),
             create,
             index,
         );
+        check.interval = crate::godur::format(definition.interval.unwrap_or_default());
+        check.timeout = crate::godur::format(definition.timeout.unwrap_or_default());
         let kind = check.kind.clone();
         self.checks.insert(check_id.clone(), check);
         match &service {
@@ -198,6 +200,9 @@ impl Catalog {
         for check in self
             .checks
             .values()
+            // The agent's own checks: serfHealth lives in the catalog only, so a 1.10 alias
+            // of a service without checks says "No checks found.".
+            .filter(|c| !matches!(c.kind, CheckKind::Serf))
             .filter(|c| c.service_id.is_empty() || c.service_id == target)
         {
             if check.status == CRITICAL || check.status == checks::WARNING {
@@ -248,6 +253,8 @@ pub(super) fn new_check(
         service_name: service.map(|s| s.name.clone()).unwrap_or_default(),
         service_tags: service.and_then(|s| s.tags.clone()).unwrap_or_default(),
         kind,
+        interval: String::new(),
+        timeout: String::new(),
         create_index,
         modify_index: index,
         ttl_deadline,

@@ -58,6 +58,8 @@ impl Catalog {
             service_name: String::new(),
             service_tags: Vec::new(),
             kind: CheckKind::Serf,
+            interval: String::new(),
+            timeout: String::new(),
             create_index: index,
             modify_index: index,
             ttl_deadline: None,
@@ -277,12 +279,8 @@ impl Catalog {
     /// Removes a service, its checks and a sidecar registered with it.
     pub fn deregister(&mut self, id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
         if !self.services.contains_key(id) {
-            return Err(RegisterError {
-                status: 404,
-                message: format!(
-                    "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
-                ),
-            });
+            // Consul 1.10 logs "Service does not exist" and answers 200.
+            return Ok(());
         }
         let index = tx.index();
         let sidecars: Vec<String> = self

@@ -22,6 +22,89 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consul's `OutputMaxSize` default.
 const OUTPUT_MAX: usize = 4096;
 
+/// The keys Consul 1.10 accepts in a check of a service registration (`structs.CheckType`,
+/// with the snake_case aliases its decoder knows); anything else is `json: unknown field`.
+pub const CHECK_TYPE_FIELDS: &[&str] = &[
+    "CheckID",
+    "Name",
+    "Status",
+    "Notes",
+    "ScriptArgs",
+    "script_args",
+    "Args",
+    "HTTP",
+    "Header",
+    "Method",
+    "Body",
+    "TCP",
+    "Interval",
+    "AliasNode",
+    "AliasService",
+    "DockerContainerID",
+    "docker_container_id",
+    "Shell",
+    "H2PING",
+    "GRPC",
+    "GRPCUseTLS",
+    "grpc_use_tls",
+    "TLSServerName",
+    "tls_server_name",
+    "TLSSkipVerify",
+    "tls_skip_verify",
+    "Timeout",
+    "TTL",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "ProxyHTTP",
+    "ProxyGRPC",
+    "DeregisterCriticalServiceAfter",
+    "deregister_critical_service_after",
+    "OutputMaxSize",
+    "ServiceID",
+    "service_id",
+];
+
+/// The keys of a `PUT /v1/agent/check/register` body (`structs.CheckDefinition`): `ID` and
+/// `Token` instead of `CheckID` and the proxy fields.
+pub const CHECK_DEFINITION_FIELDS: &[&str] = &[
+    "ID",
+    "Name",
+    "Notes",
+    "ServiceID",
+    "service_id",
+    "Token",
+    "Status",
+    "ScriptArgs",
+    "script_args",
+    "Args",
+    "HTTP",
+    "H2PING",
+    "Header",
+    "Method",
+    "Body",
+    "TCP",
+    "Interval",
+    "DockerContainerID",
+    "docker_container_id",
+    "Shell",
+    "GRPC",
+    "GRPCUseTLS",
+    "grpc_use_tls",
+    "TLSServerName",
+    "tls_server_name",
+    "TLSSkipVerify",
+    "tls_skip_verify",
+    "AliasNode",
+    "AliasService",
+    "Timeout",
+    "TTL",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "DeregisterCriticalServiceAfter",
+    "deregister_critical_service_after",
+    "OutputMaxSize",
+];
+
 /// A check as given in a registration (`structs.CheckType` / `CheckDefinition`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CheckDefinition {
@@ -126,9 +209,7 @@ impl CheckDefinition {
         let interval_given = self.interval.is_some_and(|d| !d.is_zero());
         let ttl_given = self.ttl.is_some_and(|d| !d.is_zero());
         if (!self.tcp.is_empty() || self.http.is_some()) && !interval_given {
-            return Err(
-                "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".into(),
-            );
+            return Err("Interval must be > 0 for Script, HTTP, H2PING, or TCP checks".into());
         }
         if interval_given && ttl_given {
             return Err("Interval and TTL cannot both be specified".into());
@@ -142,7 +223,8 @@ impl CheckDefinition {
         }
         if self.tcp.is_empty() && self.http.is_none() && !ttl_given && self.alias_service.is_empty()
         {
-            return Err("Check type is not valid".into());
+            // What `CheckType.Validate` says when nothing but the TTL kind is left.
+            return Err("TTL must be > 0 for TTL checks".into());
         }
         Ok(())
     }
@@ -213,6 +295,11 @@ pub struct Check {
     pub service_name: String,
     pub service_tags: Vec<String>,
     pub kind: CheckKind,
+    /// `Interval` and `Timeout` as a 1.10 agent shows them: Go durations for a check
+    /// registered on its own (`/v1/agent/check/register`), empty for one that came with a
+    /// service registration.
+    pub interval: String,
+    pub timeout: String,
     pub create_index: u64,
     pub modify_index: u64,
     /// TTL checks: when the check turns critical unless updated.
@@ -229,24 +316,6 @@ impl Check {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Http { .. } => "http",
             CheckKind::Alias { .. } => "alias",
-        }
-    }
-
-    pub fn interval_text(&self) -> String {
-        match &self.kind {
-            CheckKind::Tcp { interval, .. } | CheckKind::Http { interval, .. } => {
-                crate::godur::format(*interval)
-            }
-            _ => String::new(),
-        }
-    }
-
-    pub fn timeout_text(&self) -> String {
-        match &self.kind {
-            CheckKind::Tcp {
-                timeout: Some(t), ..
-            } => crate::godur::format(*t),
-            _ => String::new(),
         }
     }
 }
@@ -279,7 +348,7 @@ mod tests {
         };
         assert_eq!(
             def.validate().unwrap_err(),
-            "Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks"
+            "Interval must be > 0 for Script, HTTP, H2PING, or TCP checks"
         );
     }
 

@@ -10,7 +10,7 @@ use super::views::{self, Obj, CONSUL_VERSION};
 use super::{ApiError, Reply, Request, Result};
 use crate::blocking;
 use crate::catalog::NewChecks;
-use crate::checks::{self, CheckDefinition, CRITICAL, PASSING, WARNING};
+use crate::checks::{self, CheckDefinition, CHECK_DEFINITION_FIELDS, CRITICAL, PASSING, WARNING};
 use crate::json::Fields;
 use crate::service::decode_registration;
 use crate::state::Agent;
@@ -29,24 +29,29 @@ pub fn agent_self(agent: &Agent, req: &Request) -> Result {
         .put("Revision", "tandem")
         .put("Server", true)
         .put("Version", CONSUL_VERSION)
-        .put("BuildDate", "2025-01-01T00:00:00Z")
         .build();
     let coord = Obj::new()
         .put("Vec", Value::Array(vec![Value::from(0); 8]))
         .put("Error", 1.5)
         .put("Adjustment", 0)
-        .put("Height", 0.0001)
+        .put("Height", 1e-05)
         .build();
+    // A Go map: sorted keys, as a 1.10 dev server tags its serf member.
     let tags = Obj::new()
-        .put("bootstrap", "1")
-        .put("build", format!("{CONSUL_VERSION}:tandem"))
+        .put("acls", "0")
+        .put("build", format!("{CONSUL_VERSION}:"))
         .put("dc", settings.datacenter.as_str())
+        .put("ft_fs", "1")
+        .put("ft_si", "1")
         .put("id", settings.node_id.as_str())
         .put("port", "8300")
+        .put("raft_vsn", "3")
         .put("role", "consul")
+        .put("segment", "")
         .put("vsn", "2")
         .put("vsn_max", "3")
         .put("vsn_min", "2")
+        .put("wan_join_port", "8302")
         .build();
     let member = Obj::new()
         .put("Name", settings.node_name.as_str())
@@ -61,10 +66,7 @@ pub fn agent_self(agent: &Agent, req: &Request) -> Result {
         .put("DelegateMax", 5)
         .put("DelegateCur", 4)
         .build();
-    let meta = Obj::new()
-        .put("consul-network-segment", "")
-        .put("consul-version", CONSUL_VERSION)
-        .build();
+    let meta = Obj::new().put("consul-network-segment", "").build();
     let body = Obj::new()
         .put("Config", config)
         .put("DebugConfig", Obj::new().build())
@@ -201,6 +203,9 @@ pub fn check_register(agent: &Arc<Agent>, req: &Request) -> Result {
         .json()
         .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
     let fields = Fields::new(&body, "CheckDefinition")
+        .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
+    fields
+        .refuse_unknown(CHECK_DEFINITION_FIELDS)
         .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
     let definition = CheckDefinition::decode(&fields)
         .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;

@@ -1,6 +1,7 @@
 //! Connect CA and authorization: roots, leaf certificates, CA configuration and
 //! `/v1/agent/connect/authorize`.
 
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -37,12 +38,19 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
     .await;
     if pem {
         return Ok(
-            Reply::raw("application/pem-certificate-chain", chain.into_bytes()).with_index(index),
+            Reply::raw("application/pem-certificate-chain", chain.into_bytes())
+                .with_index(index)
+                .header("X-Consul-KnownLeader", "false".to_string()),
         );
     }
-    let reply = Reply::json(req, &body).with_index(index);
+    // Consul serves the roots from its CA state, not through raft: no known leader there.
+    let reply = Reply::json(req, &body)
+        .with_index(index)
+        .header("X-Consul-KnownLeader", "false".to_string());
     if req.path.starts_with("/v1/agent/") {
-        return Ok(reply.header("X-Cache", "MISS".to_string()));
+        let hit = agent.roots_cached.swap(true, Ordering::Relaxed);
+        let cache = if hit { "HIT" } else { "MISS" };
+        return Ok(reply.header("X-Cache", cache.to_string()));
     }
     Ok(reply)
 }
@@ -52,10 +60,8 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
 pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
     let (min_index, wait) = req.blocking()?;
     if service.is_empty() {
-        return Err(ApiError::new(
-            400,
-            "Missing service name in the request path",
-        ));
+        // Consul 1.10 builds the SPIFFE ID first and fails on the empty service name.
+        return Err(ApiError::new(500, "URI must be either service or agent"));
     }
     acl::require(agent, req, Access::ServiceWrite(service))?;
     let deadline = Instant::now() + blocking::leaf_timeout(wait);
@@ -135,24 +141,29 @@ pub fn authorize(agent: &Agent, req: &Request) -> Result {
             crate::intentions::default_decision(default_allow)
         }
     });
+    // Consul answers from its agent cache, which a locally registered proxy for the target
+    // keeps warm (proxycfg watches the target's intentions); otherwise the first fetch misses.
+    let warm = agent.read(|state| {
+        state
+            .catalog
+            .services()
+            .any(|e| e.service.is_proxy() && e.service.proxy.destination_service_name == target)
+    });
     let body = Obj::new()
         .put("Authorized", decision.allowed)
         .put("Reason", decision.reason)
         .build();
-    Ok(Reply::json(req, &body).header("X-Cache", "MISS".to_string()))
+    let cache = if warm { "HIT" } else { "MISS" };
+    Ok(Reply::json(req, &body).header("X-Cache", cache.to_string()))
 }
 
 /// `GET|PUT /v1/connect/ca/configuration`; a PUT rotates to a new root.
 pub fn configuration(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::GET {
         acl::require(agent, req, Access::OperatorRead)?;
-        let (index, body) = agent.read(|state| {
-            (
-                state.ca.config_indexes().1,
-                views::ca_configuration(&state.ca),
-            )
-        });
-        return Ok(Reply::json(req, &body).with_index(index));
+        // Consul sends the CA configuration without query metadata.
+        let body = agent.read(|state| views::ca_configuration(&state.ca));
+        return Ok(Reply::json(req, &body));
     }
     let body: Value = req
         .json()

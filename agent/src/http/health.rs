@@ -84,7 +84,12 @@ pub async fn catalog_services(agent: &Agent, req: &Request) -> Result {
         },
     )
     .await;
-    Ok(filtered(Reply::json(req, &body).with_index(index), visible))
+    Ok(filtered(
+        Reply::json(req, &body)
+            .with_index(index)
+            .leader_consistency(),
+        visible,
+    ))
 }
 
 /// A blocking query on the instances of one service (or its mesh endpoints, `connect`).
@@ -148,7 +153,12 @@ impl<'a> ServiceQuery<'a> {
             },
         )
         .await;
-        Ok(filtered(Reply::json(req, &body).with_index(index), visible))
+        Ok(filtered(
+            Reply::json(req, &body)
+                .with_index(index)
+                .leader_consistency(),
+            visible,
+        ))
     }
 }
 

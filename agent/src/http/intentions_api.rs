@@ -86,10 +86,10 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
     let by = match required(req, "by")? {
         "source" => MatchBy::Source,
         "destination" => MatchBy::Destination,
-        other => {
+        _ => {
             return Err(ApiError::new(
-                400,
-                format!("'by' parameter must be 'source' or 'destination', got {other:?}"),
+                500,
+                "'by' parameter must be one of 'source' or 'destination'",
             ))
         }
     };
@@ -107,7 +107,8 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let visible = acl::may_read(agent, req)?;
     let (index, body) = block_on_intentions(agent, index, wait, |state| {
-        let mut out = serde_json::Map::new();
+        // A Go map: keys sorted; a destination without intentions is a nil slice, `null`.
+        let mut out = std::collections::BTreeMap::new();
         for (given, target) in &targets {
             let list = if visible {
                 state.intentions.matching(by, target)
@@ -116,13 +117,18 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
             };
             out.insert(
                 given.clone(),
-                Value::Array(list.iter().map(views::intention).collect()),
+                views::list_or_null(list.iter().map(views::intention)),
             );
         }
-        Value::Object(out)
+        Value::Object(out.into_iter().collect())
     })
     .await;
-    Ok(filtered(Reply::json(req, &body).with_index(index), visible))
+    Ok(filtered(
+        Reply::json(req, &body)
+            .with_index(index)
+            .leader_consistency(),
+        visible,
+    ))
 }
 
 /// `GET /v1/connect/intentions/check?source=&destination=`: L7 intentions count as deny.
@@ -149,11 +155,14 @@ pub fn check(agent: &Agent, req: &Request) -> Result {
 
 /// Legacy `GET|PUT|DELETE /v1/connect/intentions/:uuid`.
 pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
-    if uuid::Uuid::parse_str(id).is_err() {
-        return Err(ApiError::new(
-            400,
-            format!("Invalid intention ID {id:?}: not a UUID"),
-        ));
+    if id.len() != 36 || uuid::Uuid::parse_str(id).is_err() {
+        // Consul 1.10's texts: its state store refuses the ID before anything is looked up.
+        let cause = "failed config entry lookup: index error: UUID must be 36 characters";
+        return Err(if req.method == http::Method::GET {
+            ApiError::new(400, format!("Bad request: {cause}"))
+        } else {
+            ApiError::new(500, format!("Intention lookup failed: {cause}"))
+        });
     }
     let destination = agent.read(|s| s.intentions.by_id(id).map(|i| i.destination_name.clone()));
     match req.method.as_str() {
@@ -212,12 +221,13 @@ async fn one_intention(
     wait: Option<Duration>,
     find: impl FnOnce(&State) -> Option<&Intention>,
 ) -> Result {
-    let (index, found) = block_on_intentions(agent, index, wait, |state| {
+    let (_, found) = block_on_intentions(agent, index, wait, |state| {
         find(state).map(views::intention)
     })
     .await;
     match found {
-        Some(body) => Ok(Reply::json(req, &body).with_index(index)),
+        // Consul answers a single intention without query metadata (no X-Consul-Index).
+        Some(body) => Ok(Reply::json(req, &body)),
         None => Err(ApiError::new(404, "Intention not found")),
     }
 }

@@ -120,13 +120,14 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// JSON with the dev agent's 4-space indentation (`?pretty` adds the trailing newline).
-    pub fn json(req: &Request, value: &Value) -> Reply {
+    /// JSON as a dev agent sends it: always pretty (4-space indentation and the trailing
+    /// newline), whether or not `?pretty` was asked for.
+    pub fn json(_req: &Request, value: &Value) -> Reply {
         Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
             content_type: Some("application/json"),
-            body: crate::json::encode(value, req.has("pretty")),
+            body: crate::json::encode(value, true),
         }
     }
 
@@ -154,6 +155,12 @@ impl Reply {
         self.header("X-Consul-Index", index.max(1).to_string())
             .header("X-Consul-KnownLeader", "true".to_string())
             .header("X-Consul-LastContact", "0".to_string())
+    }
+
+    /// The consistency mode a catalog, health or intention-match query was served with
+    /// (`X-Consul-Effective-Consistency`); one node is always its own leader.
+    pub fn leader_consistency(self) -> Reply {
+        self.header("X-Consul-Effective-Consistency", "leader".to_string())
     }
 
     pub fn header(mut self, name: &'static str, value: String) -> Reply {

@@ -12,7 +12,10 @@ use crate::json::go_time;
 use crate::service::{Proxy, Service, Upstream};
 
 /// The Consul version this agent reports about itself (`Config.Version`, node meta).
-pub const CONSUL_VERSION: &str = "1.21.0";
+pub const CONSUL_VERSION: &str = "1.10.4";
+
+/// What Consul 1.10 names the roots of its built-in CA (later versions say "Primary").
+const ROOT_NAME: &str = "Consul CA Root Cert";
 
 /// An ordered JSON object under construction.
 #[derive(Default)]
@@ -58,6 +61,16 @@ impl Obj {
     }
 }
 
+/// A Go slice: `null` when empty (nil), as Consul sends a list it never allocated.
+pub fn list_or_null(items: impl Iterator<Item = Value>) -> Value {
+    let items: Vec<Value> = items.collect();
+    if items.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(items)
+    }
+}
+
 fn strings(items: &[String]) -> Value {
     Value::Array(items.iter().cloned().map(Value::String).collect())
 }
@@ -91,10 +104,7 @@ fn node_tagged_addresses(node: &Node) -> Value {
 
 /// The node meta Consul sets on every agent's node.
 fn node_meta() -> Value {
-    Obj::new()
-        .put("consul-network-segment", "")
-        .put("consul-version", CONSUL_VERSION)
-        .build()
+    Obj::new().put("consul-network-segment", "").build()
 }
 
 /// A service's `Weights`; `serde_json` cannot fail on this plain struct.
@@ -238,7 +248,6 @@ pub fn node_service(entry: &ServiceEntry) -> Value {
         .put("EnableTagOverride", s.enable_tag_override)
         .put("Proxy", proxy(&s.proxy))
         .put("Connect", connect(s))
-        .put("PeerName", "")
         .put("CreateIndex", entry.create_index)
         .put("ModifyIndex", entry.modify_index)
         .build()
@@ -289,8 +298,8 @@ pub fn health_check(check: &Check, node_name: &str) -> Value {
         .put("ServiceName", check.service_name.as_str())
         .put("ServiceTags", strings(&check.service_tags))
         .put("Type", check.type_name())
-        .put("Interval", check.interval_text())
-        .put("Timeout", check.timeout_text())
+        .put("Interval", check.interval.as_str())
+        .put("Timeout", check.timeout.as_str())
         .put("ExposedPort", 0)
         .put("Definition", Obj::new().build())
         .put("CreateIndex", check.create_index)
@@ -322,17 +331,18 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
         .put("ServiceAddress", s.address.as_str())
         .put_opt("ServiceTaggedAddresses", tagged_addresses(s))
         .put("ServiceWeights", weights(s))
+        // The catalog endpoints turn a nil ServiceMeta into `{}` (health ones keep `null`).
         .put(
             "ServiceMeta",
-            s.meta.as_ref().map_or(Value::Null, string_map),
+            s.meta
+                .as_ref()
+                .map_or_else(|| Obj::new().build(), string_map),
         )
         .put("ServicePort", s.port)
-        .put("ServicePorts", Value::Null)
         .put("ServiceSocketPath", s.socket_path.as_str())
         .put("ServiceEnableTagOverride", s.enable_tag_override)
         .put("ServiceProxy", proxy(&s.proxy))
         .put("ServiceConnect", connect(s))
-        .put("ServiceLocality", Value::Null)
         .put("CreateIndex", entry.create_index)
         .put("ModifyIndex", entry.modify_index)
         .build()
@@ -340,7 +350,7 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
 
 /// `structs.Intention` with its custom MarshalJSON (timestamps first, only when set).
 pub fn intention(i: &Intention) -> Value {
-    let permissions = i.permissions.clone();
+    let permissions = i.permissions.as_ref().map(permissions);
     let meta = (!i.meta.is_empty()).then(|| string_map(&i.meta));
     Obj::new()
         .put_opt("CreatedAt", i.created_at.map(|t| Value::String(go_time(t))))
@@ -366,7 +376,7 @@ fn root(ca: &Ca, r: &Root) -> Value {
     let info = r.info();
     Obj::new()
         .put("ID", info.id.as_str())
-        .put("Name", info.name.as_str())
+        .put("Name", ROOT_NAME)
         .put("SerialNumber", info.serial_number)
         .put("SigningKeyID", info.signing_key_id.as_str())
         .put("ExternalTrustDomain", ca.cluster_id())
@@ -415,8 +425,75 @@ pub fn ca_configuration(ca: &Ca) -> Value {
     Obj::new()
         .put("Provider", "consul")
         .put("Config", ca.config_map())
+        .put("State", Value::Null)
         .put("ForceWithoutCrossSigning", false)
         .put("CreateIndex", create)
         .put("ModifyIndex", modify)
         .build()
+}
+
+/// `[]*structs.IntentionPermission` in Go struct order with Go's `omitempty`, whatever the
+/// case of the keys as they were sent (Go matched them case-insensitively).
+fn permissions(given: &Value) -> Value {
+    let Value::Array(items) = given else {
+        return given.clone();
+    };
+    let http = |h: &Value| {
+        let headers = field(h, "Header").and_then(Value::as_array).map(|list| {
+            let list = list.iter().map(|header| {
+                go_fields(
+                    header,
+                    &[
+                        "Name", "Present", "Exact", "Prefix", "Suffix", "Regex", "Invert",
+                    ],
+                )
+            });
+            Value::Array(list.collect())
+        });
+        let obj = go_fields(h, &["PathExact", "PathPrefix", "PathRegex"]);
+        let Value::Object(mut map) = obj else {
+            return obj;
+        };
+        if let Some(headers) = headers.filter(|h| h.as_array().is_some_and(|a| !a.is_empty())) {
+            map.insert("Header".into(), headers);
+        }
+        if let Some(methods) =
+            field(h, "Methods").filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            map.insert("Methods".into(), methods.clone());
+        }
+        Value::Object(map)
+    };
+    let list = items.iter().map(|p| {
+        let obj = go_fields(p, &["Action"]);
+        match (obj, field(p, "HTTP").filter(|h| h.is_object())) {
+            (Value::Object(mut map), Some(h)) => {
+                map.insert("HTTP".into(), http(h));
+                Value::Object(map)
+            }
+            (obj, _) => obj,
+        }
+    });
+    Value::Array(list.collect())
+}
+
+/// The value of `name` in `obj`, matched case-insensitively.
+fn field<'v>(obj: &'v Value, name: &str) -> Option<&'v Value> {
+    obj.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// The scalar fields `names` of `obj` in that order, under their Go names, empty ones omitted.
+fn go_fields(obj: &Value, names: &[&str]) -> Value {
+    let mut out = Obj::new();
+    for name in names {
+        match field(obj, name) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(v) => out = out.put(name, v.clone()),
+        }
+    }
+    out.build()
 }

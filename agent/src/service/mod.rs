@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::checks::CheckDefinition;
+use crate::checks::{CheckDefinition, CHECK_TYPE_FIELDS};
 use crate::json::{DecodeError, Fields};
 
 pub use sidecar::{default_sidecar_checks, SidecarRequest, SIDECAR_PORTS};
@@ -172,9 +172,87 @@ fn validate_checks(checks: &[CheckDefinition], context: &str) -> Result<(), Regi
     Ok(())
 }
 
+/// The keys Consul 1.10 accepts in a `ServiceDefinition` (Go field names, matched
+/// case-insensitively, and the snake_case aliases its decoder knows).
+const SERVICE_FIELDS: &[&str] = &[
+    "Kind",
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "TaggedAddresses",
+    "tagged_addresses",
+    "Meta",
+    "Port",
+    "SocketPath",
+    "Check",
+    "Checks",
+    "Weights",
+    "Token",
+    "EnableTagOverride",
+    "enable_tag_override",
+    "Proxy",
+    "Connect",
+];
+/// `structs.ConnectProxyConfig`.
+const PROXY_FIELDS: &[&str] = &[
+    "DestinationServiceName",
+    "destination_service_name",
+    "DestinationServiceID",
+    "destination_service_id",
+    "LocalServiceAddress",
+    "local_service_address",
+    "LocalServicePort",
+    "local_service_port",
+    "LocalServiceSocketPath",
+    "local_service_socket_path",
+    "Mode",
+    "TransparentProxy",
+    "transparent_proxy",
+    "Config",
+    "Upstreams",
+    "MeshGateway",
+    "mesh_gateway",
+    "Expose",
+];
+/// `structs.Upstream`.
+const UPSTREAM_FIELDS: &[&str] = &[
+    "DestinationType",
+    "destination_type",
+    "DestinationNamespace",
+    "destination_namespace",
+    "DestinationName",
+    "destination_name",
+    "Datacenter",
+    "LocalBindAddress",
+    "local_bind_address",
+    "LocalBindPort",
+    "local_bind_port",
+    "LocalBindSocketPath",
+    "local_bind_socket_path",
+    "LocalBindSocketMode",
+    "local_bind_socket_mode",
+    "Config",
+    "MeshGateway",
+    "mesh_gateway",
+    "CentrallyConfigured",
+];
+/// `structs.ExposeConfig` and `structs.ExposePath`.
+const EXPOSE_FIELDS: &[&str] = &["Checks", "Paths"];
+const EXPOSE_PATH_FIELDS: &[&str] = &[
+    "ListenerPort",
+    "listener_port",
+    "Path",
+    "LocalPathPort",
+    "local_path_port",
+    "Protocol",
+    "ParsedFromCheck",
+];
+
 type Decoded<'a> = (Service, Vec<CheckDefinition>, Option<Fields<'a>>);
 
 fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterError> {
+    fields.refuse_unknown(SERVICE_FIELDS)?;
     let name = fields.string_or_default("Name")?;
     let id = fields
         .string("ID")?
@@ -187,6 +265,7 @@ fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterErr
         if let Some(Value::Object(map)) = fields.raw("TaggedAddresses") {
             for key in map.keys() {
                 if let Some(entry) = tagged.object(key, "ServiceAddress")? {
+                    entry.refuse_unknown(&["Address", "Port"])?;
                     tagged_addresses.insert(
                         key.clone(),
                         ServiceAddress {
@@ -200,10 +279,13 @@ fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterErr
     }
     let weights = match fields.object("Weights", "Weights")? {
         None => Weights::default(),
-        Some(w) => Weights {
-            passing: w.int("Passing")?.unwrap_or(0),
-            warning: w.int("Warning")?.unwrap_or(0),
-        },
+        Some(w) => {
+            w.refuse_unknown(&["Passing", "Warning"])?;
+            Weights {
+                passing: w.int("Passing")?.unwrap_or(0),
+                warning: w.int("Warning")?.unwrap_or(0),
+            }
+        }
     };
     let proxy = match fields.object("Proxy", "ConnectProxyConfig")? {
         None => Proxy::default(),
@@ -221,9 +303,11 @@ fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterErr
     };
     let mut checks = Vec::new();
     if let Some(check) = fields.object("Check", "CheckType")? {
+        check.refuse_unknown(CHECK_TYPE_FIELDS)?;
         checks.push(CheckDefinition::decode(&check)?);
     }
     for check in fields.objects("Checks", "CheckType")? {
+        check.refuse_unknown(CHECK_TYPE_FIELDS)?;
         checks.push(CheckDefinition::decode(&check)?);
     }
     let service = Service {
@@ -245,6 +329,16 @@ fn decode_definition<'a>(fields: &Fields<'a>) -> Result<Decoded<'a>, RegisterErr
 }
 
 fn decode_proxy(p: &Fields<'_>) -> Result<Proxy, DecodeError> {
+    p.refuse_unknown(PROXY_FIELDS)?;
+    if let Some(expose) = p.object("Expose", "ExposeConfig")? {
+        expose.refuse_unknown(EXPOSE_FIELDS)?;
+        for path in expose.objects("Paths", "ExposePath")? {
+            path.refuse_unknown(EXPOSE_PATH_FIELDS)?;
+        }
+    }
+    if let Some(tproxy) = p.object("TransparentProxy", "TransparentProxyConfig")? {
+        tproxy.refuse_unknown(&["OutboundListenerPort", "DialedDirectly"])?;
+    }
     let upstreams = p
         .objects("Upstreams", "Upstream")?
         .iter()
@@ -266,6 +360,7 @@ fn decode_proxy(p: &Fields<'_>) -> Result<Proxy, DecodeError> {
 }
 
 fn decode_upstream(u: &Fields<'_>) -> Result<Upstream, DecodeError> {
+    u.refuse_unknown(UPSTREAM_FIELDS)?;
     let destination_type = u
         .string("DestinationType")?
         .filter(|s| !s.is_empty())
@@ -290,11 +385,15 @@ fn decode_upstream(u: &Fields<'_>) -> Result<Upstream, DecodeError> {
 fn mesh_gateway_mode(fields: &Fields<'_>) -> Result<String, DecodeError> {
     match fields.object("MeshGateway", "MeshGatewayConfig")? {
         None => Ok(String::new()),
-        Some(m) => m.string_or_default("Mode"),
+        Some(m) => {
+            m.refuse_unknown(&["Mode"])?;
+            m.string_or_default("Mode")
+        }
     }
 }
 
-/// `structs.NodeService.Validate` for the kinds we accept; errors in go-multierror's format.
+/// `structs.NodeService.Validate` for plain services and connect proxies; errors in
+/// go-multierror's format.
 fn validate_service(service: &Service) -> Result<(), RegisterError> {
     let mut problems = Vec::new();
     match service.kind.as_str() {
@@ -361,12 +460,9 @@ fn validate_service(service: &Service) -> Result<(), RegisterError> {
                 binds.push(bind);
             }
         }
-        other => problems.push(format!(
-            "tandem-agent dev does not support services of Kind {other:?} (only plain services and connect-proxy)"
-        )),
-    }
-    if !(0..=65535).contains(&service.port) {
-        problems.push(format!("Port {} is not a valid port number", service.port));
+        // Consul 1.10 stores any other Kind as given (it validates only its gateway kinds,
+        // which this agent does not run) and any port number, negative or above 65535.
+        _ => {}
     }
     if problems.is_empty() {
         return Ok(());

@@ -5,7 +5,7 @@ use std::io::Write;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::describe;
+use super::{describe, find_pair};
 use crate::cli::consul_client::ConsulClient;
 use crate::cli::goflag::{parse_or_usage, Parsed};
 
@@ -167,8 +167,7 @@ async fn replace(client: &ConsulClient, ixn: &Value) -> Result<bool, String> {
         ("source", source.as_str()),
         ("destination", destination.as_str()),
     ];
-    let old = client
-        .call(Method::GET, "/v1/connect/intentions/exact", &query, None, true)
+    let old = find_pair(client, &source, &destination)
         .await
         .map_err(|e| {
             format!("Error looking up intention for replacement with source {source:?} and destination {destination:?}: {e}")

@@ -5,7 +5,7 @@ use std::io::Write;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{describe, side, target_command, text};
+use super::{describe, find_pair, side, target_command, text, Target};
 use crate::cli::columnize;
 use crate::cli::goflag::parse_or_usage;
 
@@ -19,8 +19,20 @@ pub(super) async fn get(args: &[String], out: &mut dyn Write, err: &mut dyn Writ
         Ok(found) => found,
         Err(code) => return code,
     };
-    let (path, query) = target.endpoint();
-    let ixn = match client.call(Method::GET, &path, &query, None, true).await {
+    let found = match &target {
+        Target::Pair {
+            source,
+            destination,
+        } => find_pair(&client, source, destination).await,
+        Target::Id(_) => {
+            let (path, query) = target.endpoint();
+            client
+                .call(Method::GET, &path, &query, None, true)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let ixn = match found {
         Ok(Some(ixn)) => ixn,
         Ok(None) => {
             let _ = writeln!(err, "{}", target.not_found());
