@@ -30,8 +30,6 @@ pub enum InjectError {
         object: String,
         source: json_patch::PatchError,
     },
-    #[error("cannot write YAML: {0}")]
-    WriteYaml(#[from] serde_yaml::Error),
 }
 
 /// The input's format; the output uses the same one.
@@ -69,7 +67,7 @@ pub fn inject_text(
     for doc in &mut docs {
         inject_object(injector, default_namespace, doc, &mut changes)?;
     }
-    Ok((render(format, &docs)?, changes))
+    Ok((render(format, &docs), changes))
 }
 
 /// Reads JSON (one value or several concatenated) or YAML (one or more `---` documents).
@@ -94,22 +92,23 @@ pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
     Ok((Format::Yaml, docs))
 }
 
-/// Writes documents back: pretty JSON, or YAML documents separated by `---`.
-pub fn render(format: Format, docs: &[Value]) -> Result<String, InjectError> {
+/// Writes documents back: pretty JSON, or YAML documents separated by `---` that YAML 1.1
+/// readers (kubectl) and 1.2 readers read the same way ([`crate::yaml`]).
+pub fn render(format: Format, docs: &[Value]) -> String {
     match format {
-        Format::Json => Ok(docs
+        Format::Json => docs
             .iter()
             .map(|d| serde_json::to_string_pretty(d).expect("invariant: a Value serializes") + "\n")
-            .collect()),
+            .collect(),
         Format::Yaml => {
             let mut out = String::new();
             for (i, doc) in docs.iter().enumerate() {
                 if i > 0 {
                     out.push_str("---\n");
                 }
-                out.push_str(&serde_yaml::to_string(doc)?);
+                out.push_str(&crate::yaml::to_string(doc));
             }
-            Ok(out)
+            out
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod patch;
 pub mod review;
 pub mod tls;
 pub mod webhook;
+pub mod yaml;
 
 use serde_json::Value;
 

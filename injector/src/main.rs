@@ -155,7 +155,7 @@ fn run_install(args: InstallArgs) -> anyhow::Result<()> {
         cert_validity: Duration::from_secs(u64::from(args.cert_validity_days) * 86400),
         serve_args: args.injection.to_args(),
     })?;
-    let yaml = inject::render(inject::Format::Yaml, &docs)?;
+    let yaml = inject::render(inject::Format::Yaml, &docs);
     std::io::stdout()
         .write_all(yaml.as_bytes())
         .context("cannot write stdout")
