@@ -10,25 +10,27 @@ use serde_json::Value;
 
 use crate::{Injector, MutateError, Outcome};
 
-/// A manifest that cannot be read or an object that the injector rejects.
+/// A manifest that cannot be read or an object that the injector rejects. Each message already
+/// includes its cause (the field is `error`, not `source`, so that an error chain printed with
+/// `{:#}` says it once).
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("document {index}: not valid JSON: {source}")]
+    #[error("document {index}: not valid JSON: {error}")]
     Json {
         index: usize,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
-    #[error("document {index}: not valid YAML: {source}")]
+    #[error("document {index}: not valid YAML: {error}")]
     Yaml {
         index: usize,
-        source: serde_yaml::Error,
+        error: serde_yaml::Error,
     },
-    #[error("{object}: {source}")]
-    Rejected { object: String, source: MutateError },
-    #[error("{object}: the patch does not apply: {source}")]
+    #[error("{object}: {error}")]
+    Rejected { object: String, error: MutateError },
+    #[error("{object}: the patch does not apply: {error}")]
     Apply {
         object: String,
-        source: json_patch::PatchError,
+        error: json_patch::PatchError,
     },
 }
 
@@ -78,13 +80,13 @@ pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
         let docs = serde_json::Deserializer::from_str(input)
             .into_iter::<Value>()
             .enumerate()
-            .map(|(index, d)| d.map_err(|source| InjectError::Json { index, source }))
+            .map(|(index, d)| d.map_err(|error| InjectError::Json { index, error }))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok((Format::Json, docs));
     }
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(input).enumerate() {
-        let doc = Value::deserialize(de).map_err(|source| InjectError::Yaml { index, source })?;
+        let doc = Value::deserialize(de).map_err(|error| InjectError::Yaml { index, error })?;
         if !doc.is_null() {
             docs.push(doc);
         }
@@ -164,16 +166,16 @@ pub fn inject_object(
             result: format!("skipped: {reason}"),
         }),
         Ok(Outcome::Patched { ops, settings }) => {
-            crate::patch::apply(target, &ops).map_err(|source| InjectError::Apply {
+            crate::patch::apply(target, &ops).map_err(|error| InjectError::Apply {
                 object: object.clone(),
-                source,
+                error,
             })?;
             changes.push(Change {
                 object,
                 result: format!("injected (service {})", settings.service),
             });
         }
-        Err(source) => return Err(InjectError::Rejected { object, source }),
+        Err(error) => return Err(InjectError::Rejected { object, error }),
     }
     Ok(())
 }
