@@ -136,10 +136,36 @@ impl fmt::Display for Datacenter {
     }
 }
 
-/// One upstream: `NAME:PORT[:DATACENTER]`, a local listener on `127.0.0.1:PORT` for the service
-/// `NAME`, optionally in another datacenter.
+/// What an upstream's instances are found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destination {
+    /// The healthy mesh instances of a service (`/v1/health/connect/NAME`).
+    Service,
+    /// What a prepared query returns (`/v1/query/NAME/execute`), written
+    /// `prepared_query:NAME:PORT` as in consul-k8s.
+    PreparedQuery,
+}
+
+impl Destination {
+    /// Consul's `DestinationType` in an upstream registration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Destination::Service => "service",
+            Destination::PreparedQuery => "prepared_query",
+        }
+    }
+}
+
+/// The prefix of a prepared-query upstream.
+pub const PREPARED_QUERY_PREFIX: &str = "prepared_query:";
+
+/// One upstream: `NAME:PORT[:DATACENTER]` (a service, optionally in another datacenter) or
+/// `prepared_query:NAME:PORT`; a local listener on `127.0.0.1:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Upstream {
+    pub destination: Destination,
+    /// The service, or the prepared query's name (queries are named like services).
     pub name: ServiceName,
     /// 1-65535 when parsed; 0 (the OS picks) only when built in code, for tests.
     pub local_port: u16,
@@ -147,12 +173,23 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream built in code; `local_port` 0 lets the OS pick (tests).
+    /// A service upstream built in code; `local_port` 0 lets the OS pick (tests).
     pub fn new(name: ServiceName, local_port: u16, datacenter: Option<Datacenter>) -> Self {
         Upstream {
+            destination: Destination::Service,
             name,
             local_port,
             datacenter,
+        }
+    }
+
+    /// A prepared-query upstream built in code.
+    pub fn prepared_query(name: ServiceName, local_port: u16) -> Self {
+        Upstream {
+            destination: Destination::PreparedQuery,
+            name,
+            local_port,
+            datacenter: None,
         }
     }
 }
@@ -180,18 +217,24 @@ impl FromStr for Upstream {
             entry: entry.to_string(),
             problem,
         };
-        let parts: Vec<&str> = entry.trim().split(':').map(str::trim).collect();
-        let (name, port, datacenter) = match parts.as_slice() {
-            [_] => {
-                return Err(fail(
-                    "has no local port (want NAME:PORT[:DATACENTER])".into(),
-                ))
+        let (destination, rest) = match entry.trim().strip_prefix(PREPARED_QUERY_PREFIX) {
+            Some(rest) => (Destination::PreparedQuery, rest),
+            None => (Destination::Service, entry.trim()),
+        };
+        let parts: Vec<&str> = rest.split(':').map(str::trim).collect();
+        let (name, port, datacenter) = match (destination, parts.as_slice()) {
+            (_, [name, port]) => (*name, *port, None),
+            (Destination::Service, [_]) => {
+                return Err(fail("has no local port (want NAME:PORT[:DATACENTER])".into()))
             }
-            [name, port] => (*name, *port, None),
-            [name, port, dc] => (*name, *port, Some(*dc)),
-            _ => {
+            (Destination::Service, [name, port, dc]) => (*name, *port, Some(*dc)),
+            (Destination::Service, _) => {
+                return Err(fail("has too many ':' (want NAME:PORT[:DATACENTER])".into()))
+            }
+            (Destination::PreparedQuery, _) => {
                 return Err(fail(
-                    "has too many ':' (want NAME:PORT[:DATACENTER])".into(),
+                    "a prepared query is written prepared_query:NAME:PORT (no datacenter: the query decides)"
+                        .into(),
                 ))
             }
         };
@@ -202,6 +245,7 @@ impl FromStr for Upstream {
             .transpose()
             .map_err(|e| fail(format!("datacenter: {e}")))?;
         Ok(Upstream {
+            destination,
             name,
             local_port,
             datacenter,
@@ -211,6 +255,9 @@ impl FromStr for Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.destination == Destination::PreparedQuery {
+            f.write_str(PREPARED_QUERY_PREFIX)?;
+        }
         write!(f, "{}:{}", self.name, self.local_port)?;
         if let Some(dc) = &self.datacenter {
             write!(f, ":{dc}")?;
@@ -219,9 +266,16 @@ impl fmt::Display for Upstream {
     }
 }
 
-/// The whole `--upstreams` value: entries separated by commas, whitespace around them ignored,
-/// empty entries (a trailing comma) skipped. Two entries may not share a local port, and the
-/// same service in the same datacenter is listed once.
+/// The entries of an upstream list: separated by commas, spaces or newlines (consul-k8s accepts
+/// all three), empty ones (a trailing comma) skipped.
+pub fn upstream_entries(list: &str) -> impl Iterator<Item = &str> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+}
+
+/// The whole `--upstreams` value ([`upstream_entries`]). Two entries may not share a local port;
+/// the same service may be listed more than once (in two datacenters, the usual failover pair,
+/// or on several local ports).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamList(pub Vec<Upstream>);
 
@@ -249,30 +303,21 @@ impl FromStr for UpstreamList {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut list: Vec<Upstream> = Vec::new();
         let mut errors = Vec::new();
-        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let problem = match entry.parse::<Upstream>() {
-                Err(e) => Some(e),
-                Ok(u) => if let Some(other) = list.iter().find(|o| o.local_port == u.local_port) {
-                    Some(format!(
-                        "local port {} is already used by upstream {:?}",
-                        u.local_port,
-                        other.to_string()
-                    ))
-                } else if list
-                    .iter()
-                    .any(|o| o.name == u.name && o.datacenter == u.datacenter)
-                {
-                    Some(format!("{} is listed twice", u.name))
-                } else {
-                    list.push(u);
-                    None
-                }
-                .map(|problem| UpstreamError {
-                    entry: entry.to_string(),
-                    problem,
-                }),
-            };
-            errors.extend(problem);
+        for entry in upstream_entries(s) {
+            match entry.parse::<Upstream>() {
+                Err(e) => errors.push(e),
+                Ok(u) => match list.iter().find(|o| o.local_port == u.local_port) {
+                    Some(other) => errors.push(UpstreamError {
+                        entry: entry.to_string(),
+                        problem: format!(
+                            "local port {} is already used by upstream {:?}",
+                            u.local_port,
+                            other.to_string()
+                        ),
+                    }),
+                    None => list.push(u),
+                },
+            }
         }
         if errors.is_empty() {
             Ok(UpstreamList(list))
@@ -370,9 +415,10 @@ mod tests {
         assert!(err("db:1:dc:x").contains("too many ':'"));
         assert!(err("db:0x10").contains("not a number"));
         assert!(err("db:1:d.c").contains("datacenter"));
-        let all = err("db:x,auth:1,auth:2,web:1");
+        assert!(err("prepared_query:q:1:dc2").contains("no datacenter"));
+        assert!(err("prepared_query:q").contains("prepared_query:NAME:PORT"));
+        let all = err("db:x,auth:1,web:1");
         assert!(all.contains("\"db:x\""), "{all}");
-        assert!(all.contains("auth is listed twice"), "{all}");
         assert!(
             all.contains("local port 1 is already used by upstream \"auth:1\""),
             "{all}"
@@ -380,8 +426,19 @@ mod tests {
     }
 
     #[test]
-    fn the_same_service_in_two_datacenters_is_two_upstreams() {
-        let list: UpstreamList = "db:1234,db:1235:dc2".parse().unwrap();
-        assert_eq!(list.0.len(), 2);
+    fn consul_k8s_forms_parse() {
+        // The failover pair, several local ports, spaces and newlines, a prepared query.
+        let list: UpstreamList = "db:1234,db:1235:dc2 db:1236\n prepared_query:geo-db:1237,"
+            .parse()
+            .unwrap();
+        assert_eq!(list.0.len(), 4);
+        assert_eq!(list.0[1].datacenter.as_ref().unwrap().as_str(), "dc2");
+        assert_eq!(list.0[3].destination, Destination::PreparedQuery);
+        assert_eq!(list.0[3].name.as_str(), "geo-db");
+        assert_eq!(
+            list.to_string(),
+            "db:1234,db:1235:dc2,db:1236,prepared_query:geo-db:1237"
+        );
+        assert_eq!(list.to_string().parse::<UpstreamList>().unwrap(), list);
     }
 }

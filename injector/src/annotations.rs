@@ -54,13 +54,7 @@ pub fn parse_bool(raw: &str) -> Option<bool> {
 /// The `<NAME>` of `<NAME>_CONNECT_SERVICE_HOST`: uppercased, every character outside
 /// `[A-Z0-9_]` turned into `_`.
 pub fn env_prefix(name: &ServiceName) -> String {
-    name.as_str()
-        .chars()
-        .map(|c| match c.to_ascii_uppercase() {
-            u @ ('A'..='Z' | '0'..='9' | '_') => u,
-            _ => '_',
-        })
-        .collect()
+    sanitize_env(name.as_str())
 }
 
 /// What the annotations (and the pod's containers, for the defaults) say the sidecar must do.
@@ -164,8 +158,7 @@ pub fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError>
 pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstream>, String> {
     let mut upstreams: Vec<Upstream> = Vec::new();
     let mut ports = HashSet::new();
-    let mut env_names = HashSet::new();
-    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in tandem_contract::upstream_entries(raw) {
         let upstream: Upstream = entry
             .parse()
             .map_err(|e: tandem_contract::UpstreamError| e.to_string())?;
@@ -194,15 +187,43 @@ pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstr
                 env_prefix(&upstream.name)
             ));
         }
-        if !env_names.insert(env_prefix(&upstream.name)) {
-            return Err(format!(
-                "upstream {entry:?}: another upstream already sets {}_CONNECT_SERVICE_HOST/PORT",
-                env_prefix(&upstream.name)
-            ));
-        }
         upstreams.push(upstream);
     }
     Ok(upstreams)
+}
+
+/// The `<NAME>` of each upstream's `<NAME>_CONNECT_SERVICE_HOST/PORT`, in order, never twice:
+/// the first upstream of a name gets the name itself (what consul-k8s sets and apps read);
+/// a later one of the same name gets `<NAME>_<DATACENTER>` if it has a datacenter and that is
+/// free, else `<NAME>_<LOCAL PORT>` (local ports are unique, so that always is).
+pub fn env_prefixes(upstreams: &[Upstream]) -> Vec<String> {
+    let mut taken = HashSet::new();
+    upstreams
+        .iter()
+        .map(|u| {
+            let base = env_prefix(&u.name);
+            let by_dc = u
+                .datacenter
+                .as_ref()
+                .map(|dc| format!("{base}_{}", sanitize_env(dc.as_str())));
+            let chosen = [Some(base.clone()), by_dc]
+                .into_iter()
+                .flatten()
+                .find(|p| !taken.contains(p))
+                .unwrap_or_else(|| format!("{base}_{}", u.local_port));
+            taken.insert(chosen.clone());
+            chosen
+        })
+        .collect()
+}
+
+fn sanitize_env(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            u @ ('A'..='Z' | '0'..='9' | '_') => u,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// `spec.containers` as a slice (empty when absent).
@@ -344,13 +365,26 @@ mod tests {
         assert!(parse_upstreams("a:19000", None)
             .unwrap_err()
             .contains("admin listener"));
-        assert!(parse_upstreams("a-b:1,a.b:2", None)
+        assert!(parse_upstreams("9lives:1", None)
             .unwrap_err()
-            .contains("A_B_CONNECT"));
+            .contains("9LIVES_CONNECT_SERVICE_HOST would start with a digit"));
         let ok = parse_upstreams(" db:1234 ,\n auth:6789:dc2, ", None).unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].to_string(), "auth:6789:dc2");
         assert!(parse_upstreams("", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn env_names_never_collide_and_the_first_keeps_the_plain_name() {
+        let list = parse_upstreams(
+            "db:1234,db:1235:dc2,db:1236,a-b:1237,a.b:1238,db:1239:dc2,prepared_query:geo-db:1240",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            env_prefixes(&list),
+            ["DB", "DB_DC2", "DB_1236", "A_B", "A_B_1238", "DB_1239", "GEO_DB"]
+        );
     }
 
     #[test]

@@ -132,13 +132,15 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchEr
     json_patch::patch(doc, &patch)
 }
 
-/// `<NAME>_CONNECT_SERVICE_HOST` / `_PORT` for every upstream, in annotation order.
+/// `<NAME>_CONNECT_SERVICE_HOST` / `_PORT` for every upstream, in annotation order (names from
+/// [`annotations::env_prefixes`]).
 pub fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
+    let prefixes = annotations::env_prefixes(&settings.upstreams);
     settings
         .upstreams
         .iter()
-        .flat_map(|u| {
-            let prefix = annotations::env_prefix(&u.name);
+        .zip(prefixes)
+        .flat_map(|(u, prefix)| {
             [
                 json!({"name": format!("{prefix}_CONNECT_SERVICE_HOST"), "value": "127.0.0.1"}),
                 json!({"name": format!("{prefix}_CONNECT_SERVICE_PORT"), "value": u.local_port.to_string()}),

@@ -53,7 +53,7 @@ fn with_annotations(pairs: &[(&str, &str)]) -> Value {
 }
 
 /// Pods with one bad annotation each (on top of connect-inject: "true").
-const BAD: [(&str, &[(&str, &str)]); 14] = [
+const BAD: [(&str, &[(&str, &str)]); 13] = [
     (
         "bad-connect-inject",
         &[("consul.hashicorp.com/connect-inject", "yes")],
@@ -99,13 +99,6 @@ const BAD: [(&str, &[(&str, &str)]); 14] = [
     (
         "bad-upstream-is-service-port",
         &[("consul.hashicorp.com/connect-service-upstreams", "db:8080")],
-    ),
-    (
-        "bad-upstream-same-env-name",
-        &[(
-            "consul.hashicorp.com/connect-service-upstreams",
-            "db:1234,db:1235:dc2",
-        )],
     ),
     (
         "bad-service-empty",
@@ -283,6 +276,18 @@ fn cases() -> Vec<Case> {
             false,
         ),
     ];
+    // consul-k8s forms: the failover pair in two datacenters, one service on two local ports,
+    // entries separated by spaces and a newline, a prepared query.
+    cases.push(case(
+        "consul-k8s-upstream-forms",
+        with_annotations(&[(
+            "consul.hashicorp.com/connect-service-upstreams",
+            "db:1234,db:1235:dc2 db:1236\n  prepared_query:geo-db:1237",
+        )]),
+        "default",
+        plain(),
+        true,
+    ));
     for (name, pairs) in BAD {
         cases.push(case(
             name,
