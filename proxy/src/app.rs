@@ -1,6 +1,5 @@
 //! Building and running a proxy: the start-up sequence, the tasks it owns, drain and stop.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigErrors, Settings};
 use crate::connections::Connections;
 use crate::consul::{ConsulClient, ConsulError};
-use crate::discovery::{self, Balancer};
+use crate::discovery::{Balancer, Discovery};
 use crate::identity::IdentityWatch;
 use crate::inbound::{self, Inbound};
 use crate::intentions;
@@ -46,7 +45,8 @@ pub enum StartError {
 pub struct Proxy {
     settings: Arc<Settings>,
     public_addr: Option<SocketAddr>,
-    upstream_addrs: HashMap<String, SocketAddr>,
+    /// Each upstream with its bound local listener, in `--upstreams` order.
+    upstream_addrs: Vec<(crate::config::Upstream, SocketAddr)>,
     admin_addr: SocketAddr,
     state: Arc<AdminState>,
     client: ConsulClient,
@@ -181,21 +181,20 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     .ok_or(StartError::Stopped)?;
     metrics.intentions(first_intentions.len());
     let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
+    let discovery = Discovery {
+        client: client.clone(),
+        local_dc: datacenter.clone(),
+        metrics: metrics.clone(),
+        retry_max: settings.retry_max,
+        query_poll: settings.prepared_query_poll_interval,
+        stop: stop_all.clone(),
+    };
     let mut discoveries = Vec::new();
     for (u, listener, bound) in upstream_listeners {
-        let (list, index) = discovery::first(
-            &client,
-            &u,
-            &datacenter,
-            &metrics,
-            settings.retry_max,
-            &stop_all,
-        )
-        .await
-        .ok_or(StartError::Stopped)?;
-        metrics.upstream_instances(u.name.as_str(), list.len());
-        let (tx, rx) = watch::channel(Arc::new(list));
-        discoveries.push((u, listener, bound, tx, rx, index));
+        let found = discovery.first(&u).await.ok_or(StartError::Stopped)?;
+        metrics.upstream_instances(u.name.as_str(), found.endpoints.len());
+        let (tx, rx) = watch::channel(Arc::new(found.endpoints.clone()));
+        discoveries.push((u, listener, bound, tx, rx, found));
     }
 
     // The watches.
@@ -260,18 +259,9 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
             stop_all.clone(),
         ));
     }
-    let mut upstream_map = HashMap::new();
-    for (u, listener, bound, tx, rx, index) in discoveries {
-        tasks.spawn(discovery::watch(
-            client.clone(),
-            u.clone(),
-            datacenter.clone(),
-            tx,
-            index,
-            metrics.clone(),
-            settings.retry_max,
-            stop_all.clone(),
-        ));
+    let mut upstream_map = Vec::new();
+    for (u, listener, bound, tx, rx, found) in discoveries {
+        tasks.spawn(discovery.clone().watch(u.clone(), tx, found));
         let outbound = Arc::new(Outbound {
             upstream: u.name.to_string(),
             balancer: Balancer::new(rx),
@@ -284,7 +274,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
             connections: connections.clone(),
         });
         tasks.spawn(outbound.serve(listener, stop_outbound.clone(), tasks.clone()));
-        upstream_map.insert(u.name.to_string(), bound);
+        upstream_map.push((u, bound));
     }
 
     state.set_started();
@@ -292,7 +282,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         service = %settings.service,
         public.addr = public_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
         admin.addr = %admin_addr,
-        upstreams = %upstream_map.iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>().join(","),
+        upstreams = %upstream_map.iter().map(|(u, a)| format!("{u}={a}")).collect::<Vec<_>>().join(","),
         "proxy ready"
     );
 
@@ -320,9 +310,17 @@ impl Proxy {
         self.public_addr
     }
 
-    /// The bound local listener of upstream `name`.
+    /// The bound local listener of upstream `name` (the first, if it is listed more than once).
     pub fn upstream_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.upstream_addrs.get(name).copied()
+        self.upstream_addrs
+            .iter()
+            .find(|(u, _)| u.name.as_str() == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every upstream with its bound local listener, in `--upstreams` order.
+    pub fn upstream_listeners(&self) -> &[(crate::config::Upstream, SocketAddr)] {
+        &self.upstream_addrs
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -460,7 +458,7 @@ fn config_json(
 ) -> String {
     let bound: serde_json::Map<String, serde_json::Value> = upstreams
         .iter()
-        .map(|(u, _, a)| (u.name.to_string(), a.to_string().into()))
+        .map(|(u, _, a)| (u.to_string(), a.to_string().into()))
         .collect();
     serde_json::to_string_pretty(&serde_json::json!({
         "settings": settings,

@@ -164,6 +164,12 @@ pub struct Config {
           value_parser = parse_duration)]
     pub retry_max: Duration,
 
+    /// How often a `prepared_query:NAME:PORT` upstream's query is executed again (prepared
+    /// queries do not block; the last good answer is kept between polls and on errors).
+    #[arg(long, env = "TANDEM_PREPARED_QUERY_POLL_INTERVAL", value_name = "DURATION",
+          default_value = "10s", value_parser = parse_duration)]
+    pub prepared_query_poll_interval: Duration,
+
     /// How often the proxy checks that its registrations still exist (re-registers if not).
     #[arg(long, env = "TANDEM_REGISTRATION_CHECK_INTERVAL", value_name = "DURATION",
           default_value = "10s", value_parser = parse_duration)]
@@ -369,6 +375,9 @@ impl Config {
             registration_check_interval: self
                 .registration_check_interval
                 .max(Duration::from_millis(10)),
+            prepared_query_poll_interval: self
+                .prepared_query_poll_interval
+                .max(Duration::from_millis(10)),
         })
     }
 }
@@ -527,6 +536,8 @@ pub struct Settings {
     pub retry_max: Duration,
     #[serde(serialize_with = "serialize_duration")]
     pub registration_check_interval: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub prepared_query_poll_interval: Duration,
 }
 
 impl Settings {

@@ -193,6 +193,13 @@ impl ConsulClient {
         self.get(&path, &params, Some(q)).await
     }
 
+    /// `GET /v1/query/<name>/execute`: the instances a prepared query returns now (prepared
+    /// queries do not block: the caller polls).
+    pub async fn execute_query(&self, name: &str) -> Result<Answer<QueryExecution>, ConsulError> {
+        let path = format!("/v1/query/{}/execute", encode(name));
+        self.get(&path, &[], None).await
+    }
+
     /// `GET /v1/connect/intentions/match?by=destination&name=<service>` (blocking): the
     /// intentions that apply to `service` as a destination, in evaluation order.
     pub async fn intentions_for_destination(

@@ -1,6 +1,7 @@
 //! Upstream discovery: one blocking query per upstream on
-//! `/v1/health/connect/<name>?passing[&dc=]`, published as a list of [`Endpoint`]s that the
-//! outbound path reads per connection, plus the spreading of connections across them.
+//! `/v1/health/connect/<name>?passing[&dc=]`, or a polled `/v1/query/<name>/execute` for a
+//! prepared query, published as a list of [`Endpoint`]s that the outbound path reads per
+//! connection, plus the spreading of connections across them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Upstream;
-use crate::consul::{self, Blocking, ConsulClient, ServiceEntry};
+use crate::consul::{self, Blocking, ConsulClient, QueryExecution, ServiceEntry};
 use crate::metrics::Metrics;
 use crate::watcher::{self, Watcher};
+use tandem_contract::Destination;
 
 /// One healthy mesh instance of an upstream service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,74 +129,176 @@ impl Balancer {
     }
 }
 
-/// Fetches the first endpoint list (start-up), retrying until `stop` fires.
-pub async fn first(
-    client: &ConsulClient,
-    upstream: &Upstream,
-    local_dc: &str,
-    metrics: &Metrics,
-    retry_max: Duration,
-    stop: &CancellationToken,
-) -> Option<(Vec<Endpoint>, u64)> {
-    let answer = watcher::retry("discovery", metrics, retry_max, stop, || {
-        client.health_connect(
-            upstream.name.as_str(),
-            upstream.datacenter.as_ref().map(|dc| dc.as_str()),
-            Blocking::now(),
-        )
-    })
-    .await?;
-    let list = endpoints(&answer.body, upstream.name.as_str(), local_dc);
-    Some((list, consul::next_index(0, answer.meta.index)))
+/// What every upstream's discovery shares.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub client: ConsulClient,
+    /// The proxy's own datacenter: the identity of instances whose node names none.
+    pub local_dc: String,
+    pub metrics: Arc<Metrics>,
+    pub retry_max: Duration,
+    /// How often a prepared query is executed again (prepared queries do not block).
+    pub query_poll: Duration,
+    pub stop: CancellationToken,
 }
 
-/// Keeps `tx` current for `upstream` until `stop` fires. An empty answer never replaces a
-/// non-empty list (see below).
-#[allow(clippy::too_many_arguments)] // one watch's whole context; grouping it would only rename it
-pub async fn watch(
-    client: ConsulClient,
-    upstream: Upstream,
-    local_dc: String,
-    tx: watch::Sender<Arc<Vec<Endpoint>>>,
-    mut index: u64,
-    metrics: Arc<Metrics>,
-    retry_max: Duration,
-    stop: CancellationToken,
-) {
-    let mut w = Watcher::new("discovery", &metrics, retry_max, stop);
-    let name = upstream.name.as_str();
-    loop {
-        let query = |blocking| {
-            client.health_connect(
-                name,
-                upstream.datacenter.as_ref().map(|dc| dc.as_str()),
-                blocking,
-            )
-        };
-        let Some(answer) = w.next_change(&mut index, query).await else {
-            return;
-        };
-        let list = endpoints(&answer.body, name, &local_dc);
-        if list.is_empty() && !tx.borrow().is_empty() {
-            // A restarted agent answers [] until services register again. Keeping the last
-            // known instances is safe: a stale address is refused (and the next instance tried)
-            // or fails the server identity check; it can never reach the wrong service.
-            tracing::info!(
-                upstream.service = name,
-                kept = tx.borrow().len(),
-                "agent lists no instances; keeping the last known ones until it lists some again"
-            );
-            continue;
+/// One upstream's answer: the endpoints and, for a blocking service query, its index.
+pub struct Found {
+    pub endpoints: Vec<Endpoint>,
+    index: u64,
+}
+
+impl Discovery {
+    /// The first endpoint list (start-up), retrying while the agent fails; `None` once stopped.
+    /// A prepared query that does not exist (yet) starts empty and is polled like any other.
+    pub async fn first(&self, upstream: &Upstream) -> Option<Found> {
+        let name = upstream.name.as_str();
+        match upstream.destination {
+            Destination::Service => {
+                // An agent that answers with an error (another datacenter it has no path to, as
+                // in a failover pair whose second half is down) does not hold up start-up: the
+                // upstream starts empty and its watch keeps asking.
+                let answer = watcher::retry(
+                    "discovery",
+                    &self.metrics,
+                    self.retry_max,
+                    &self.stop,
+                    || async {
+                        match self.health(upstream, Blocking::now()).await {
+                            Err(e @ consul::ConsulError::Status { .. }) => {
+                                tracing::warn!(upstream.service = name, error = %e,
+                                    "the agent cannot list this upstream yet; starting without instances");
+                                Ok(None)
+                            }
+                            other => other.map(Some),
+                        }
+                    },
+                )
+                .await?;
+                Some(match answer {
+                    Some(answer) => Found {
+                        endpoints: endpoints(&answer.body, name, &self.local_dc),
+                        index: consul::next_index(0, answer.meta.index),
+                    },
+                    None => Found {
+                        endpoints: Vec::new(),
+                        index: 0,
+                    },
+                })
+            }
+            Destination::PreparedQuery => {
+                let answer = watcher::retry(
+                    "discovery",
+                    &self.metrics,
+                    self.retry_max,
+                    &self.stop,
+                    || async {
+                        match self.client.execute_query(name).await {
+                            Err(e) if e.is_not_found() => {
+                                tracing::warn!(
+                                    upstream.query = name,
+                                    "the prepared query does not exist (yet); polling it"
+                                );
+                                Ok(None)
+                            }
+                            other => other.map(Some),
+                        }
+                    },
+                )
+                .await?;
+                Some(Found {
+                    endpoints: answer
+                        .map(|a| self.query_endpoints(&a.body, name))
+                        .unwrap_or_default(),
+                    index: 0,
+                })
+            }
         }
-        if **tx.borrow() != list {
-            tracing::info!(
-                upstream.service = name,
-                instances = list.len(),
-                "upstream instances updated"
-            );
-            metrics.upstream_instances(name, list.len());
-            tx.send_replace(Arc::new(list));
+    }
+
+    /// Keeps `tx` current for `upstream` until stopped, starting after `found`. An empty answer
+    /// never replaces a non-empty list (see below).
+    pub async fn watch(
+        self,
+        upstream: Upstream,
+        tx: watch::Sender<Arc<Vec<Endpoint>>>,
+        found: Found,
+    ) {
+        let mut w = Watcher::new(
+            "discovery",
+            &self.metrics,
+            self.retry_max,
+            self.stop.clone(),
+        );
+        let name = upstream.name.as_str();
+        let mut index = found.index;
+        loop {
+            let list = match upstream.destination {
+                Destination::Service => {
+                    let query = |blocking| self.health(&upstream, blocking);
+                    let Some(answer) = w.next_change(&mut index, query).await else {
+                        return;
+                    };
+                    endpoints(&answer.body, name, &self.local_dc)
+                }
+                Destination::PreparedQuery => {
+                    if w.run(tokio::time::sleep(self.query_poll)).await.is_none() {
+                        return;
+                    }
+                    let query = |_| self.client.execute_query(name);
+                    let Some(answer) = w.next_answer(0, query).await else {
+                        return;
+                    };
+                    self.query_endpoints(&answer.body, name)
+                }
+            };
+            if list.is_empty() && !tx.borrow().is_empty() {
+                // A restarted agent answers [] until services register again. Keeping the last
+                // known instances is safe: a stale address is refused (and the next instance
+                // tried) or fails the server identity check; it can never reach the wrong service.
+                tracing::info!(
+                    upstream.service = name,
+                    kept = tx.borrow().len(),
+                    "agent lists no instances; keeping the last known ones until it lists some again"
+                );
+                continue;
+            }
+            if **tx.borrow() != list {
+                tracing::info!(
+                    upstream.service = name,
+                    instances = list.len(),
+                    "upstream instances updated"
+                );
+                self.metrics.upstream_instances(name, list.len());
+                tx.send_replace(Arc::new(list));
+            }
         }
+    }
+
+    async fn health(
+        &self,
+        upstream: &Upstream,
+        blocking: Blocking,
+    ) -> Result<consul::Answer<Vec<ServiceEntry>>, consul::ConsulError> {
+        let dc = upstream.datacenter.as_ref().map(|dc| dc.as_str());
+        self.client
+            .health_connect(upstream.name.as_str(), dc, blocking)
+            .await
+    }
+
+    /// A query's instances; their datacenter is the answer's (a failover answers from another).
+    fn query_endpoints(&self, answer: &QueryExecution, query: &str) -> Vec<Endpoint> {
+        let dc = if answer.datacenter.is_empty() {
+            &self.local_dc
+        } else {
+            &answer.datacenter
+        };
+        let service = if answer.service.is_empty() {
+            query
+        } else {
+            &answer.service
+        };
+        endpoints(&answer.nodes, service, dc)
     }
 }
 

@@ -95,12 +95,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "-".into()),
             proxy.admin_addr(),
             proxy
-                .settings()
-                .upstreams
+                .upstream_listeners()
                 .iter()
-                .filter_map(|u| proxy
-                    .upstream_addr(u.name.as_str())
-                    .map(|a| format!("{}={a}", u.name)))
+                .map(|(u, a)| format!("{}={a}", u.name))
                 .collect::<Vec<_>>()
                 .join(",")
         );

@@ -65,10 +65,21 @@ pub fn build(
             destination_service_id: settings.service_id.clone(),
             local_service_address: settings.service_address.to_string(),
             local_service_port: settings.service_port,
+            // Consul refuses a registration that lists the same (type, name, datacenter) twice
+            // ("upstreams cannot contain duplicates of ..."): the first listener of a service
+            // is registered, the others are served all the same.
             upstreams: upstreams
                 .iter()
-                .map(|(u, addr)| UpstreamRegistration {
-                    destination_type: "service".to_string(),
+                .enumerate()
+                .filter(|(i, (u, _))| {
+                    !upstreams[..*i].iter().any(|(o, _)| {
+                        o.destination == u.destination
+                            && o.name == u.name
+                            && o.datacenter == u.datacenter
+                    })
+                })
+                .map(|(_, (u, addr))| UpstreamRegistration {
+                    destination_type: u.destination.as_str().to_string(),
                     destination_name: u.name.to_string(),
                     datacenter: u.datacenter.as_ref().map(ToString::to_string),
                     local_bind_address: addr.ip().to_string(),

@@ -170,3 +170,42 @@ async fn the_first_request_waits_for_an_upstream_that_is_not_listed_yet() {
     drop((client, server));
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_on_several_local_ports_and_a_failover_pair_start_and_serve() {
+    let agent = agent(true).await;
+    let (app, _) = http_app("hello db").await;
+    let server = server_proxy(&agent.url(), "db", "db-1", app).await;
+    // consul-k8s forms: `db:A,db:B` (one service, two local ports) and `db:C:dc2` (the failover
+    // half in a datacenter this agent has no path to: it must not hold up start-up).
+    let mut c = config(&agent.url(), "static-client");
+    c.upstreams = UpstreamList(vec![
+        Upstream::new(name("db"), 0, None),
+        Upstream::new(name("db"), 0, None),
+        Upstream::new(name("db"), 0, Some("dc2".parse().unwrap())),
+    ]);
+    let client = tandem_proxy::start(c)
+        .await
+        .expect("starts with every upstream bound");
+    let listeners = client.upstream_listeners().to_vec();
+    assert_eq!(listeners.len(), 3, "{listeners:?}");
+    assert_eq!(get(listeners[0].1).await, "hello db");
+    assert_eq!(get(listeners[1].1).await, "hello db");
+    // Consul refuses the same upstream twice in a registration: the second `db` listener is
+    // served but not registered.
+    let sidecar: serde_json::Value = reqwest::get(format!(
+        "{}/v1/agent/service/static-client-sidecar-proxy",
+        agent.url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let ups = sidecar["Proxy"]["Upstreams"].as_array().unwrap();
+    assert_eq!(ups.len(), 2, "{sidecar:#}");
+    assert_eq!(ups[0]["LocalBindPort"], listeners[0].1.port());
+    assert_eq!(ups[1]["Datacenter"], "dc2");
+    drop((client, server));
+    agent.shutdown().await;
+}

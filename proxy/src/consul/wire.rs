@@ -114,6 +114,21 @@ pub struct EntryConnect {
     pub native: bool,
 }
 
+/// `GET /v1/query/<name>/execute`: what a prepared query found.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueryExecution {
+    /// The service the query searched.
+    #[serde(default, deserialize_with = "nullable")]
+    pub service: String,
+    /// The instances, as `/v1/health/connect` lists them for a query with `Connect: true`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub nodes: Vec<ServiceEntry>,
+    /// The datacenter the answer came from (another one after a failover).
+    #[serde(default, deserialize_with = "nullable")]
+    pub datacenter: String,
+}
+
 /// An intention as `/v1/connect/intentions/match` returns it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
