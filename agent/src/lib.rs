@@ -25,6 +25,7 @@ mod godur;
 mod http;
 mod intentions;
 mod json;
+mod queries;
 mod server;
 mod service;
 mod state;
