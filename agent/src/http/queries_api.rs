@@ -20,6 +20,12 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
         let definition = Definition::decode(&req.body)?;
         acl::require(agent, req, Access::QueryWrite(&definition.name))?;
+        if !definition.id.is_empty() {
+            return Err(ApiError::new(
+                500,
+                "ID must be empty when creating a new prepared query",
+            ));
+        }
         let id = agent.write(|state, tx| state.queries.create(definition, tx))?;
         return Ok(Reply::json(req, &Obj::new().put("ID", id).build()));
     }

@@ -12,6 +12,8 @@ use crate::json::{DecodeError, Fields};
 /// `structs.PreparedQuery` without its ID and indexes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Definition {
+    /// The `ID` the body carried: must be empty on create, ignored on update.
+    pub id: String,
     pub name: String,
     pub session: String,
     pub token: String,
@@ -46,6 +48,11 @@ pub struct ServiceQuery {
 /// What Consul shows instead of a token to callers who may not see it; refused as input.
 const REDACTED_TOKEN: &str = "<hidden>";
 
+/// How Go names a field of the body (`PreparedQuery.Name`) and of its `Service`
+/// (`ServiceQuery.Service.Tags`) in a type error.
+const TOP: &str = "PreparedQuery";
+const SERVICE: &str = "ServiceQuery.Service";
+
 const QUERY_FIELDS: &[&str] = &[
     "ID",
     "Name",
@@ -79,7 +86,11 @@ impl Definition {
     fn from_value(value: &Value) -> Result<Self, DecodeError> {
         let f = Fields::new(value, "PreparedQuery")?;
         f.refuse_unknown(QUERY_FIELDS)?;
-        let template = match f.object("Template", "QueryTemplateOptions.Template")? {
+        let template = match nested(
+            &f,
+            (TOP, "Template"),
+            ("QueryTemplateOptions", "QueryTemplateOptions.Template"),
+        )? {
             None => Template::default(),
             Some(t) => {
                 t.refuse_unknown(&["Type", "Regexp", "RemoveEmptyTags"])?;
@@ -90,11 +101,11 @@ impl Definition {
                 }
             }
         };
-        let service = match f.object("Service", "ServiceQuery.Service")? {
+        let service = match nested(&f, (TOP, "Service"), ("ServiceQuery", SERVICE))? {
             None => ServiceQuery::default(),
             Some(s) => decode_service(&s)?,
         };
-        let dns_ttl = match f.object("DNS", "QueryDNSOptions.DNS")? {
+        let dns_ttl = match nested(&f, (TOP, "DNS"), ("QueryDNSOptions", "QueryDNSOptions.DNS"))? {
             None => String::new(),
             Some(d) => {
                 d.refuse_unknown(&["TTL"])?;
@@ -102,6 +113,7 @@ impl Definition {
             }
         };
         Ok(Definition {
+            id: f.string_or_default("ID")?,
             name: f.string_or_default("Name")?,
             session: f.string_or_default("Session")?,
             token: f.string_or_default("Token")?,
@@ -133,7 +145,8 @@ impl Definition {
                 s.failover_nearest_n
             )));
         }
-        for meta in [&s.node_meta, &s.service_meta].into_iter().flatten() {
+        // Consul 1.10 checks the node-meta filter only; any service-meta filter is stored.
+        if let Some(meta) = &s.node_meta {
             validate_meta(meta).map_err(invalid)?;
         }
         if !self.dns_ttl.is_empty() {
@@ -145,14 +158,20 @@ impl Definition {
 
 fn decode_service(s: &Fields<'_>) -> Result<ServiceQuery, DecodeError> {
     s.refuse_unknown(SERVICE_FIELDS)?;
-    let (nearest_n, datacenters) =
-        match s.object("Failover", "QueryFailoverOptions.Service.Failover")? {
-            None => (0, None),
-            Some(fo) => {
-                fo.refuse_unknown(&["NearestN", "Datacenters"])?;
-                (fo.int("NearestN")?.unwrap_or(0), fo.strings("Datacenters")?)
-            }
-        };
+    let (nearest_n, datacenters) = match nested(
+        s,
+        (SERVICE, "Failover"),
+        (
+            "QueryDatacenterOptions",
+            "QueryDatacenterOptions.Service.Failover",
+        ),
+    )? {
+        None => (0, None),
+        Some(fo) => {
+            fo.refuse_unknown(&["NearestN", "Datacenters"])?;
+            (fo.int("NearestN")?.unwrap_or(0), fo.strings("Datacenters")?)
+        }
+    };
     Ok(ServiceQuery {
         service: s.string_or_default("Service")?,
         failover_nearest_n: nearest_n,
@@ -165,6 +184,24 @@ fn decode_service(s: &Fields<'_>) -> Result<ServiceQuery, DecodeError> {
         service_meta: s.string_map("ServiceMeta")?,
         connect: s.boolean("Connect")?,
     })
+}
+
+/// The struct-valued field `name` of an object Go names `parent` (see [`TOP`]). A value that
+/// is not an object is Go's type error naming `structs.<go_type>`; errors inside it name their
+/// fields after `inner` (`<go_type>.<path from the body>`).
+fn nested<'a>(
+    fields: &Fields<'a>,
+    (parent, name): (&'static str, &'static str),
+    (go_type, inner): (&'static str, &'static str),
+) -> Result<Option<Fields<'a>>, DecodeError> {
+    match fields.raw(name) {
+        None => Ok(None),
+        Some(value @ Value::Object(_)) => Fields::new(value, inner).map(Some),
+        Some(other) => Err(DecodeError(format!(
+            "json: cannot unmarshal {} into Go struct field {parent}.{name} of type structs.{go_type}",
+            crate::json::json_kind(other),
+        ))),
+    }
 }
 
 fn decode_failed(e: DecodeError) -> QueryError {
@@ -250,6 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn nested_type_errors_name_go_types() {
+        let message = |body: &str| decode(body).unwrap_err().message;
+        assert_eq!(
+            message(r#"{"Name":"x","Service":5}"#),
+            "Request decode failed: json: cannot unmarshal number into Go struct field \
+             PreparedQuery.Service of type structs.ServiceQuery"
+        );
+        assert_eq!(
+            message(r#"{"Name":"x","Service":{"Service":"web","Failover":{"NearestN":"a"}}}"#),
+            "Request decode failed: json: cannot unmarshal string into Go struct field \
+             QueryDatacenterOptions.Service.Failover.NearestN of type int"
+        );
+        assert_eq!(
+            message(r#"{"Name":"x","DNS":{"TTL":5}}"#),
+            "Request decode failed: json: cannot unmarshal number into Go struct field \
+             QueryDNSOptions.DNS.TTL of type string"
+        );
+    }
+
+    #[test]
     fn validation_follows_parse_query_order() {
         let check = |body: &str| decode(body).unwrap().validate().unwrap_err().message;
         assert_eq!(
@@ -265,9 +322,12 @@ mod tests {
             "Invalid prepared query: DNS TTL '-5000000000', must be >=0"
         );
         assert_eq!(
-            check(r#"{"Name":"x","Service":{"Service":"db","NodeMeta":{"":"v"}}}"#),
-            "Invalid prepared query: Couldn't load metadata pair ('', 'v'): Key cannot be blank"
+            check(r#"{"Name":"x","Service":{"Service":"db","NodeMeta":{"a b":"v"}}}"#),
+            "Invalid prepared query: Couldn't load metadata pair ('a b', 'v'): \
+             Key contains invalid characters"
         );
+        let service_meta = r#"{"Name":"x","Service":{"Service":"db","ServiceMeta":{"":"v"}}}"#;
+        assert!(decode(service_meta).unwrap().validate().is_ok());
         let ok = decode(r#"{"Name":"x","Service":{"Service":"db"},"DNS":{"TTL":"10s"}}"#);
         assert!(ok.unwrap().validate().is_ok());
     }

@@ -164,6 +164,13 @@ def main():
     rec("query-create-template", "POST", "/v1/query", {
         "Name": "geo", "Template": {"Type": "name_prefix_match"},
         "Service": {"Service": "${name.full}"}})
+    rec("query-create-with-id", "POST", "/v1/query",
+        {"ID": UNKNOWN, "Name": "x", "Service": {"Service": "web"}})
+    rec("query-create-bad-node-meta", "POST", "/v1/query",
+        {"Name": "x", "Service": {"Service": "web", "NodeMeta": {"a b": "v"}}})
+    rec("query-create-service-not-object", "POST", "/v1/query", {"Name": "x", "Service": 5})
+    rec("query-create-failover-wrong-type", "POST", "/v1/query",
+        {"Name": "x", "Service": {"Service": "web", "Failover": {"NearestN": "a"}}})
 
     json.dump(entries, sys.stdout, indent=2)
     sys.stdout.write("\n")
