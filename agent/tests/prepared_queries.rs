@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{agent, Api};
+use common::{agent, agent_with, Api};
 use serde_json::{json, Value};
 
 /// Creates a query and returns its ID.
@@ -336,5 +336,45 @@ async fn queries_outlive_an_agent_restart_but_registrations_do_not() {
     assert!(executed_ids(&api, "/v1/query/web/execute").await.is_empty());
     register(&api, json!({"ID": "web-1", "Name": "web", "Port": 8080})).await;
     assert_eq!(executed_ids(&api, "/v1/query/web/execute").await, ["web-1"]);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn require_token_guards_writes_and_filters_reads() {
+    let agent = agent_with(|c| c.require_token = Some("secret".into())).await;
+    let admin = Api::with_token(&agent, "secret");
+    let anonymous = Api::new(&agent);
+    admin
+        .ok_put(
+            "/v1/agent/service/register",
+            &json!({"ID": "web-1", "Name": "web", "Port": 8080}).to_string(),
+        )
+        .await;
+    let definition = json!({"Name": "web", "Service": {"Service": "web"}}).to_string();
+    let resp = anonymous.post("/v1/query", &definition).await;
+    assert_eq!(resp.status, 403);
+    assert!(
+        resp.text.contains("'query:write' on \"web\""),
+        "{}",
+        resp.text
+    );
+    create(
+        &admin,
+        json!({"Name": "web", "Service": {"Service": "web"}}),
+    )
+    .await;
+
+    assert_eq!(
+        executed_ids(&admin, "/v1/query/web/execute").await,
+        ["web-1"]
+    );
+    assert!(executed_ids(&anonymous, "/v1/query/web/execute")
+        .await
+        .is_empty());
+    assert_eq!(anonymous.json("/v1/query").await, json!([]));
+    let resp = Api::with_token(&agent, "wrong")
+        .get("/v1/query/web/execute")
+        .await;
+    assert_eq!((resp.status, resp.text.as_str()), (403, "ACL not found"));
     agent.shutdown().await;
 }
