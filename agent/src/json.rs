@@ -108,7 +108,7 @@ fn go_syntax_error(body: &[u8], error: &serde_json::Error) -> String {
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",

@@ -1,6 +1,7 @@
 //! `tandem-agent`: an in-memory, single-node agent that speaks the Connect subset of Consul's
 //! HTTP API the way `consul agent -dev` does (JSON shapes, status codes, plain-text errors,
-//! blocking queries, a built-in CA and intentions), plus the `consul intention` CLI.
+//! blocking queries, a built-in CA, intentions and prepared queries), plus the `consul intention`
+//! CLI.
 //!
 //! In-process use (tests, benchmarks):
 //! ```no_run
@@ -25,6 +26,7 @@ mod godur;
 mod http;
 mod intentions;
 mod json;
+mod queries;
 mod server;
 mod service;
 mod state;

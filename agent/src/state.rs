@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::ca::Ca;
 use crate::catalog::{Catalog, Node};
 use crate::intentions::Intentions;
+use crate::queries::Queries;
 
 /// What the agent was started with (the parts handlers read).
 #[derive(Clone, Debug)]
@@ -28,6 +29,7 @@ pub struct State {
     pub catalog: Catalog,
     pub intentions: Intentions,
     pub ca: Ca,
+    pub queries: Queries,
 }
 
 /// The shared agent: settings, state and the change channel.
@@ -91,6 +93,7 @@ impl Agent {
                 catalog,
                 intentions,
                 ca,
+                queries: Queries::default(),
             }),
             index: Mutex::new(3),
             changes,

@@ -1,5 +1,5 @@
 //! Replays what real Consul agents answered (`tests/data/consul-recorded/`, recorded from
-//! `consul agent -dev` 1.10.4 and 1.8.17) against the in-process `tandem-agent dev`, request by
+//! `consul agent -dev` 1.10.4 and 1.8.17, and prepared queries from 1.10.4) against the in-process `tandem-agent dev`, request by
 //! request and in order, and compares status, content type, the headers a client reads and the
 //! body: exact text for plain-text answers, for JSON the same keys in the same order and the
 //! same values once volatile ones (IDs, indexes, times, PEMs, serials, trust domain, hashes)
@@ -114,6 +114,16 @@ const DIFFERENCES_1_8: &[(&str, Intended, &str)] = &[
     ("leaf-after-rotation", Intended::Headers(&["X-Cache"]), "we re-issue cached leaves at once on rotation"),
 ];
 
+/// Where our prepared queries are meant to answer differently from Consul 1.10.4.
+const DIFFERENCES_PREPARED_QUERIES: &[(&str, Intended, &str)] = &[(
+    "query-create-template",
+    Intended::Answer {
+        status: 400,
+        content_type: TEXT,
+    },
+    "prepared query templates are not supported: refused rather than stored",
+)];
+
 const TEXT: &str = "text/plain; charset=utf-8";
 /// The query metadata headers 1.10 added to intention match answers.
 const NO_META: &[&str] = &[
@@ -198,6 +208,21 @@ async fn replay_consul_1_8_17_where_it_answers_like_1_10() {
     );
 }
 
+#[tokio::test]
+async fn replay_consul_1_10_4_prepared_queries() {
+    let failures = replay(
+        include_str!("data/consul-recorded/consul-1.10.4-prepared-queries.json"),
+        DIFFERENCES_PREPARED_QUERIES,
+        true,
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "Consul 1.10.4 prepared queries:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// Every listed difference names an entry that exists, so the lists cannot rot silently.
 #[test]
 fn intended_differences_name_recorded_entries() {
@@ -209,6 +234,10 @@ fn intended_differences_name_recorded_entries() {
         (
             include_str!("data/consul-recorded/consul-1.8.17-dev.json"),
             DIFFERENCES_1_8,
+        ),
+        (
+            include_str!("data/consul-recorded/consul-1.10.4-prepared-queries.json"),
+            DIFFERENCES_PREPARED_QUERIES,
         ),
     ] {
         let names: Vec<String> = entries(file).into_iter().map(|e| e.name).collect();
@@ -231,8 +260,10 @@ async fn replay(
     let api = Api::new(&agent);
     // Recorded index and content-hash values, mapped to what our agent answered at that point.
     let mut ours_for: Vec<(String, String)> = Vec::new();
+    // IDs the recording agent handed out (`{"ID": ...}` answers), mapped to ours.
+    let mut ids: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
-    for entry in entries(file) {
+    for mut entry in entries(file) {
         let intended = differences
             .iter()
             .find(|(name, ..)| *name == entry.name)
@@ -240,7 +271,10 @@ async fn replay(
         if matches!(intended, Some(Intended::NotSent)) {
             continue;
         }
-        let path = substitute(&entry.path, &ours_for);
+        let path = ids.iter().fold(
+            substitute(&entry.path, &ours_for),
+            |path, (recorded, ours)| path.replace(recorded, ours),
+        );
         let resp = if entry.name == "match-wait-woken-by-delete" && entry.status == 200 {
             woken_by_delete(&agent, &api, &path).await
         } else {
@@ -251,6 +285,13 @@ async fn replay(
             {
                 ours_for.push((recorded, ours));
             }
+        }
+        if let (Some(recorded), Some(ours)) = (created_id(&entry.text), created_id(&resp.text)) {
+            ids.push((recorded, ours));
+        }
+        // Error texts may name an ID (`Cannot modify non-existent prepared query: '...'`).
+        for (recorded, ours) in &ids {
+            entry.text = entry.text.replace(recorded, ours);
         }
         let mut problems = compare(&entry, &resp, intended, acl_header);
         if !problems.is_empty() {
@@ -359,11 +400,25 @@ fn compare(
     problems
 }
 
-/// Masks volatile values and the listed pointers; roots in a stable order.
+/// The ID in a create answer (`{"ID": "..."}`).
+fn created_id(text: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    map.get("ID")?.as_str().map(str::to_string)
+}
+
+/// Masks volatile values and the listed pointers; roots and prepared queries in a stable
+/// order.
 fn normalise(mut value: Value, masks: &[&str]) -> Value {
     if let Some(Value::Array(roots)) = value.pointer_mut("/Roots") {
         // Consul orders roots by ID, which is random: put the active one last.
         roots.sort_by_key(|r| r["Active"].as_bool());
+    }
+    if let Value::Array(items) = &mut value {
+        // Consul lists prepared queries by ID, which is random: order them by name.
+        if items.iter().all(|q| q.get("Template").is_some()) {
+            items.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+        }
     }
     for pointer in masks {
         let (parent, key) = pointer.rsplit_once('/').expect("pointers start with /");

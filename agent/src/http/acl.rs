@@ -18,6 +18,7 @@ pub enum Access<'a> {
     OperatorWrite,
     IntentionsRead(&'a str),
     IntentionsWrite(&'a str),
+    QueryWrite(&'a str),
 }
 
 impl Access<'_> {
@@ -31,6 +32,7 @@ impl Access<'_> {
             Access::OperatorWrite => ("operator:write", None),
             Access::IntentionsRead(s) => ("intentions:read", Some(*s)),
             Access::IntentionsWrite(s) => ("intentions:write", Some(*s)),
+            Access::QueryWrite(s) => ("query:write", Some(*s)),
         };
         match segment {
             Some(segment) => format!("'{permission}' on {segment:?}"),

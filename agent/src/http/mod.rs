@@ -7,6 +7,7 @@ mod agent_api;
 mod connect;
 mod health;
 mod intentions_api;
+mod queries_api;
 pub mod views;
 
 use std::convert::Infallible;
@@ -175,6 +176,7 @@ pub struct ApiError {
     pub status: u16,
     pub message: String,
     allow: Option<String>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -183,7 +185,22 @@ impl ApiError {
             status,
             message: message.into(),
             allow: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// 405 for `method`, with `allow` as the `Allow` header.
+    pub fn method_not_allowed(method: &Method, allow: impl Into<String>) -> Self {
+        ApiError {
+            allow: Some(allow.into()),
+            ..ApiError::new(405, format!("method {method} not allowed"))
+        }
+    }
+
+    /// A header sent with the refusal (Consul sets query metadata before some lookups fail).
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -195,6 +212,12 @@ impl From<crate::service::RegisterError> for ApiError {
 
 impl From<crate::intentions::IntentionError> for ApiError {
     fn from(e: crate::intentions::IntentionError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+impl From<crate::queries::QueryError> for ApiError {
+    fn from(e: crate::queries::QueryError) -> Self {
         ApiError::new(e.status, e.message)
     }
 }
@@ -288,6 +311,11 @@ fn render(result: Result, default_policy: &str) -> hyper::Response<Full<Bytes>> 
             if let Some(allow) = error.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
                 headers.insert(http::header::ALLOW, allow);
             }
+            for (name, value) in error.headers {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
             let status =
                 StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, error.message.into_bytes())
@@ -331,6 +359,10 @@ enum Route {
     IntentionCheck,
     IntentionExact,
     IntentionById(String),
+    Queries,
+    /// `/v1/query/:id`, `/v1/query/:id_or_name/execute`, `.../explain`: methods decided by
+    /// the handler, as Consul's `PreparedQuerySpecific` does.
+    Query(String),
 }
 
 /// The methods Consul registers for an endpoint.
@@ -357,6 +389,7 @@ const EXACT: &[(&str, Route, Methods)] = &[
     ("/v1/connect/intentions/match", Route::IntentionMatch,  &["GET"]),
     ("/v1/connect/intentions/check", Route::IntentionCheck,  &["GET"]),
     ("/v1/connect/intentions/exact", Route::IntentionExact,  &["GET", "PUT", "DELETE"]),
+    ("/v1/query",                    Route::Queries,         &["GET", "POST"]),
 ];
 
 /// Path prefixes (first match wins): the route for the rest of the path and its methods.
@@ -375,6 +408,7 @@ const PREFIX: &[(&str, WithRest, Methods)] = &[
     ("/v1/health/connect/",           Route::HealthConnect,     &["GET"]),
     ("/v1/agent/connect/ca/leaf/",    Route::AgentLeaf,         &["GET"]),
     ("/v1/connect/intentions/",       Route::IntentionById,     &["GET", "PUT", "DELETE"]),
+    ("/v1/query/",                    Route::Query,             &["GET", "PUT", "DELETE"]),
 ];
 
 fn route(path: &str) -> Option<(Route, Methods)> {
@@ -389,6 +423,9 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
     let Some((route, methods)) = route(&req.path) else {
         return Err(ApiError::new(404, "404 page not found\n"));
     };
+    if let Route::Query(rest) = &route {
+        return queries_api::specific(agent, req, rest).await;
+    }
     let allow = std::iter::once("OPTIONS")
         .chain(methods.iter().copied())
         .collect::<Vec<_>>();
@@ -396,23 +433,9 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
         return Ok(Reply::empty().header("Allow", allow.join(",")));
     }
     if !methods.contains(&req.method.as_str()) {
-        return Err(ApiError {
-            status: 405,
-            message: format!("method {} not allowed", req.method),
-            allow: Some(allow.join(",")),
-        });
+        return Err(ApiError::method_not_allowed(&req.method, allow.join(",")));
     }
-    if let Some(dc) = req.param("dc").filter(|dc| !dc.is_empty()) {
-        if dc != agent.settings.datacenter {
-            return Err(ApiError::new(500, "No path to datacenter"));
-        }
-    }
-    if req.param("filter").is_some_and(|f| !f.is_empty()) && route != Route::Intentions {
-        return Err(ApiError::new(
-            400,
-            "tandem-agent dev supports ?filter only on /v1/connect/intentions",
-        ));
-    }
+    common_parameters(agent, req, route == Route::Intentions)?;
     match route {
         Route::AgentSelf => agent_api::agent_self(agent, req),
         Route::StatusLeader => agent_api::status_leader(agent, req),
@@ -442,7 +465,26 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
         Route::IntentionCheck => intentions_api::check(agent, req),
         Route::IntentionExact => intentions_api::exact(agent, req).await,
         Route::IntentionById(id) => intentions_api::by_id(agent, req, &id).await,
+        Route::Queries => queries_api::collection(agent, req).await,
+        Route::Query(_) => unreachable!("answered by queries_api::specific above"),
     }
+}
+
+/// The parameters every endpoint reads the same way once its method is accepted: `?dc=` (one
+/// datacenter) and `?filter=` (only where `filterable`).
+fn common_parameters(agent: &Agent, req: &Request, filterable: bool) -> Result<()> {
+    if let Some(dc) = req.param("dc").filter(|dc| !dc.is_empty()) {
+        if dc != agent.settings.datacenter {
+            return Err(ApiError::new(500, "No path to datacenter"));
+        }
+    }
+    if req.param("filter").is_some_and(|f| !f.is_empty()) && !filterable {
+        return Err(ApiError::new(
+            400,
+            "tandem-agent dev supports ?filter only on /v1/connect/intentions",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

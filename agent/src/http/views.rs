@@ -233,12 +233,17 @@ fn connect(service: &Service) -> Value {
 
 /// `structs.NodeService` as the health endpoints send it (nil tags normalised to `[]`).
 pub fn node_service(entry: &ServiceEntry) -> Value {
+    let tags = strings(entry.service.tags.as_deref().unwrap_or_default());
+    node_service_with_tags(entry, tags)
+}
+
+fn node_service_with_tags(entry: &ServiceEntry, tags: Value) -> Value {
     let s = &entry.service;
     Obj::new()
         .put_str("Kind", &s.kind)
         .put("ID", s.id.as_str())
         .put("Service", s.name.as_str())
-        .put("Tags", strings(s.tags.as_deref().unwrap_or_default()))
+        .put("Tags", tags)
         .put("Address", s.address.as_str())
         .put_opt("TaggedAddresses", tagged_addresses(s))
         .put("Meta", s.meta.as_ref().map_or(Value::Null, string_map))
@@ -285,8 +290,12 @@ pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Optio
     obj.put("Datacenter", datacenter).build()
 }
 
-/// `structs.HealthCheck`.
+/// `structs.HealthCheck` (nil service tags normalised to `[]`, as the health endpoints do).
 pub fn health_check(check: &Check, node_name: &str) -> Value {
+    health_check_with_tags(check, node_name, strings(&check.service_tags))
+}
+
+fn health_check_with_tags(check: &Check, node_name: &str, service_tags: Value) -> Value {
     Obj::new()
         .put("Node", node_name)
         .put("CheckID", check.id.as_str())
@@ -296,7 +305,7 @@ pub fn health_check(check: &Check, node_name: &str) -> Value {
         .put("Output", check.output.as_str())
         .put("ServiceID", check.service_id.as_str())
         .put("ServiceName", check.service_name.as_str())
-        .put("ServiceTags", strings(&check.service_tags))
+        .put("ServiceTags", service_tags)
         .put("Type", check.type_name())
         .put("Interval", check.interval.as_str())
         .put("Timeout", check.timeout.as_str())
@@ -313,6 +322,27 @@ pub fn check_service_node(node_value: &Value, entry: &ServiceEntry, checks: Vec<
         .put("Node", node_value.clone())
         .put("Service", node_service(entry))
         .put("Checks", Value::Array(checks))
+        .build()
+}
+
+/// `structs.CheckServiceNode` as the state store holds it, which is what a prepared query
+/// execution sends: tags never given stay `null` (`Tags`, and `ServiceTags` of the node's
+/// checks and of a service without tags), unlike on the health endpoints.
+pub fn stored_check_service_node(node: &Node, entry: &ServiceEntry, checks: &[&Check]) -> Value {
+    let tags = entry.service.tags.as_deref().map_or(Value::Null, strings);
+    let checks = checks.iter().map(|c| {
+        let untagged = c.service_id.is_empty() || entry.service.tags.is_none();
+        let service_tags = if c.service_tags.is_empty() && untagged {
+            Value::Null
+        } else {
+            strings(&c.service_tags)
+        };
+        health_check_with_tags(c, &node.name, service_tags)
+    });
+    Obj::new()
+        .put("Node", self::node(node))
+        .put("Service", node_service_with_tags(entry, tags))
+        .put("Checks", Value::Array(checks.collect()))
         .build()
 }
 
