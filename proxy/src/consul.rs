@@ -455,8 +455,13 @@ mod tests {
 
     /// The recorded exchanges with real Consul (1.10.4 and 1.8.17 dev agents).
     fn recorded(version: &str) -> Vec<serde_json::Value> {
+        let file = if version.contains('-') {
+            format!("consul-{version}.json")
+        } else {
+            format!("consul-{version}-dev.json")
+        };
         let path = format!(
-            "{}/../agent/tests/data/consul-recorded/consul-{version}-dev.json",
+            "{}/../agent/tests/data/consul-recorded/{file}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -536,6 +541,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn decodes_every_recorded_prepared_query_execution() {
+        let mut decoded = 0;
+        for exchange in recorded("1.10.4-prepared-queries") {
+            let path = exchange["request"]["path"].as_str().unwrap();
+            if !path.split('?').next().unwrap().ends_with("/execute")
+                || exchange["request"]["method"] != "GET"
+                || exchange["response"]["status"] != 200
+            {
+                continue;
+            }
+            let body = exchange["response"]["body"].as_str().unwrap();
+            let answer: QueryExecution =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(!answer.service.is_empty() && !answer.datacenter.is_empty(), "{path}");
+            for node in &answer.nodes {
+                assert!(!node.service.id.is_empty(), "{path}");
+            }
+            decoded += 1;
+        }
+        assert!(decoded >= 3, "only {decoded} executions recorded");
     }
 
     #[test]

@@ -209,3 +209,55 @@ async fn one_service_on_several_local_ports_and_a_failover_pair_start_and_serve(
     drop((client, server));
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_query_upstream_finds_instances_and_follows_the_query() {
+    let agent = agent(true).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // The client starts before the query exists: it starts empty and polls.
+    let mut c = config(&agent.url(), "static-client");
+    c.upstreams = "prepared_query:geo-db:1".parse().unwrap();
+    c.upstreams.0[0].local_port = 0;
+    c.prepared_query_poll_interval = Duration::from_millis(100);
+    let client = tandem_proxy::start(c)
+        .await
+        .expect("starts without the query");
+    let upstream = client.upstream_addr("geo-db").unwrap();
+
+    let (app, _) = http_app("hello geo").await;
+    let server = server_proxy(&agent.url(), "db", "db-1", app).await;
+    let created = http
+        .post(format!("{}/v1/query", agent.url()))
+        .json(&serde_json::json!({"Name": "geo-db", "Service": {"Service": "db", "Connect": true, "OnlyPassing": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{:?}", created.text().await);
+    wait_for("the query's instance is served", || async {
+        get(upstream).await == "hello geo"
+    })
+    .await;
+
+    // The sidecar registered the upstream as a prepared query.
+    let sidecar: serde_json::Value = http
+        .get(format!(
+            "{}/v1/agent/service/static-client-sidecar-proxy",
+            agent.url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sidecar["Proxy"]["Upstreams"][0]["DestinationType"],
+        "prepared_query"
+    );
+    assert_eq!(
+        sidecar["Proxy"]["Upstreams"][0]["DestinationName"],
+        "geo-db"
+    );
+    drop((client, server));
+    agent.shutdown().await;
+}
