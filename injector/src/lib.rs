@@ -24,7 +24,7 @@ use crate::decision::{Decision, Policy, SkipReason};
 use crate::patch::{PatchOp, PodShapeError, SidecarOptions};
 
 /// Everything the injector needs to answer for one pod.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Injector {
     policy: Policy,
     sidecar: SidecarOptions,

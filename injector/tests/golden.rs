@@ -361,6 +361,17 @@ fn golden_cases() {
             shown["response"]["patch"] = json!({"decoded": p});
         }
         golden(&format!("{}/response.json", case.name), &shown);
+        // The input, for scripts/k8s-conformance: it sends each case whose injector is the one
+        // `tandem-injector install` deploys to a real API server (server-side dry run).
+        golden(
+            &format!("{}/input.json", case.name),
+            &json!({
+                "namespace": case.namespace,
+                "installed_webhook": case.injector == injector(opt_in(), false, None),
+                "injects": case.injects,
+                "pod": case.pod,
+            }),
+        );
 
         match (&patch, case.injects) {
             (Some(patch), true) => {
