@@ -120,7 +120,13 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
 
     let state = Arc::new(AdminState::new(
         metrics.clone(),
-        config_json(&settings, public_addr, &upstream_listeners, admin_addr),
+        config_json(
+            &settings,
+            public_addr,
+            &upstream_listeners,
+            admin_addr,
+            None,
+        ),
     ));
     tasks.spawn(admin::serve(
         admin_listener,
@@ -147,6 +153,13 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         None => return Err(StartError::NoIdentity),
     };
     tracing::info!(datacenter = %datacenter, "consul agent reached");
+    state.set_config_json(config_json(
+        &settings,
+        public_addr,
+        &upstream_listeners,
+        admin_addr,
+        Some(&datacenter),
+    ));
 
     // Registration.
     let upstream_addrs: Vec<_> = upstream_listeners
@@ -455,6 +468,7 @@ fn config_json(
     public: Option<SocketAddr>,
     upstreams: &[(crate::config::Upstream, TcpListener, SocketAddr)],
     admin: SocketAddr,
+    datacenter: Option<&str>,
 ) -> String {
     let bound: serde_json::Map<String, serde_json::Value> = upstreams
         .iter()
@@ -462,6 +476,7 @@ fn config_json(
         .collect();
     serde_json::to_string_pretty(&serde_json::json!({
         "settings": settings,
+        "datacenter": datacenter,
         "bound": { "public": public.map(|a| a.to_string()), "admin": admin.to_string(), "upstreams": bound },
         "token": if settings.has_token() { "set (not shown)" } else { "none" },
     }))

@@ -38,6 +38,15 @@ impl ConsulError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ConsulError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
     }
+
+    /// True if the agent answered but what was asked for does not exist or cannot be reached:
+    /// a 404 (a prepared query not created yet) or Consul's 500 `No path to datacenter` (a
+    /// datacenter it cannot reach). Other errors (403, no leader, ...) are worth retrying.
+    pub fn is_unknown_target(&self) -> bool {
+        self.is_not_found()
+            || matches!(self, ConsulError::Status { status, body, .. }
+                if *status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("No path to datacenter"))
+    }
 }
 
 /// The metadata of a query answer (`X-Consul-*` headers).
@@ -197,7 +206,11 @@ impl ConsulClient {
     /// queries do not block: the caller polls).
     pub async fn execute_query(&self, name: &str) -> Result<Answer<QueryExecution>, ConsulError> {
         let path = format!("/v1/query/{}/execute", encode(name));
-        self.get(&path, &[], None).await
+        // `connect=true`: the mesh endpoints (sidecars, Connect-native instances) of what the
+        // query finds, whether or not the query itself says `Connect: true`, as Consul's own
+        // proxies ask; without it a plain query lists the apps' plaintext ports.
+        self.get(&path, &[("connect", "true".to_string())], None)
+            .await
     }
 
     /// `GET /v1/connect/intentions/match?by=destination&name=<service>` (blocking): the
@@ -557,7 +570,10 @@ mod tests {
             let body = exchange["response"]["body"].as_str().unwrap();
             let answer: QueryExecution =
                 serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert!(!answer.service.is_empty() && !answer.datacenter.is_empty(), "{path}");
+            assert!(
+                !answer.service.is_empty() && !answer.datacenter.is_empty(),
+                "{path}"
+            );
             for node in &answer.nodes {
                 assert!(!node.service.id.is_empty(), "{path}");
             }

@@ -155,9 +155,9 @@ impl Discovery {
         let name = upstream.name.as_str();
         match upstream.destination {
             Destination::Service => {
-                // An agent that answers with an error (another datacenter it has no path to, as
-                // in a failover pair whose second half is down) does not hold up start-up: the
-                // upstream starts empty and its watch keeps asking.
+                // A datacenter the agent has no path to (a failover pair whose second half is
+                // down) does not hold up start-up: the upstream starts empty and its watch keeps
+                // asking. Other errors (a token without service:read, no leader) are retried.
                 let answer = watcher::retry(
                     "discovery",
                     &self.metrics,
@@ -165,7 +165,7 @@ impl Discovery {
                     &self.stop,
                     || async {
                         match self.health(upstream, Blocking::now()).await {
-                            Err(e @ consul::ConsulError::Status { .. }) => {
+                            Err(e) if e.is_unknown_target() => {
                                 tracing::warn!(upstream.service = name, error = %e,
                                     "the agent cannot list this upstream yet; starting without instances");
                                 Ok(None)
@@ -194,9 +194,10 @@ impl Discovery {
                     &self.stop,
                     || async {
                         match self.client.execute_query(name).await {
-                            Err(e) if e.is_not_found() => {
+                            Err(e) if e.is_unknown_target() => {
                                 tracing::warn!(
                                     upstream.query = name,
+                                    error = %e,
                                     "the prepared query does not exist (yet); polling it"
                                 );
                                 Ok(None)

@@ -52,6 +52,9 @@ pub struct Watcher<'a> {
     stop: CancellationToken,
     last_answer: Option<Instant>,
     agent_back: watch::Receiver<u64>,
+    /// Whether the failures since the last good answer include the agent being unreachable
+    /// (only then is a good answer news for the other watches).
+    was_unreachable: bool,
 }
 
 impl<'a> Watcher<'a> {
@@ -68,6 +71,7 @@ impl<'a> Watcher<'a> {
             stop,
             last_answer: None,
             agent_back: metrics.agent_link().subscribe(),
+            was_unreachable: false,
         }
     }
 
@@ -165,7 +169,7 @@ impl<'a> Watcher<'a> {
 
     /// Records a good answer.
     pub fn succeeded(&mut self) {
-        if self.backoff.failures() > 0 {
+        if std::mem::take(&mut self.was_unreachable) {
             tracing::info!(watch = self.name, "consul agent reachable again");
             self.announce_agent_back();
         }
@@ -176,6 +180,7 @@ impl<'a> Watcher<'a> {
     /// Records a failure, logs what the proxy waits for, and sleeps the backoff delay.
     /// Returns false if the watch was stopped meanwhile.
     pub async fn failed(&mut self, error: &ConsulError) -> bool {
+        self.was_unreachable |= matches!(error, ConsulError::Unreachable { .. });
         self.metrics.watch_failed(self.name);
         let delay = self.backoff.next_delay();
         let stale = self.metrics.watch_staleness(self.name);

@@ -90,7 +90,8 @@ async fn a_service_identity_token_is_enough_to_start_and_serve() {
         .text()
         .await
         .unwrap();
-    assert!(config.contains("static-server"), "{config}");
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["datacenter"], "dc1", "{config:#}");
     drop((server, client));
     agent.shutdown().await;
 }
@@ -141,6 +142,14 @@ async fn a_pod_that_serves_nothing_listens_counts_probes_and_refuses_callers() {
         get(caller.upstream_addr("static-client").unwrap()).await,
         ""
     );
+    wait_for("the refusal is counted as no_service_port", || async {
+        metric(
+            &metrics(&client).await,
+            "tandem_connections_closed_total",
+            &[("direction", "inbound"), ("reason", "no_service_port")],
+        ) == 1.0
+    })
+    .await;
     drop((client, caller, app));
     agent.shutdown().await;
 }
@@ -228,7 +237,9 @@ async fn a_prepared_query_upstream_finds_instances_and_follows_the_query() {
     let server = server_proxy(&agent.url(), "db", "db-1", app).await;
     let created = http
         .post(format!("{}/v1/query", agent.url()))
-        .json(&serde_json::json!({"Name": "geo-db", "Service": {"Service": "db", "Connect": true, "OnlyPassing": true}}))
+        // No `Connect: true`: the proxy asks for the mesh endpoints itself (`?connect=true`),
+        // as Consul's proxies do; otherwise it would dial the app's plaintext port.
+        .json(&serde_json::json!({"Name": "geo-db", "Service": {"Service": "db", "OnlyPassing": true}}))
         .send()
         .await
         .unwrap();
