@@ -267,10 +267,30 @@ impl fmt::Display for Upstream {
 }
 
 /// The entries of an upstream list: separated by commas, spaces or newlines (consul-k8s accepts
-/// all three), empty ones (a trailing comma) skipped.
-pub fn upstream_entries(list: &str) -> impl Iterator<Item = &str> {
-    list.split(|c: char| c == ',' || c.is_whitespace())
+/// all three), empty ones (a trailing comma) skipped. Whitespace around a `:` belongs to the
+/// entry (`db : 1234` is `db:1234`, as consul-k8s trims each part).
+pub fn upstream_entries(list: &str) -> Vec<String> {
+    let mut joined = String::with_capacity(list.len());
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            // Drop a run of whitespace that ends at a ':' or follows one.
+            let mut run = String::from(c);
+            while let Some(w) = chars.next_if(|w| w.is_whitespace()) {
+                run.push(w);
+            }
+            if !joined.ends_with(':') && chars.peek() != Some(&':') {
+                joined.push_str(&run);
+            }
+        } else {
+            joined.push(c);
+        }
+    }
+    joined
+        .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The whole `--upstreams` value ([`upstream_entries`]). Two entries may not share a local port;
@@ -304,6 +324,7 @@ impl FromStr for UpstreamList {
         let mut list: Vec<Upstream> = Vec::new();
         let mut errors = Vec::new();
         for entry in upstream_entries(s) {
+            let entry = entry.as_str();
             match entry.parse::<Upstream>() {
                 Err(e) => errors.push(e),
                 Ok(u) => match list.iter().find(|o| o.local_port == u.local_port) {
@@ -428,7 +449,7 @@ mod tests {
     #[test]
     fn consul_k8s_forms_parse() {
         // The failover pair, several local ports, spaces and newlines, a prepared query.
-        let list: UpstreamList = "db:1234,db:1235:dc2 db:1236\n prepared_query:geo-db:1237,"
+        let list: UpstreamList = "db:1234,db : 1235 : dc2 db:1236\n prepared_query:geo-db:1237,"
             .parse()
             .unwrap();
         assert_eq!(list.0.len(), 4);

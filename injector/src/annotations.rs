@@ -159,6 +159,7 @@ pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstr
     let mut upstreams: Vec<Upstream> = Vec::new();
     let mut ports = HashSet::new();
     for entry in tandem_contract::upstream_entries(raw) {
+        let entry = entry.as_str();
         let upstream: Upstream = entry
             .parse()
             .map_err(|e: tandem_contract::UpstreamError| e.to_string())?;
@@ -195,22 +196,28 @@ pub fn parse_upstreams(raw: &str, service_port: Option<u16>) -> Result<Vec<Upstr
 /// The `<NAME>` of each upstream's `<NAME>_CONNECT_SERVICE_HOST/PORT`, in order, never twice:
 /// the first upstream of a name gets the name itself (what consul-k8s sets and apps read);
 /// a later one of the same name gets `<NAME>_<DATACENTER>` if it has a datacenter and that is
-/// free, else `<NAME>_<LOCAL PORT>` (local ports are unique, so that always is).
+/// free, else `<NAME>_<LOCAL PORT>`. Every upstream's own plain name is reserved first, so a
+/// suffixed name never takes the one another service needs (`db:1,db:2:dc2,db_dc2:3`).
 pub fn env_prefixes(upstreams: &[Upstream]) -> Vec<String> {
-    let mut taken = HashSet::new();
+    let plain: Vec<String> = upstreams.iter().map(|u| env_prefix(&u.name)).collect();
+    let mut taken: HashSet<String> = plain.iter().cloned().collect();
+    let mut owners: HashSet<&str> = HashSet::new();
     upstreams
         .iter()
-        .map(|u| {
-            let base = env_prefix(&u.name);
+        .zip(&plain)
+        .map(|(u, base)| {
+            if owners.insert(base.as_str()) {
+                return base.clone();
+            }
             let by_dc = u
                 .datacenter
                 .as_ref()
-                .map(|dc| format!("{base}_{}", sanitize_env(dc.as_str())));
-            let chosen = [Some(base.clone()), by_dc]
-                .into_iter()
-                .flatten()
-                .find(|p| !taken.contains(p))
-                .unwrap_or_else(|| format!("{base}_{}", u.local_port));
+                .map(|dc| format!("{base}_{}", sanitize_env(dc.as_str())))
+                .filter(|p| !taken.contains(p));
+            let mut chosen = by_dc.unwrap_or_else(|| format!("{base}_{}", u.local_port));
+            while taken.contains(&chosen) {
+                chosen.push('_');
+            }
             taken.insert(chosen.clone());
             chosen
         })
@@ -384,6 +391,12 @@ mod tests {
         assert_eq!(
             env_prefixes(&list),
             ["DB", "DB_DC2", "DB_1236", "A_B", "A_B_1238", "DB_1239", "GEO_DB"]
+        );
+        // A suffixed name never takes the plain name of another upstream.
+        let list = parse_upstreams("db:1,db:2:dc2,db_dc2:3,db:4,db_4:5", None).unwrap();
+        assert_eq!(
+            env_prefixes(&list),
+            ["DB", "DB_2", "DB_DC2", "DB_4_", "DB_4"]
         );
     }
 

@@ -5,7 +5,6 @@
 //! with the `json-patch` crate. Documents are handled as `serde_json::Value`, so fields this
 //! crate does not know are kept.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{Injector, MutateError, Outcome};
@@ -20,11 +19,8 @@ pub enum InjectError {
         index: usize,
         error: serde_json::Error,
     },
-    #[error("document {index}: not valid YAML: {error}")]
-    Yaml {
-        index: usize,
-        error: serde_yaml::Error,
-    },
+    #[error("not valid YAML: {error}")]
+    Yaml { error: crate::yaml::ReadError },
     #[error("{object}: {error}")]
     Rejected { object: String, error: MutateError },
     #[error("{object}: the patch does not apply: {error}")]
@@ -84,14 +80,13 @@ pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
             .collect::<Result<Vec<_>, _>>()?;
         return Ok((Format::Json, docs));
     }
-    let mut docs = Vec::new();
-    for (index, de) in serde_yaml::Deserializer::from_str(input).enumerate() {
-        let doc = Value::deserialize(de).map_err(|error| InjectError::Yaml { index, error })?;
-        if !doc.is_null() {
-            docs.push(doc);
-        }
-    }
-    Ok((Format::Yaml, docs))
+    // Read as kubectl reads it (YAML 1.1: a plain `0644` is 420, `yes` is true), so that the
+    // objects written back are the ones the user's manifest means to kubectl.
+    let docs = crate::yaml::documents(input).map_err(|error| InjectError::Yaml { error })?;
+    Ok((
+        Format::Yaml,
+        docs.into_iter().filter(|d| !d.is_null()).collect(),
+    ))
 }
 
 /// Writes documents back: pretty JSON, or YAML documents separated by `---` that YAML 1.1

@@ -1,8 +1,8 @@
-//! `inject` writes YAML that kubectl reads the way it was meant: kubectl reads YAML the 1.1 way
-//! (`on`, `y`, `1_000` are a bool and a number there), so every string that a 1.1 reader would
-//! take for something else must come out quoted. The check is kubectl itself, offline: what it
-//! reads from `inject`'s YAML output must equal what `inject` writes as JSON for the same
-//! objects, as kubectl read them from the (fully quoted) input.
+//! `inject` reads and writes YAML the way kubectl does: kubectl reads YAML the 1.1 way (`on`,
+//! `y`, `1_000`, `0644` are a bool and numbers there), so every string that a 1.1 reader would
+//! take for something else must come out quoted, and an unquoted `0644` in the input is 420.
+//! The check is kubectl itself, offline: what it reads from `inject`'s YAML output must equal
+//! what `inject` writes as JSON for the same objects, as kubectl read them from the input.
 
 mod common;
 
@@ -77,6 +77,11 @@ const CORPUS: &[&str] = &[
     "tab\there",
     "ends:",
     "?",
+    "nel\u{85}x",
+    "ls\u{2028}x",
+    "ps\u{2029}x",
+    "del\u{7f}x",
+    "c1\u{9b}x",
 ];
 
 /// What kubectl reads from `file` (every object, as the API server would get it).
@@ -125,7 +130,16 @@ fn inject(input: &Path) -> String {
 /// The corpus in a Deployment (env, a label, an annotation, args), a ConfigMap (data) and a Pod
 /// named `off` that is not injected; written as YAML with every string double-quoted.
 fn input_yaml() -> String {
-    let q = |s: &str| serde_json::to_string(s).unwrap();
+    // Double-quoted, with the characters YAML readers fold or refuse escaped.
+    let q = |s: &str| {
+        serde_json::to_string(s)
+            .unwrap()
+            .replace('\u{85}', "\\N")
+            .replace('\u{2028}', "\\L")
+            .replace('\u{2029}', "\\P")
+            .replace('\u{7f}', "\\x7F")
+            .replace('\u{9b}', "\\x9B")
+    };
     let mut env = String::new();
     let mut data = String::new();
     let mut args = String::new();
@@ -158,6 +172,12 @@ fn input_yaml() -> String {
         "        consul.hashicorp.com/connect-inject: \"true\"",
         "        note: \"off\"",
         "    spec:",
+        "      enableServiceLinks: no",
+        "      volumes:",
+        "        - name: cfg",
+        "          configMap:",
+        "            name: flags",
+        "            defaultMode: 0644",
         "      containers:",
         "        - name: \"web\"",
         "          image: \"nginx\"",
@@ -215,6 +235,10 @@ fn kubectl_reads_injected_yaml_as_the_objects_meant() {
         assert_eq!(env[i]["value"], json!(s), "env V{i}");
     }
     assert_eq!(from_yaml[0]["metadata"]["labels"]["canary"], "yes");
+    // Unquoted YAML 1.1 values in the input mean to inject what they mean to kubectl.
+    let template = &from_yaml[0]["spec"]["template"]["spec"];
+    assert_eq!(template["volumes"][0]["configMap"]["defaultMode"], 420);
+    assert_eq!(template["enableServiceLinks"], false);
     assert_eq!(
         from_yaml[0]["spec"]["template"]["metadata"]["annotations"]
             ["consul.hashicorp.com/connect-inject-status"],
