@@ -3,8 +3,8 @@
 //!
 //! The injector writes a proxy command line from pod annotations; the proxy parses it. Both
 //! parse names and upstreams with the types below, so a pod the injector admits is a pod whose
-//! proxy accepts its flags (the injector's golden tests run the proxy's own parser over every
-//! argument list they produce).
+//! proxy accepts its flags (`proxy/tests/injector_contract.rs` runs the proxy's own parser over
+//! every sidecar the injector's golden tests write).
 //!
 //! ```
 //! use tandem_contract::{ServiceName, Upstream};
