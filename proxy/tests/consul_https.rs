@@ -34,7 +34,8 @@ fn pki() -> Pki {
     }
 }
 
-/// An https server answering `/v1/agent/self`; records the request heads it saw.
+/// An https server answering every request with a CA roots body (`TrustDomain` `dc7.consul`);
+/// records the request heads it saw.
 async fn https_agent(pki: &Pki) -> (String, Arc<Mutex<Vec<String>>>) {
     use rustls::pki_types::pem::PemObject;
     let certs =
@@ -79,7 +80,7 @@ async fn https_agent(pki: &Pki) -> (String, Arc<Mutex<Vec<String>>>) {
                 log.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&head).into_owned());
-                let body = r#"{"Config":{"Datacenter":"dc7","NodeName":"n1"}}"#;
+                let body = r#"{"ActiveRootID":"","TrustDomain":"dc7.consul","Roots":null}"#;
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -104,11 +105,11 @@ async fn https_agent_is_trusted_through_the_given_ca_only() {
         Some(pki.ca_pem.as_bytes()),
     )
     .unwrap();
-    let me = client
-        .agent_self()
+    let roots = client
+        .ca_roots(tandem_proxy::consul::Blocking::now())
         .await
         .expect("the CA bundle makes the https agent trusted");
-    assert_eq!(me.config.datacenter, "dc7");
+    assert_eq!(roots.body.trust_domain, "dc7.consul");
     let heads = seen.lock().unwrap().clone();
     assert!(
         heads[0]
@@ -120,7 +121,10 @@ async fn https_agent_is_trusted_through_the_given_ca_only() {
     let other = self::pki();
     let untrusting = ConsulClient::new(base, None, Some(other.ca_pem.as_bytes())).unwrap();
     assert!(
-        untrusting.agent_self().await.is_err(),
+        untrusting
+            .ca_roots(tandem_proxy::consul::Blocking::now())
+            .await
+            .is_err(),
         "another CA's bundle does not trust the agent"
     );
 }

@@ -7,22 +7,6 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct AgentSelf {
-    #[serde(default, deserialize_with = "nullable")]
-    pub config: AgentSelfConfig,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AgentSelfConfig {
-    #[serde(default, deserialize_with = "nullable")]
-    pub datacenter: String,
-    #[serde(default, deserialize_with = "nullable")]
-    pub node_name: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
 pub struct CaRoots {
     #[serde(default, rename = "ActiveRootID", deserialize_with = "nullable")]
     pub active_root_id: String,
