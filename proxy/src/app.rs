@@ -13,7 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigErrors, Settings};
 use crate::connections::Connections;
 use crate::consul::{ConsulClient, ConsulError};
-use crate::discovery::{Balancer, Discovery};
+use crate::discovery::{self, Balancer, Discovery};
 use crate::identity::IdentityWatch;
 use crate::inbound::{self, Inbound};
 use crate::intentions;
@@ -205,7 +205,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     let mut discoveries = Vec::new();
     for (u, listener, bound) in upstream_listeners {
         let found = discovery.first(&u).await.ok_or(StartError::Stopped)?;
-        metrics.upstream_instances(u.name.as_str(), found.endpoints.len());
+        metrics.upstream_instances(&discovery::target(&u), found.endpoints.len());
         let (tx, rx) = watch::channel(Arc::new(found.endpoints.clone()));
         discoveries.push((u, listener, bound, tx, rx, found));
     }
@@ -276,7 +276,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     for (u, listener, bound, tx, rx, found) in discoveries {
         tasks.spawn(discovery.clone().watch(u.clone(), tx, found));
         let outbound = Arc::new(Outbound {
-            upstream: u.name.to_string(),
+            upstream: discovery::target(&u),
             balancer: Balancer::new(rx),
             handshake_timeout: settings.handshake_timeout,
             connect_timeout: settings.connect_timeout,

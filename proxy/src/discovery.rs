@@ -129,6 +129,17 @@ impl Balancer {
     }
 }
 
+/// What an upstream's instances are found by, as its metrics and logs name it: `db` (a service
+/// here), `db?dc=dc2` (in another datacenter, Consul's own notation), `prepared_query:geo-db`.
+/// Listeners of the same target share one instance list, so they share the series too.
+pub fn target(upstream: &Upstream) -> String {
+    match (upstream.destination, &upstream.datacenter) {
+        (Destination::PreparedQuery, _) => format!("prepared_query:{}", upstream.name),
+        (Destination::Service, Some(dc)) => format!("{}?dc={dc}", upstream.name),
+        (Destination::Service, None) => upstream.name.to_string(),
+    }
+}
+
 /// What every upstream's discovery shares.
 #[derive(Debug, Clone)]
 pub struct Discovery {
@@ -232,6 +243,7 @@ impl Discovery {
             self.stop.clone(),
         );
         let name = upstream.name.as_str();
+        let target = target(&upstream);
         let mut index = found.index;
         loop {
             let list = match upstream.destination {
@@ -270,7 +282,7 @@ impl Discovery {
                     instances = list.len(),
                     "upstream instances updated"
                 );
-                self.metrics.upstream_instances(name, list.len());
+                self.metrics.upstream_instances(&target, list.len());
                 tx.send_replace(Arc::new(list));
             }
         }

@@ -200,6 +200,21 @@ async fn one_service_on_several_local_ports_and_a_failover_pair_start_and_serve(
     assert_eq!(listeners.len(), 3, "{listeners:?}");
     assert_eq!(get(listeners[0].1).await, "hello db");
     assert_eq!(get(listeners[1].1).await, "hello db");
+    // The unreachable half has a series of its own: it does not reset the local one.
+    let text = metrics(&client).await;
+    assert_eq!(
+        metric(&text, "tandem_upstream_instances", &[("upstream", "db")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tandem_upstream_instances",
+            &[("upstream", "db?dc=dc2")]
+        ),
+        0.0
+    );
     // Consul refuses the same upstream twice in a registration: the second `db` listener is
     // served but not registered.
     let sidecar: serde_json::Value = reqwest::get(format!(
