@@ -6,7 +6,7 @@
 //! * [`ca`]: [`CertificateAuthority`] (roots and leaves, Consul's profile).
 //! * [`tls`]: [`Identity`], [`TrustRoots`], [`server_config`], [`client_config`],
 //!   [`peer_service_id`], [`leaf_info`].
-//! * `testing` (feature `testing`): [`testing::TestPki`] and named [`testing::TestIdentity`]s.
+//! * `testing` (feature `testing`): `testing::TestPki` and named `testing::TestIdentity`s.
 //!
 //! The public API in one page is `certs/README.md`.
 

@@ -1,7 +1,7 @@
 //! The one module that owns crypto policy: ring `CryptoProvider`, TLS 1.3 preferred and 1.2
 //! accepted, ECDHE + AEAD suites only, and the rustls configs the proxy uses.
 //!
-//! Chain verification is always rustls/webpki's; the SPIFFE checks in [`verifier`] run after it
+//! Chain verification is always rustls/webpki's; the SPIFFE checks in `verifier` run after it
 //! succeeds, never instead of it. Credentials rotate by building new configs
 //! ([`server_config`], [`client_config`]) from the new [`Identity`] / [`TrustRoots`] and
 //! publishing them (the proxy uses a `tokio::sync::watch`); connections already established keep

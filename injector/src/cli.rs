@@ -152,7 +152,7 @@ pub struct ServeArgs {
     pub tls_auto_hosts: Vec<String>,
 
     /// With --tls-auto-hosts: where the CA certificate (the webhook's caBundle) is written
-    /// [default: <temp dir>/tandem-injector-ca.pem].
+    /// [default: $TMPDIR/tandem-injector-ca.pem, /tmp when TMPDIR is unset].
     #[arg(
         long,
         env = "TANDEM_CA_BUNDLE_OUT",

@@ -51,11 +51,12 @@ pub struct Config {
     )]
     pub service_address: IpAddr,
 
-    /// Service ID to register [default: <POD_NAME>-<service>, else <hostname>-<service>].
+    /// Service ID to register [default: $POD_NAME-SERVICE, else HOSTNAME-SERVICE].
     #[arg(long, env = "TANDEM_SERVICE_ID", value_name = "ID")]
     pub service_id: Option<String>,
 
-    /// Upstreams as "NAME:PORT[:DATACENTER]" separated by commas, e.g. "db:1234,auth:6789:dc2".
+    /// Upstreams: "NAME:PORT", "NAME:PORT:DATACENTER" or "prepared_query:NAME:PORT", separated
+    /// by commas, spaces or newlines, e.g. "db:1234,auth:6789:dc2".
     #[arg(
         long,
         env = "TANDEM_UPSTREAMS",

@@ -323,7 +323,7 @@ impl Metrics {
             .inc();
     }
 
-    /// What the watches learn about the agent together (see [`crate::watcher::AgentLink`]).
+    /// What the watches learn about the agent together (see `watcher::AgentLink`).
     pub fn agent_link(&self) -> &crate::watcher::AgentLink {
         &self.agent_link
     }
