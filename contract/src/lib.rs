@@ -361,8 +361,9 @@ impl fmt::Display for UpstreamList {
     }
 }
 
-/// A local port: decimal 1-65535 (a hex or named port is refused, never guessed).
-fn parse_port(raw: &str) -> Result<u16, String> {
+/// A port: decimal 1-65535 (a hex or named port is refused, never guessed). The error says what
+/// is wrong with `raw` (`"abc" is not a number`), for the caller to prefix with what the port is.
+pub fn parse_port(raw: &str) -> Result<u16, String> {
     if raw.is_empty() {
         return Err("is missing".into());
     }

@@ -247,7 +247,7 @@ fn resolve_port(raw: &str, containers: &[&Map<String, Value>]) -> Result<u16, St
         return Err("empty: want a port number or a container port's name".into());
     }
     if raw.bytes().all(|b| b.is_ascii_digit()) {
-        return parse_port(raw);
+        return tandem_contract::parse_port(raw);
     }
     container_ports(containers)
         .find(|p| p.get("name").and_then(Value::as_str) == Some(raw))
@@ -272,17 +272,6 @@ fn container_ports<'a>(
         .filter_map(|c| c.get("ports").and_then(Value::as_array))
         .flatten()
         .filter_map(Value::as_object)
-}
-
-fn parse_port(raw: &str) -> Result<u16, String> {
-    if raw.is_empty() {
-        return Err("is missing".into());
-    }
-    match raw.parse::<u64>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        Ok(_) => Err(format!("{raw:?} is out of range (1-65535)")),
-        Err(_) => Err(format!("{raw:?} is not a number")),
-    }
 }
 
 fn reserved_port_owner(port: u16) -> Option<&'static str> {

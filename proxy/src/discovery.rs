@@ -161,67 +161,49 @@ pub struct Found {
 
 impl Discovery {
     /// The first endpoint list (start-up), retrying while the agent fails; `None` once stopped.
-    /// A prepared query that does not exist (yet) starts empty and is polled like any other.
+    /// An unknown target (a datacenter the agent has no path to, as in a failover pair whose
+    /// second half is down; a prepared query not created yet) does not hold up start-up: the
+    /// upstream starts empty and its watch keeps asking. Other errors (a token without
+    /// `service:read`, no leader) are retried.
     pub async fn first(&self, upstream: &Upstream) -> Option<Found> {
+        let target = target(upstream);
+        watcher::retry(
+            "discovery",
+            &self.metrics,
+            self.retry_max,
+            &self.stop,
+            || async {
+                match self.fetch(upstream).await {
+                    Err(e) if e.is_unknown_target() => {
+                        tracing::warn!(upstream.service = %target, error = %e,
+                        "the agent cannot list this upstream yet; starting without instances");
+                        Ok(Found {
+                            endpoints: Vec::new(),
+                            index: 0,
+                        })
+                    }
+                    other => other,
+                }
+            },
+        )
+        .await
+    }
+
+    /// One non-blocking answer for `upstream`.
+    async fn fetch(&self, upstream: &Upstream) -> Result<Found, consul::ConsulError> {
         let name = upstream.name.as_str();
         match upstream.destination {
             Destination::Service => {
-                // A datacenter the agent has no path to (a failover pair whose second half is
-                // down) does not hold up start-up: the upstream starts empty and its watch keeps
-                // asking. Other errors (a token without service:read, no leader) are retried.
-                let answer = watcher::retry(
-                    "discovery",
-                    &self.metrics,
-                    self.retry_max,
-                    &self.stop,
-                    || async {
-                        match self.health(upstream, Blocking::now()).await {
-                            Err(e) if e.is_unknown_target() => {
-                                tracing::warn!(upstream.service = name, error = %e,
-                                    "the agent cannot list this upstream yet; starting without instances");
-                                Ok(None)
-                            }
-                            other => other.map(Some),
-                        }
-                    },
-                )
-                .await?;
-                Some(match answer {
-                    Some(answer) => Found {
-                        endpoints: endpoints(&answer.body, name, &self.local_dc),
-                        index: consul::next_index(0, answer.meta.index),
-                    },
-                    None => Found {
-                        endpoints: Vec::new(),
-                        index: 0,
-                    },
+                let answer = self.health(upstream, Blocking::now()).await?;
+                Ok(Found {
+                    endpoints: endpoints(&answer.body, name, &self.local_dc),
+                    index: consul::next_index(0, answer.meta.index),
                 })
             }
             Destination::PreparedQuery => {
-                let answer = watcher::retry(
-                    "discovery",
-                    &self.metrics,
-                    self.retry_max,
-                    &self.stop,
-                    || async {
-                        match self.client.execute_query(name).await {
-                            Err(e) if e.is_unknown_target() => {
-                                tracing::warn!(
-                                    upstream.query = name,
-                                    error = %e,
-                                    "the prepared query does not exist (yet); polling it"
-                                );
-                                Ok(None)
-                            }
-                            other => other.map(Some),
-                        }
-                    },
-                )
-                .await?;
-                Some(Found {
-                    endpoints: answer
-                        .map(|a| self.query_endpoints(&a.body, name))
-                        .unwrap_or_default(),
+                let answer = self.client.execute_query(name).await?;
+                Ok(Found {
+                    endpoints: self.query_endpoints(&answer.body, name),
                     index: 0,
                 })
             }
