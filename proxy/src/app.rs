@@ -91,6 +91,8 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
     )?;
     let stop_all = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // A start-up that fails or is dropped half way (SIGTERM before ready) stops what it spawned.
+    let unstarted = stop_all.clone().drop_guard();
 
     // Listeners first: a port in use is a start-up error, and port 0 must be known before
     // registering. Nothing is accepted until the proxy is ready.
@@ -290,6 +292,7 @@ pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
         upstream_map.push((u, bound));
     }
 
+    unstarted.disarm();
     state.set_started();
     tracing::info!(
         service = %settings.service,
