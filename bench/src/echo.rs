@@ -149,6 +149,9 @@ mod tests {
     async fn echo_once_upload_and_download_modes() {
         let backend = Backend::start().await.unwrap();
         let addr = backend.addr();
+        // Open across the shutdown: the backend must close it.
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        held.write_u8(MODE_ECHO).await.unwrap();
 
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_u8(MODE_ECHO).await.unwrap();
@@ -181,6 +184,13 @@ mod tests {
         drop(s);
 
         backend.shutdown().await;
-        assert!(TcpStream::connect(addr).await.is_err());
+        // (Connecting to `addr` again is no proof: a parallel test may already have bound the
+        // freed port.) The held connection is closed, not left hanging.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), held.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a connection open at shutdown is closed: {read:?}"
+        );
     }
 }
