@@ -103,6 +103,9 @@ const NEW_ROOT_GRACE: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 struct LeafParts {
     identity: Identity,
+    /// The certificate as the agent sent it: what tells one leaf from another (a serial alone
+    /// does not: a restarted Consul's new CA numbers its leaves from the start again).
+    cert_pem: String,
     serial: String,
     not_before: SystemTime,
     /// Colon-hex key ID of the signing CA (matches a root's `SigningKeyID`).
@@ -164,6 +167,7 @@ fn leaf_from(answer: &LeafCert, index: u64) -> Result<LeafParts, IdentityError> 
     let info = tls::leaf_info(answer.cert_pem.as_bytes()).map_err(IdentityError::Leaf)?;
     Ok(LeafParts {
         identity,
+        cert_pem: answer.cert_pem.clone(),
         serial: info.serial_number,
         not_before: info.not_before,
         authority_key_id: info.authority_key_id.map(|k| k.to_ascii_lowercase()),
@@ -411,10 +415,11 @@ impl IdentityWatch {
             .index;
         let mut safety_fetched: Option<String> = None;
         loop {
-            let (serial, not_before, not_after) = {
+            let (serial, cert_pem, not_before, not_after) = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
                 (
                     parts.0.serial.clone(),
+                    parts.0.cert_pem.clone(),
                     parts.0.not_before,
                     parts.0.identity.not_after(),
                 )
@@ -458,7 +463,7 @@ impl IdentityWatch {
             };
             w.succeeded();
             index = w.next_index(index, answer.meta.index);
-            if answer.body.serial_number.eq_ignore_ascii_case(&serial) {
+            if answer.body.cert_pem == cert_pem {
                 continue;
             }
             let leaf = match leaf_from(&answer.body, answer.meta.index) {

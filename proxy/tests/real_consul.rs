@@ -287,3 +287,33 @@ async fn a_prepared_query_upstream_finds_instances_and_follows_the_query() {
     drop((client, server));
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ca_whose_leaf_reuses_the_old_serial_is_still_a_new_leaf() {
+    // A restarted dev agent (real Consul too) has a new CA that numbers its leaves from the
+    // start again: the first leaf it issues has the serial the old agent's first leaf had.
+    let first = agent(true).await;
+    let addr = first.addr();
+    let (app, _) = http_app("hello").await;
+    let server = server_proxy(&first.url(), "static-server", "static-server", app).await;
+    first.shutdown().await;
+    let second = tandem_agent::start(tandem_agent::Config {
+        http_addr: addr,
+        default_allow: true,
+        ..Default::default()
+    })
+    .await
+    .expect("a new agent on the same address");
+    wait_for("the new CA's leaf is presented", || async {
+        metric(&metrics(&server).await, "tandem_leaf_rotations_total", &[]) >= 1.0
+    })
+    .await;
+    // And it works end to end with a client of the new CA.
+    let client = client_proxy(&second.url(), "static-client", "static-server").await;
+    wait_for("a request through the new CA", || async {
+        get(client.upstream_addr("static-server").unwrap()).await == "hello"
+    })
+    .await;
+    drop((client, server));
+    second.shutdown().await;
+}
