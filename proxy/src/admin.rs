@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::listener;
 use crate::metrics::Metrics;
 
 /// What the admin endpoints report on, shared with the rest of the proxy.
@@ -78,21 +79,10 @@ pub async fn serve(
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    listener::serve(listener, "admin", &stop, &tasks, |stream, _| {
         let state = state.clone();
         let stop = stop.clone();
-        tasks.spawn(async move {
+        Some(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, req)) }
@@ -105,8 +95,9 @@ pub async fn serve(
                 _ = stop.cancelled() => {}
                 result = conn => if let Err(e) = result { tracing::debug!(error = %e, "admin connection ended") },
             }
-        });
-    }
+        })
+    })
+    .await;
 }
 
 fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {

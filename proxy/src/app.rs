@@ -5,22 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ConfigErrors, Settings};
-use crate::connections::Connections;
+use crate::config::{Config, ConfigErrors, Settings, Upstream};
+use crate::connections::{Connections, DataPath, End};
 use crate::consul::{ConsulClient, ConsulError};
-use crate::discovery::{self, Balancer, Discovery};
-use crate::identity::IdentityWatch;
+use crate::discovery::{self, Discovery};
+use crate::identity::{self, TlsState};
 use crate::inbound::{self, Inbound};
 use crate::intentions;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::registration::{self, Registration};
-use crate::watcher;
+use crate::watcher::{AgentLink, WatchContext};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,7 +46,7 @@ pub struct Proxy {
     settings: Arc<Settings>,
     public_addr: Option<SocketAddr>,
     /// Each upstream with its bound local listener, in `--upstreams` order.
-    upstream_addrs: Vec<(crate::config::Upstream, SocketAddr)>,
+    upstream_addrs: Vec<(Upstream, SocketAddr)>,
     admin_addr: SocketAddr,
     state: Arc<AdminState>,
     client: ConsulClient,
@@ -77,247 +77,252 @@ impl std::fmt::Debug for Proxy {
 /// ready: registered, certificates and roots loaded, listeners bound, first intentions known.
 pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let settings = config.resolve(&|name| std::env::var(name).ok())?;
-    start_with(settings).await
+    start_with(settings, CancellationToken::new()).await
 }
 
-/// Starts a proxy from already resolved settings.
-pub async fn start_with(settings: Settings) -> Result<Proxy, StartError> {
+/// Starts a proxy from already resolved settings, in the start-up order of
+/// `docs/ARCHITECTURE.md`. Cancelling `interrupt` before it is ready (a SIGTERM during
+/// start-up) ends the start-up with [`StartError::Stopped`], its registrations removed and its
+/// tasks stopped; once it is ready, `interrupt` is ignored (drain or shut the proxy down).
+pub async fn start_with(
+    settings: Settings,
+    interrupt: CancellationToken,
+) -> Result<Proxy, StartError> {
     let settings = Arc::new(settings);
-    let metrics = Arc::new(Metrics::new());
     let client = ConsulClient::new(
-        settings.consul_http_addr.clone(),
-        settings.token.clone(),
-        settings.consul_ca_pem.as_deref(),
+        settings.consul.http_addr.clone(),
+        settings.consul.token.clone(),
+        settings.consul.ca_pem.as_deref(),
     )?;
-    let stop_all = CancellationToken::new();
+    let ctx = WatchContext {
+        client: client.clone(),
+        metrics: Arc::new(Metrics::new()),
+        link: AgentLink::default(),
+        retry_max: settings.retry_max,
+        stop: CancellationToken::new(),
+    };
     let tasks = TaskTracker::new();
-    // A start-up that fails or is dropped half way (SIGTERM before ready) stops what it spawned.
-    let unstarted = stop_all.clone().drop_guard();
+    // A start-up that fails, is interrupted or is dropped half way stops what it spawned.
+    let unstarted = ctx.stop.clone().drop_guard();
+    let ready = CancellationToken::new();
+    tasks.spawn(forward_interrupt(
+        interrupt,
+        ctx.stop.clone(),
+        ready.clone(),
+    ));
 
-    // Listeners first: a port in use is a start-up error, and port 0 must be known before
-    // registering. Nothing is accepted until the proxy is ready.
-    let admin_listener = bind("admin listener", settings.admin_listener).await?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "admin listener".into(),
-            addr: settings.admin_listener,
-            source,
-        })?;
-    // Bound even without --service-port, as Consul's own proxies do: the sidecar's TCP check
-    // then passes, and a caller gets a refusal rather than nothing.
-    let public_listener = bind("public listener", settings.public_listener).await?;
-    let public_addr = public_listener.local_addr().ok();
-    let mut upstream_listeners = Vec::new();
-    for u in &settings.upstreams {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, u.local_port));
-        let listener = bind(&format!("upstream {}", u.name), addr).await?;
-        let bound = listener.local_addr().map_err(|source| StartError::Bind {
-            what: u.name.to_string(),
-            addr,
-            source,
-        })?;
-        upstream_listeners.push((u.clone(), listener, bound));
-    }
-
+    let (admin_listener, listeners) = Listeners::bind(&settings).await?;
     let state = Arc::new(AdminState::new(
-        metrics.clone(),
-        config_json(
-            &settings,
-            public_addr,
-            &upstream_listeners,
-            admin_addr,
-            None,
-        ),
+        ctx.metrics.clone(),
+        config_json(&settings, &listeners, None),
     ));
     tasks.spawn(admin::serve(
         admin_listener,
         state.clone(),
-        stop_all.clone(),
+        ctx.stop.clone(),
         tasks.clone(),
     ));
-    tracing::info!(admin.addr = %admin_addr, consul = %settings.consul_http_addr, "waiting for the consul agent");
+    tracing::info!(admin.addr = %listeners.admin_addr, consul = %settings.consul.http_addr, "waiting for the consul agent");
 
-    // Certificates and roots first (retrying with backoff while the agent is down). The
-    // datacenter comes from our own leaf's SPIFFE ID: `/v1/agent/self` needs `agent:read`,
+    // The datacenter comes from our own leaf's SPIFFE ID: `/v1/agent/self` needs `agent:read`,
     // which the token of a service identity (what consul-k8s gives a pod) does not grant.
-    let identity = IdentityWatch::start(
-        client.clone(),
-        settings.service.to_string(),
-        metrics.clone(),
-        settings.retry_max,
-        &stop_all,
-    )
-    .await
-    .ok_or(StartError::Stopped)?;
-    let datacenter = match identity.current().local.as_ref() {
+    let identity = identity::start(&ctx, settings.service.as_str())
+        .await
+        .ok_or(StartError::Stopped)?;
+    let datacenter = match identity.state.borrow().local.as_ref() {
         Some(id) => id.datacenter.clone(),
         None => return Err(StartError::NoIdentity),
     };
+    tasks.spawn(identity.task);
     tracing::info!(datacenter = %datacenter, "consul agent reached");
-    state.set_config_json(config_json(
-        &settings,
-        public_addr,
-        &upstream_listeners,
-        admin_addr,
-        Some(&datacenter),
-    ));
+    state.set_config_json(config_json(&settings, &listeners, Some(&datacenter)));
 
-    // Registration.
-    let upstream_addrs: Vec<_> = upstream_listeners
-        .iter()
-        .map(|(u, _, a)| (u.clone(), *a))
-        .collect();
-    let registration = settings
-        .register
-        .then(|| registration::build(&settings, public_addr, &upstream_addrs));
-    if let Some(reg) = &registration {
-        watcher::retry(
-            "registration",
-            &metrics,
-            settings.retry_max,
-            &stop_all,
-            || reg.register(&client, &metrics),
+    let registration = settings.registration.register.then(|| {
+        registration::build(
+            &settings,
+            listeners.public_addr,
+            &listeners.upstream_addrs(),
         )
-        .await
-        .ok_or(StartError::Stopped)?;
+    });
+    if let Some(reg) = &registration {
+        match reg.start(&ctx, settings.registration.check_interval).await {
+            Some(keep) => tasks.spawn(keep),
+            None => {
+                // Interrupted while registering: one of the two may be registered already.
+                deregister(reg, &client).await;
+                return Err(StartError::Stopped);
+            }
+        };
     }
 
-    // Intentions, upstream instances.
-    let (first_intentions, intentions_index) = intentions::first(
-        &client,
-        settings.service.as_str(),
-        settings.default_intention_policy,
-        &metrics,
-        settings.retry_max,
-        &stop_all,
+    let serving = serve(
+        &settings,
+        &ctx,
+        &tasks,
+        listeners,
+        identity.state,
+        &datacenter,
     )
-    .await
-    .ok_or(StartError::Stopped)?;
-    metrics.intentions(first_intentions.len());
-    let (intentions_tx, intentions_rx) = watch::channel(Arc::new(first_intentions));
-    let discovery = Discovery {
-        client: client.clone(),
-        local_dc: datacenter.clone(),
-        metrics: metrics.clone(),
-        retry_max: settings.retry_max,
-        query_poll: settings.prepared_query_poll_interval,
-        stop: stop_all.clone(),
+    .await;
+    let (data, upstreams, public_addr, admin_addr) = match serving {
+        Ok(serving) => serving,
+        Err(e) => {
+            if let Some(reg) = &registration {
+                deregister(reg, &client).await;
+            }
+            return Err(e);
+        }
     };
-    let mut discoveries = Vec::new();
-    for (u, listener, bound) in upstream_listeners {
-        let found = discovery.first(&u).await.ok_or(StartError::Stopped)?;
-        metrics.upstream_instances(&discovery::target(&u), found.endpoints.len());
-        let (tx, rx) = watch::channel(Arc::new(found.endpoints.clone()));
-        discoveries.push((u, listener, bound, tx, rx, found));
-    }
-
-    // The watches.
-    tasks.spawn(identity.clone().watch_roots(stop_all.clone()));
-    tasks.spawn(identity.clone().watch_leaf(stop_all.clone()));
-    tasks.spawn(intentions::watch(
-        client.clone(),
-        settings.service.to_string(),
-        intentions_tx,
-        intentions_index,
-        settings.default_intention_policy,
-        metrics.clone(),
-        settings.retry_max,
-        stop_all.clone(),
-    ));
-    if let Some(reg) = registration.clone() {
-        let (client, metrics, settings, stop) = (
-            client.clone(),
-            metrics.clone(),
-            settings.clone(),
-            stop_all.clone(),
-        );
-        tasks.spawn(async move {
-            reg.keep(
-                &client,
-                &metrics,
-                settings.registration_check_interval,
-                settings.retry_max,
-                stop,
-            )
-            .await
-        });
-    }
-
-    // The data path.
-    let connections = Arc::new(Connections::default());
-    let limiter = Arc::new(Semaphore::new(settings.max_connections as usize));
-    let stop_inbound = CancellationToken::new();
-    let stop_outbound = CancellationToken::new();
-    {
-        let inbound = Arc::new(Inbound {
-            service: settings.service.to_string(),
-            app: settings
-                .service_port
-                .map(|port| SocketAddr::new(settings.service_address, port)),
-            handshake_timeout: settings.handshake_timeout,
-            connect_timeout: settings.connect_timeout,
-            idle_timeout: settings.idle_timeout,
-            tls: identity.subscribe(),
-            intentions: intentions_rx.clone(),
-            metrics: metrics.clone(),
-            limiter: limiter.clone(),
-            connections: connections.clone(),
-        });
-        tasks.spawn(inbound.serve(public_listener, stop_inbound.clone(), tasks.clone()));
-    }
-    if settings.close_denied_connections {
-        tasks.spawn(inbound::enforce(
-            intentions_rx,
-            connections.clone(),
-            metrics.clone(),
-            stop_all.clone(),
-        ));
-    }
-    let mut upstream_map = Vec::new();
-    for (u, listener, bound, tx, rx, found) in discoveries {
-        tasks.spawn(discovery.clone().watch(u.clone(), tx, found));
-        let outbound = Arc::new(Outbound {
-            upstream: discovery::target(&u),
-            balancer: Balancer::new(rx),
-            handshake_timeout: settings.handshake_timeout,
-            connect_timeout: settings.connect_timeout,
-            idle_timeout: settings.idle_timeout,
-            tls: identity.subscribe(),
-            metrics: metrics.clone(),
-            limiter: limiter.clone(),
-            connections: connections.clone(),
-        });
-        tasks.spawn(outbound.serve(listener, stop_outbound.clone(), tasks.clone()));
-        upstream_map.push((u, bound));
-    }
 
     unstarted.disarm();
+    ready.cancel();
     state.set_started();
     tracing::info!(
         service = %settings.service,
         public.addr = public_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
         admin.addr = %admin_addr,
-        upstreams = %upstream_map.iter().map(|(u, a)| format!("{u}={a}")).collect::<Vec<_>>().join(","),
+        upstreams = %upstreams.iter().map(|(u, a)| format!("{u}={a}")).collect::<Vec<_>>().join(","),
         "proxy ready"
     );
-
-    let proxy = Proxy {
+    Ok(Proxy {
         settings,
         public_addr,
-        upstream_addrs: upstream_map,
+        upstream_addrs: upstreams,
         admin_addr,
         state,
         client,
         registration,
-        connections,
-        stop_inbound,
-        stop_outbound,
-        stop_all,
+        connections: data.connections,
+        stop_inbound: data.stop_inbound,
+        stop_outbound: data.stop_outbound,
+        stop_all: ctx.stop,
         tasks,
         stopped: CancellationToken::new(),
+    })
+}
+
+/// Ends the start-up when `interrupt` fires before the proxy is `ready`.
+async fn forward_interrupt(
+    interrupt: CancellationToken,
+    stop: CancellationToken,
+    ready: CancellationToken,
+) {
+    tokio::select! {
+        _ = interrupt.cancelled() => stop.cancel(),
+        _ = stop.cancelled() => {}
+        _ = ready.cancelled() => {}
+    }
+}
+
+/// The listeners, bound first: a port in use is a start-up error, and a port 0 must be known
+/// before registering. Nothing is accepted until the proxy is ready.
+struct Listeners {
+    admin_addr: SocketAddr,
+    /// Bound even without --service-port, as Consul's own proxies do: the sidecar's TCP check
+    /// then passes, and a caller gets a refusal rather than nothing.
+    public: TcpListener,
+    public_addr: Option<SocketAddr>,
+    upstreams: Vec<(Upstream, TcpListener, SocketAddr)>,
+}
+
+impl Listeners {
+    /// Binds every listener; the admin listener is returned on its own (it serves at once).
+    async fn bind(settings: &Settings) -> Result<(TcpListener, Self), StartError> {
+        let (admin, admin_addr) = bind("admin listener", settings.admin_listener).await?;
+        let (public, public_addr) = bind("public listener", settings.inbound.listener).await?;
+        let mut upstreams = Vec::new();
+        for u in &settings.outbound.upstreams {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, u.local_port));
+            let (listener, bound) = bind(&format!("upstream {}", u.name), addr).await?;
+            upstreams.push((u.clone(), listener, bound));
+        }
+        let listeners = Listeners {
+            admin_addr,
+            public,
+            public_addr: Some(public_addr),
+            upstreams,
+        };
+        Ok((admin, listeners))
+    }
+
+    fn upstream_addrs(&self) -> Vec<(Upstream, SocketAddr)> {
+        self.upstreams
+            .iter()
+            .map(|(u, _, a)| (u.clone(), *a))
+            .collect()
+    }
+}
+
+/// What [`serve`] started: the data path's handles and the bound addresses.
+type Serving = (
+    Stopping,
+    Vec<(Upstream, SocketAddr)>,
+    Option<SocketAddr>,
+    SocketAddr,
+);
+
+/// The data path's handles a [`Proxy`] stops with.
+struct Stopping {
+    connections: Arc<Connections>,
+    /// Stops accepting inbound connections.
+    stop_inbound: CancellationToken,
+    /// Stops the upstream listeners.
+    stop_outbound: CancellationToken,
+}
+
+/// First intentions → first instances of each upstream → the watches and accept loops.
+async fn serve(
+    settings: &Settings,
+    ctx: &WatchContext,
+    tasks: &TaskTracker,
+    listeners: Listeners,
+    tls: watch::Receiver<Arc<TlsState>>,
+    datacenter: &str,
+) -> Result<Serving, StartError> {
+    let service = settings.service.as_str();
+    let intentions = intentions::start(ctx, service, settings.inbound.default_intention_policy)
+        .await
+        .ok_or(StartError::Stopped)?;
+    let discovery = Discovery::new(
+        ctx,
+        datacenter,
+        settings.outbound.prepared_query_poll_interval,
+    );
+    let mut upstreams = Vec::new();
+    for (u, listener, bound) in listeners.upstreams {
+        let endpoints = discovery.start(&u).await.ok_or(StartError::Stopped)?;
+        upstreams.push((u, listener, bound, endpoints));
+    }
+
+    tasks.spawn(intentions.task);
+    let data = DataPath::new(tls, ctx.metrics.clone(), settings.limits);
+    let stopping = Stopping {
+        connections: data.connections.clone(),
+        stop_inbound: CancellationToken::new(),
+        stop_outbound: CancellationToken::new(),
     };
-    Ok(proxy)
+    if settings.inbound.close_denied_connections {
+        tasks.spawn(inbound::enforce(
+            intentions.state.clone(),
+            data.connections.clone(),
+            ctx.metrics.clone(),
+            ctx.stop.clone(),
+        ));
+    }
+    let inbound = Inbound::new(&settings.inbound, intentions.state, data.clone());
+    tasks.spawn(inbound.serve(
+        listeners.public,
+        stopping.stop_inbound.clone(),
+        tasks.clone(),
+    ));
+    let mut bound = Vec::new();
+    for (u, listener, addr, endpoints) in upstreams {
+        tasks.spawn(endpoints.task);
+        let outbound = Outbound::new(discovery::target(&u), endpoints.state, data.clone());
+        tasks.spawn(outbound.serve(listener, stopping.stop_outbound.clone(), tasks.clone()));
+        bound.push((u, addr));
+    }
+    Ok((stopping, bound, listeners.public_addr, listeners.admin_addr))
 }
 
 impl Proxy {
@@ -335,7 +340,7 @@ impl Proxy {
     }
 
     /// Every upstream with its bound local listener, in `--upstreams` order.
-    pub fn upstream_listeners(&self) -> &[(crate::config::Upstream, SocketAddr)] {
+    pub fn upstream_listeners(&self) -> &[(Upstream, SocketAddr)] {
         &self.upstream_addrs
     }
 
@@ -364,7 +369,7 @@ impl Proxy {
         self.stop_inbound.cancel();
         self.deregister().await;
         self.stop_outbound.cancel();
-        self.connections.stop_all("shutdown");
+        self.connections.stop_all(End::Shutdown);
         self.finish().await;
     }
 
@@ -383,7 +388,7 @@ impl Proxy {
         tokio::select! {
             _ = self.connections.wait_empty() => tracing::info!("every connection finished"),
             _ = tokio::time::sleep_until(until) => {
-                let n = self.connections.stop_all("drain_deadline");
+                let n = self.connections.stop_all(End::DrainDeadline);
                 tracing::warn!(open = n, "drain deadline reached: closing the remaining connections");
             }
         }
@@ -398,13 +403,7 @@ impl Proxy {
 
     async fn deregister(&self) {
         if let Some(reg) = &self.registration {
-            if let Err(e) =
-                tokio::time::timeout(Duration::from_secs(5), reg.deregister(&self.client))
-                    .await
-                    .unwrap_or_else(|_| Err(ConsulError::Client("deregistration timed out".into())))
-            {
-                tracing::warn!(error = %e, "deregistration failed");
-            }
+            deregister(reg, &self.client).await;
         }
     }
 
@@ -427,53 +426,37 @@ impl Drop for Proxy {
         if !self.stopped.is_cancelled() {
             self.stop_inbound.cancel();
             self.stop_outbound.cancel();
-            self.connections.stop_all("shutdown");
+            self.connections.stop_all(End::Shutdown);
             self.stop_all.cancel();
         }
     }
 }
 
-/// Best-effort removal of the registrations a start-up interrupted by a signal may have made
-/// (unknown IDs are fine; failures are only logged).
-pub async fn deregister_unstarted(settings: &Settings) {
-    if !settings.register {
-        return;
+/// Removes both registrations, giving up (logged) after 5 s.
+async fn deregister(registration: &Registration, client: &ConsulClient) {
+    match tokio::time::timeout(Duration::from_secs(5), registration.deregister(client)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "deregistration failed"),
+        Err(_) => tracing::warn!("deregistration did not finish within 5s"),
     }
-    let Ok(client) = ConsulClient::new(
-        settings.consul_http_addr.clone(),
-        settings.token.clone(),
-        settings.consul_ca_pem.as_deref(),
-    ) else {
-        return;
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind {
+        what: what.to_string(),
+        addr,
+        source,
     };
-    let ids = [settings.sidecar_id(), settings.service_id.clone()];
-    for id in ids {
-        match tokio::time::timeout(Duration::from_secs(2), client.deregister_service(&id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(service.id = %id, error = %e, "deregistration failed"),
-            Err(_) => tracing::warn!(service.id = %id, "deregistration timed out"),
-        }
-    }
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
-async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: what.to_string(),
-            addr,
-            source,
-        })
-}
-
-fn config_json(
-    settings: &Settings,
-    public: Option<SocketAddr>,
-    upstreams: &[(crate::config::Upstream, TcpListener, SocketAddr)],
-    admin: SocketAddr,
-    datacenter: Option<&str>,
-) -> String {
-    let bound: serde_json::Map<String, serde_json::Value> = upstreams
+/// What `/config` shows: the settings, the datacenter once known, the bound addresses.
+fn config_json(settings: &Settings, listeners: &Listeners, datacenter: Option<&str>) -> String {
+    let (public, admin) = (listeners.public_addr, listeners.admin_addr);
+    let bound: serde_json::Map<String, serde_json::Value> = listeners
+        .upstreams
         .iter()
         .map(|(u, _, a)| (u.to_string(), a.to_string().into()))
         .collect();

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 pub use tandem_contract::{Datacenter, ServiceName, Upstream, UpstreamList};
 
+use crate::intentions::Action;
+
 /// The proxy's command line. Every flag also reads `TANDEM_<FLAG_IN_CAPS>`; Consul's own
 /// variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_CACERT`)
 /// are the fallback where they exist.
@@ -150,7 +152,7 @@ pub struct Config {
     /// Set it if the cluster uses Consul's `default_intention_policy`, which the API does not show.
     #[arg(long, env = "TANDEM_DEFAULT_INTENTION_POLICY", value_name = "allow|deny",
           value_parser = parse_policy)]
-    pub default_intention_policy: Option<bool>,
+    pub default_intention_policy: Option<Action>,
 
     /// Threads that run the proxy's connections. 0 = one current-thread runtime (all work on
     /// the main thread, at most one core); N >= 1 = a work-stealing runtime with N workers.
@@ -352,33 +354,43 @@ impl Config {
         Ok(Settings {
             service,
             service_id,
-            service_port: self.service_port,
-            service_address: self.service_address,
-            upstreams,
-            public_listener: self.public_listener,
-            advertise_address,
-            consul_http_addr,
-            token,
-            consul_ca_pem,
-            admin_listener: self.admin_listener,
-            register: !self.no_register,
-            pod_name,
-            pod_namespace,
-            drain_deadline: self.drain_deadline,
-            close_denied_connections: self.close_denied_connections,
-            handshake_timeout: self.handshake_timeout,
-            connect_timeout: self.connect_timeout,
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            max_connections: self.max_connections,
-            worker_threads: self.worker_threads,
-            default_intention_policy: self.default_intention_policy,
+            consul: ConsulSettings {
+                http_addr: consul_http_addr,
+                token,
+                ca_pem: consul_ca_pem,
+            },
+            registration: RegistrationSettings {
+                register: !self.no_register,
+                advertise_address,
+                pod_name,
+                pod_namespace,
+                check_interval: self
+                    .registration_check_interval
+                    .max(Duration::from_millis(10)),
+            },
+            inbound: InboundSettings {
+                listener: self.public_listener,
+                service_port: self.service_port,
+                service_address: self.service_address,
+                close_denied_connections: self.close_denied_connections,
+                default_intention_policy: self.default_intention_policy,
+            },
+            outbound: OutboundSettings {
+                upstreams,
+                prepared_query_poll_interval: self
+                    .prepared_query_poll_interval
+                    .max(Duration::from_millis(10)),
+            },
+            limits: Limits {
+                handshake_timeout: self.handshake_timeout,
+                connect_timeout: self.connect_timeout,
+                idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+                max_connections: self.max_connections,
+            },
             retry_max: self.retry_max.max(Duration::from_millis(10)),
-            registration_check_interval: self
-                .registration_check_interval
-                .max(Duration::from_millis(10)),
-            prepared_query_poll_interval: self
-                .prepared_query_poll_interval
-                .max(Duration::from_millis(10)),
+            admin_listener: self.admin_listener,
+            drain_deadline: self.drain_deadline,
+            worker_threads: self.worker_threads,
         })
     }
 }
@@ -498,47 +510,123 @@ impl Config {
     }
 }
 
-/// The effective configuration: what the proxy runs with. Serialised for `/config` with the
-/// token and CA bundle left out.
+/// The resolved configuration: every default and variable applied, grouped by the component
+/// that reads it. Serialised (for `/config` and the start-up log) flat, one key per flag, with
+/// the secrets left out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    /// The service this pod serves.
     pub service: ServiceName,
+    /// The service's registration ID (the sidecar's is [`Settings::sidecar_id`]).
     pub service_id: String,
-    pub service_port: Option<u16>,
-    pub service_address: IpAddr,
-    pub upstreams: Vec<Upstream>,
-    pub public_listener: SocketAddr,
-    pub advertise_address: IpAddr,
-    #[serde(serialize_with = "serialize_display")]
-    pub consul_http_addr: url::Url,
-    #[serde(skip)]
-    pub token: Option<String>,
-    #[serde(skip)]
-    pub consul_ca_pem: Option<Vec<u8>>,
-    pub admin_listener: SocketAddr,
-    pub register: bool,
-    pub pod_name: Option<String>,
-    pub pod_namespace: Option<String>,
-    #[serde(serialize_with = "serialize_duration")]
-    pub drain_deadline: Duration,
-    pub close_denied_connections: bool,
-    #[serde(serialize_with = "serialize_duration")]
-    pub handshake_timeout: Duration,
-    #[serde(serialize_with = "serialize_duration")]
-    pub connect_timeout: Duration,
-    #[serde(serialize_with = "serialize_opt_duration")]
-    pub idle_timeout: Option<Duration>,
-    pub max_connections: u32,
-    /// Runtime threads (0 = current-thread); read by the binary, which builds the runtime.
-    pub worker_threads: u16,
-    /// `Some(true)` = allow, `Some(false)` = deny, `None` = the agent's header.
-    pub default_intention_policy: Option<bool>,
+    /// How to reach the agent.
+    #[serde(flatten)]
+    pub consul: ConsulSettings,
+    /// What is registered with the agent.
+    #[serde(flatten)]
+    pub registration: RegistrationSettings,
+    /// The public mTLS listener and the app behind it.
+    #[serde(flatten)]
+    pub inbound: InboundSettings,
+    /// The upstream listeners and how their instances are found.
+    #[serde(flatten)]
+    pub outbound: OutboundSettings,
+    /// Timeouts and the connection limit, shared by both directions.
+    #[serde(flatten)]
+    pub limits: Limits,
+    /// The longest backoff between two attempts to reach the agent.
     #[serde(serialize_with = "serialize_duration")]
     pub retry_max: Duration,
+    /// Where `/ready`, `/metrics`, `/config` and `POST /shutdown` are served.
+    pub admin_listener: SocketAddr,
+    /// How long a drain lets open connections finish.
     #[serde(serialize_with = "serialize_duration")]
-    pub registration_check_interval: Duration,
+    pub drain_deadline: Duration,
+    /// Runtime threads (0 = current-thread); read by the binary, which builds the runtime.
+    pub worker_threads: u16,
+}
+
+/// How to reach the Consul agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsulSettings {
+    /// The agent's HTTP(S) API.
+    #[serde(rename = "consul_http_addr", serialize_with = "serialize_display")]
+    pub http_addr: url::Url,
+    /// The ACL token sent with every request (never serialised).
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The CA bundle that verifies an HTTPS agent (never serialised).
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// What the proxy registers with the agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationSettings {
+    /// Whether to register at all (`--no-register` turns it off).
+    pub register: bool,
+    /// The address the registrations advertise.
+    pub advertise_address: IpAddr,
+    /// `POD_NAME`, as the `pod-name` meta.
+    pub pod_name: Option<String>,
+    /// `POD_NAMESPACE`, as the `k8s-namespace` meta.
+    pub pod_namespace: Option<String>,
+    /// How often the registrations are checked for (a restarted agent forgets them).
+    #[serde(
+        rename = "registration_check_interval",
+        serialize_with = "serialize_duration"
+    )]
+    pub check_interval: Duration,
+}
+
+/// The public listener and the app behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboundSettings {
+    /// Where the public mTLS listener binds.
+    #[serde(rename = "public_listener")]
+    pub listener: SocketAddr,
+    /// The app's port; `None` for a pod that serves nothing.
+    pub service_port: Option<u16>,
+    /// The app's address.
+    pub service_address: IpAddr,
+    /// Whether an intention change closes the open connections it now denies.
+    pub close_denied_connections: bool,
+    /// The decision when no intention matches; `None` = the agent's default policy.
+    pub default_intention_policy: Option<Action>,
+}
+
+impl InboundSettings {
+    /// Where inbound connections go; `None` without `--service-port`.
+    pub fn app(&self) -> Option<SocketAddr> {
+        self.service_port
+            .map(|port| SocketAddr::new(self.service_address, port))
+    }
+}
+
+/// The upstream listeners.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundSettings {
+    /// One local listener each, in `--upstreams` order.
+    pub upstreams: Vec<Upstream>,
+    /// How often a prepared query is executed again (prepared queries do not block).
     #[serde(serialize_with = "serialize_duration")]
     pub prepared_query_poll_interval: Duration,
+}
+
+/// Timeouts and the connection limit of the data path.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    /// From accept (or connect) to a finished mTLS handshake.
+    #[serde(serialize_with = "serialize_duration")]
+    pub handshake_timeout: Duration,
+    /// For a TCP connect to the app or an upstream instance.
+    #[serde(serialize_with = "serialize_duration")]
+    pub connect_timeout: Duration,
+    /// A connection with no traffic either way for this long is closed; `None` = never.
+    #[serde(serialize_with = "serialize_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Open connections, both directions together; more are refused.
+    pub max_connections: u32,
 }
 
 impl Settings {
@@ -549,7 +637,7 @@ impl Settings {
 
     /// Whether a token is configured (for logs: the token itself is never logged).
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
+        self.consul.token.is_some()
     }
 }
 
@@ -597,12 +685,8 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-fn parse_policy(s: &str) -> Result<bool, String> {
-    match s.trim() {
-        "allow" => Ok(true),
-        "deny" => Ok(false),
-        _ => Err("expected allow or deny".into()),
-    }
+fn parse_policy(s: &str) -> Result<Action, String> {
+    s.parse::<Action>().map_err(|e| format!("expected {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -731,11 +815,11 @@ mod tests {
             _ => None,
         };
         let s = config.resolve(&env).unwrap();
-        assert_eq!(s.consul_http_addr.as_str(), "http://10.1.2.3:8500/");
-        assert_eq!(s.token.as_deref(), Some("secret"));
+        assert_eq!(s.consul.http_addr.as_str(), "http://10.1.2.3:8500/");
+        assert_eq!(s.consul.token.as_deref(), Some("secret"));
         assert_eq!(s.service_id, "web-abc-web");
         assert_eq!(s.sidecar_id(), "web-abc-web-sidecar-proxy");
-        assert_eq!(s.advertise_address.to_string(), "10.9.9.9");
+        assert_eq!(s.registration.advertise_address.to_string(), "10.9.9.9");
         let shown = serde_json::to_string(&s).unwrap();
         assert!(
             !shown.contains("secret"),
@@ -762,8 +846,8 @@ mod tests {
         };
         let s = config.resolve(&env).unwrap();
         std::fs::remove_file(&dir).ok();
-        assert_eq!(s.consul_http_addr.as_str(), "https://c:8501/");
-        assert_eq!(s.token.as_deref(), Some("from-file"));
+        assert_eq!(s.consul.http_addr.as_str(), "https://c:8501/");
+        assert_eq!(s.consul.token.as_deref(), Some("from-file"));
     }
 
     #[test]

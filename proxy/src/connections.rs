@@ -1,5 +1,8 @@
-//! The registry of open connections (so a changed intention, a drain deadline or a shutdown can
-//! end them), socket options, and the one access-log line each connection gets when it ends.
+//! What every proxied connection shares and goes through: the [`DataPath`] (credentials,
+//! metrics, the connection limit, the registry), the registry of open connections (so a changed
+//! intention, a drain deadline or a shutdown can end them), the admission of an inbound caller
+//! (registered, then decided once), socket options, and the [`Tracked`] guard that counts a
+//! connection and writes its one access-log line when it is dropped, however it ended.
 
 use std::collections::HashMap;
 use std::io;
@@ -10,10 +13,141 @@ use std::time::{Duration, Instant};
 
 use tandem_certs::spiffe::ServiceId;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::config::Limits;
 use crate::copy::{Stopper, Transfer};
-use crate::metrics::Direction;
+use crate::identity::TlsState;
+use crate::intentions::{Decision, IntentionSet, Source};
+use crate::metrics::{Direction, Metrics};
+
+/// What the inbound and outbound paths share; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DataPath {
+    /// The current credentials, taken once per connection.
+    pub tls: watch::Receiver<Arc<TlsState>>,
+    /// Where every connection is counted.
+    pub metrics: Arc<Metrics>,
+    /// `--max-connections`, both directions together.
+    pub limiter: Arc<Semaphore>,
+    /// The registry of open connections.
+    pub connections: Arc<Connections>,
+    /// Timeouts.
+    pub limits: Limits,
+}
+
+impl DataPath {
+    /// Credentials, metrics and limits with an empty registry and a limiter of
+    /// `limits.max_connections`.
+    pub fn new(tls: watch::Receiver<Arc<TlsState>>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        DataPath {
+            tls,
+            metrics,
+            limiter: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            connections: Arc::new(Connections::default()),
+            limits,
+        }
+    }
+
+    /// A slot for one more connection from `client`, or `None` (counted and logged) when
+    /// `--max-connections` are open.
+    pub(crate) fn slot(
+        &self,
+        direction: Direction,
+        client: SocketAddr,
+    ) -> Option<OwnedSemaphorePermit> {
+        match self.limiter.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.metrics.refused(direction, "max_connections");
+                tracing::warn!(client.addr = %client, direction = direction.as_str(),
+                    "connection refused: --max-connections reached");
+                None
+            }
+        }
+    }
+
+    /// Starts tracking a connection just accepted from `client`.
+    pub(crate) fn track(&self, direction: Direction, client: SocketAddr) -> Tracked {
+        self.metrics.connection_opened(direction);
+        Tracked {
+            direction,
+            client,
+            started: Instant::now(),
+            peer: None,
+            upstream: None,
+            target: None,
+            transfer: Transfer::empty(End::Stopped),
+            metrics: self.metrics.clone(),
+            registered: None,
+        }
+    }
+}
+
+/// Why a connection ended: the `end` of its access-log line and of
+/// `tandem_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides finished.
+    Completed,
+    /// No traffic either way for `--idle-timeout`.
+    IdleTimeout,
+    /// The initiator's side failed.
+    DownstreamError,
+    /// The other side failed.
+    UpstreamError,
+    /// A changed intention denies the caller (`--close-denied-connections`).
+    Revoked,
+    /// The proxy shut down.
+    Shutdown,
+    /// The drain deadline passed with the connection still open.
+    DrainDeadline,
+    /// Ended from outside for no recorded reason (a task stopped with the proxy).
+    Stopped,
+    /// An inbound TCP connection that closed before sending a byte (a health probe).
+    Probe,
+    /// No finished mTLS handshake within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// The mTLS handshake failed.
+    HandshakeFailed,
+    /// The caller's certificate names no mesh service.
+    BadIdentity,
+    /// Intentions deny the caller.
+    Denied,
+    /// This pod serves no port (no `--service-port`).
+    NoServicePort,
+    /// The local app refused or failed the connect.
+    AppUnreachable,
+    /// The connect to the local app timed out.
+    AppConnectTimeout,
+    /// No instance of the upstream accepted the connection.
+    NoInstanceReachable,
+}
+
+impl End {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Completed => "completed",
+            End::IdleTimeout => "idle_timeout",
+            End::DownstreamError => "downstream_error",
+            End::UpstreamError => "upstream_error",
+            End::Revoked => "revoked",
+            End::Shutdown => "shutdown",
+            End::DrainDeadline => "drain_deadline",
+            End::Stopped => "stopped",
+            End::Probe => "probe",
+            End::HandshakeTimeout => "handshake_timeout",
+            End::HandshakeFailed => "handshake_failed",
+            End::BadIdentity => "bad_identity",
+            End::Denied => "denied",
+            End::NoServicePort => "no_service_port",
+            End::AppUnreachable => "app_unreachable",
+            End::AppConnectTimeout => "app_connect_timeout",
+            End::NoInstanceReachable => "no_instance_reachable",
+        }
+    }
+}
 
 /// TCP keepalive idle time on every proxied socket.
 const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -41,8 +175,23 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
+    /// Registers an inbound connection from `peer`, then decides it once against the current
+    /// intentions: registering first means an intention change that comes after the decision
+    /// finds the connection in the registry (and closes it if it denies the caller). Denied,
+    /// the connection leaves the registry when the returned decision's guard drops.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: &ServiceId,
+        intentions: &watch::Receiver<Arc<IntentionSet>>,
+        stopper: &Stopper,
+    ) -> (Registered, Decision) {
+        let registered = self.insert(Direction::Inbound, Some(peer.clone()), stopper.clone());
+        let decision = intentions.borrow().authorize(&source(peer));
+        (registered, decision)
+    }
+
     /// Adds a connection; it leaves the registry when the returned guard is dropped.
-    pub fn insert(
+    pub(crate) fn insert(
         self: &Arc<Self>,
         direction: Direction,
         peer: Option<ServiceId>,
@@ -63,16 +212,18 @@ impl Connections {
         }
     }
 
+    /// The number of open connections.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Ends every open connection with `reason`.
-    pub fn stop_all(&self, reason: &'static str) -> usize {
+    pub fn stop_all(&self, reason: End) -> usize {
         let open = self.lock();
         for entry in open.values() {
             entry.stopper.stop(reason);
@@ -81,7 +232,7 @@ impl Connections {
     }
 
     /// The callers of every open inbound connection.
-    pub fn inbound_peers(&self) -> Vec<(ServiceId, Stopper)> {
+    pub(crate) fn inbound_peers(&self) -> Vec<(ServiceId, Stopper)> {
         self.lock()
             .values()
             .filter(|e| e.direction == Direction::Inbound && !e.stopper.is_stopped())
@@ -107,8 +258,17 @@ impl Connections {
     }
 }
 
+/// The intentions' view of a caller.
+pub(crate) fn source(peer: &ServiceId) -> Source<'_> {
+    Source {
+        partition: peer.partition.as_deref(),
+        namespace: &peer.namespace,
+        service: &peer.service,
+    }
+}
+
 /// Removes its connection from the registry when dropped.
-pub struct Registered {
+pub(crate) struct Registered {
     id: u64,
     registry: Arc<Connections>,
 }
@@ -127,7 +287,7 @@ impl Drop for Registered {
 }
 
 /// `TCP_NODELAY` and keepalives on a proxied socket. Failures only cost performance.
-pub fn tune(stream: &TcpStream) {
+pub(crate) fn tune(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
@@ -140,7 +300,7 @@ pub fn tune(stream: &TcpStream) {
 }
 
 /// Why a TLS handshake failed, as a bounded metric label.
-pub fn handshake_reason(error: &io::Error) -> &'static str {
+pub(crate) fn handshake_reason(error: &io::Error) -> &'static str {
     use rustls::{CertificateError, Error};
     let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
         return match error.kind() {
@@ -173,31 +333,80 @@ pub fn handshake_reason(error: &io::Error) -> &'static str {
     }
 }
 
-/// What the access log says about one connection.
-pub struct AccessLog<'a> {
-    pub direction: Direction,
-    pub client: SocketAddr,
-    pub peer: Option<&'a ServiceId>,
-    pub upstream: Option<&'a str>,
-    pub target: Option<&'a str>,
-    pub started: Instant,
+/// One connection from accept to close. Dropped, however the connection ended (a task stopped
+/// with the proxy included), it leaves the registry, is counted in
+/// `tandem_connections_closed_total` and writes its one access-log line (a probe writes none).
+pub(crate) struct Tracked {
+    direction: Direction,
+    client: SocketAddr,
+    started: Instant,
+    peer: Option<ServiceId>,
+    upstream: Option<Arc<str>>,
+    target: Option<String>,
+    transfer: Transfer,
+    metrics: Arc<Metrics>,
+    registered: Option<Registered>,
 }
 
-impl AccessLog<'_> {
-    /// The one line per connection, when it ends.
-    pub fn emit(&self, transfer: &Transfer) {
-        let peer = self.peer.map(|p| p.to_string());
+impl Tracked {
+    /// How long ago the connection was accepted.
+    pub(crate) fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The caller's (inbound) or the server's (outbound) verified identity.
+    pub(crate) fn set_peer(&mut self, peer: ServiceId) {
+        self.peer = Some(peer);
+    }
+
+    /// The upstream an outbound connection is for.
+    pub(crate) fn set_upstream(&mut self, upstream: Arc<str>) {
+        self.upstream = Some(upstream);
+    }
+
+    /// Where the connection goes: the app or an upstream instance.
+    pub(crate) fn set_target(&mut self, target: String) {
+        self.target = Some(target);
+    }
+
+    /// Keeps the connection in the registry for as long as it is tracked.
+    pub(crate) fn set_registered(&mut self, registered: Registered) {
+        self.registered = Some(registered);
+    }
+
+    /// Ends the connection before any byte was copied.
+    pub(crate) fn end(mut self, end: End) {
+        self.transfer = Transfer::empty(end);
+    }
+
+    /// Ends the connection with what the copy did.
+    pub(crate) fn finish(mut self, transfer: Transfer) {
+        self.transfer = transfer;
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.registered.take();
+        let t = &self.transfer;
+        let end = t.end.as_str();
+        self.metrics
+            .connection_closed(self.direction, end, t.received, t.sent);
+        if t.end == End::Probe {
+            return;
+        }
+        let peer = self.peer.as_ref().map(|p| p.to_string());
         tracing::info!(
             target: "tandem_proxy::access",
             direction = self.direction.as_str(),
             client.addr = %self.client,
             peer.id = peer.as_deref().unwrap_or("-"),
-            upstream.service = self.upstream.unwrap_or("-"),
-            upstream.addr = self.target.unwrap_or("-"),
-            bytes.received = transfer.received,
-            bytes.sent = transfer.sent,
+            upstream.service = self.upstream.as_deref().unwrap_or("-"),
+            upstream.addr = self.target.as_deref().unwrap_or("-"),
+            bytes.received = t.received,
+            bytes.sent = t.sent,
             duration.ms = self.started.elapsed().as_millis() as u64,
-            end = transfer.end,
+            end,
             "connection closed"
         );
     }

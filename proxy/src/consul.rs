@@ -365,43 +365,6 @@ fn redact(url: &url::Url) -> String {
     u.to_string()
 }
 
-/// Exponential backoff with full jitter, for retrying the agent.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max: max.max(base),
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt (grows with each failure, capped, jittered 50-100 %).
-    pub fn next_delay(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let exp = self
-            .base
-            .saturating_mul(1u32 << self.failures.min(16).saturating_sub(1));
-        let capped = exp.min(self.max);
-        let jitter = rand::random_range(0.5..=1.0);
-        capped.mul_f64(jitter)
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,18 +375,6 @@ mod tests {
         assert_eq!(next_index(10, 12), 12);
         assert_eq!(next_index(10, 3), 0);
         assert_eq!(next_index(0, 0), 1);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let first = b.next_delay();
-        assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(1));
-        }
-        b.reset();
-        assert_eq!(b.failures(), 0);
     }
 
     #[test]

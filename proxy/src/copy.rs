@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::End;
+
 /// Copy buffers start small, so an idle connection costs little, and grow with the traffic
 /// it actually carries (as ztunnel does): 2 KiB, 16 KiB after 32 KiB, 64 KiB after 4 MiB.
 const BUFFER_STEPS: [(u64, usize); 3] = [
@@ -29,16 +31,17 @@ fn buffer_size(carried: u64) -> usize {
 #[derive(Debug, Clone, Default)]
 pub struct Stopper {
     token: CancellationToken,
-    reason: Arc<OnceLock<&'static str>>,
+    reason: Arc<OnceLock<End>>,
 }
 
 impl Stopper {
+    /// A handle not stopped yet.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Ends the connection; the first reason given is the one logged.
-    pub fn stop(&self, reason: &'static str) {
+    pub fn stop(&self, reason: End) {
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
@@ -48,12 +51,13 @@ impl Stopper {
         self.token.cancelled().await
     }
 
+    /// Whether the connection was told to stop.
     pub fn is_stopped(&self) -> bool {
         self.token.is_cancelled()
     }
 
-    fn reason(&self) -> &'static str {
-        self.reason.get().copied().unwrap_or("stopped")
+    fn reason(&self) -> End {
+        self.reason.get().copied().unwrap_or(End::Stopped)
     }
 }
 
@@ -64,14 +68,14 @@ pub struct Transfer {
     pub received: u64,
     /// Bytes from the other side back to the initiator.
     pub sent: u64,
-    /// Why it ended: `completed`, `idle_timeout`, `downstream_error`, `upstream_error` or the
-    /// reason given to the [`Stopper`].
-    pub end: &'static str,
+    /// Why it ended: completed, idle timeout, an error on either side, or the reason given to
+    /// the [`Stopper`].
+    pub end: End,
 }
 
 impl Transfer {
     /// A connection that ended, for `end`, before any byte was copied.
-    pub fn empty(end: &'static str) -> Self {
+    pub fn empty(end: End) -> Self {
         Transfer {
             received: 0,
             sent: 0,
@@ -143,17 +147,17 @@ where
 
     let end = tokio::select! {
         result = futures::future::try_join(forward, backward) => match result {
-            Ok(_) => "completed",
+            Ok(_) => End::Completed,
             Err(Failure::Downstream(e)) => {
                 tracing::debug!(error = %e, "downstream connection failed");
-                "downstream_error"
+                End::DownstreamError
             }
             Err(Failure::Upstream(e)) => {
                 tracing::debug!(error = %e, "upstream connection failed");
-                "upstream_error"
+                End::UpstreamError
             }
         },
-        _ = idle_watch => "idle_timeout",
+        _ = idle_watch => End::IdleTimeout,
         _ = stopper.token.cancelled() => stopper.reason(),
     };
     Transfer {
@@ -229,7 +233,7 @@ mod tests {
         assert_eq!(reply, b"reply:hello");
         server_task.await.unwrap();
         let t = copy.await.unwrap();
-        assert_eq!((t.received, t.sent, t.end), (5, 11, "completed"));
+        assert_eq!((t.received, t.sent, t.end), (5, 11, End::Completed));
     }
 
     #[test]
@@ -267,7 +271,7 @@ mod tests {
         let t = copy.await.unwrap();
         assert_eq!(
             (t.received, t.sent, t.end),
-            (expected.len() as u64, expected.len() as u64, "completed")
+            (expected.len() as u64, expected.len() as u64, End::Completed)
         );
     }
 
@@ -282,17 +286,17 @@ mod tests {
             &Stopper::new(),
         )
         .await;
-        assert_eq!(t.end, "idle_timeout");
+        assert_eq!(t.end, End::IdleTimeout);
     }
 
     #[tokio::test]
-    async fn a_stopper_ends_the_copy_with_its_reason() {
+    async fn a_stopper_ends_the_copy_with_its_first_reason() {
         let (_client, proxy_down) = tokio::io::duplex(64);
         let (proxy_up, _server) = tokio::io::duplex(64);
         let stopper = Stopper::new();
-        stopper.stop("revoked");
-        stopper.stop("later reason is ignored");
+        stopper.stop(End::Revoked);
+        stopper.stop(End::Shutdown);
         let t = bidirectional(proxy_down, proxy_up, None, &stopper).await;
-        assert_eq!(t.end, "revoked");
+        assert_eq!(t.end, End::Revoked);
     }
 }

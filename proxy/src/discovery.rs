@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Upstream;
-use crate::consul::{self, Blocking, ConsulClient, QueryExecution, ServiceEntry};
-use crate::metrics::Metrics;
-use crate::watcher::{self, Watcher};
+use crate::consul::{self, Blocking, QueryExecution, ServiceEntry};
+use crate::watcher::{self, WatchContext, Watched, Watcher};
 use tandem_contract::Destination;
 
 /// One healthy mesh instance of an upstream service.
@@ -142,50 +140,62 @@ pub fn target(upstream: &Upstream) -> String {
 
 /// What every upstream's discovery shares.
 #[derive(Debug, Clone)]
-pub struct Discovery {
-    pub client: ConsulClient,
+pub(crate) struct Discovery {
+    ctx: WatchContext,
     /// The proxy's own datacenter: the identity of instances whose node names none.
-    pub local_dc: String,
-    pub metrics: Arc<Metrics>,
-    pub retry_max: Duration,
+    local_dc: String,
     /// How often a prepared query is executed again (prepared queries do not block).
-    pub query_poll: Duration,
-    pub stop: CancellationToken,
+    query_poll: Duration,
 }
 
 /// One upstream's answer: the endpoints and, for a blocking service query, its index.
-pub struct Found {
-    pub endpoints: Vec<Endpoint>,
+struct Found {
+    endpoints: Vec<Endpoint>,
     index: u64,
 }
 
 impl Discovery {
+    /// Discovery over `ctx` for a proxy in `local_dc`.
+    pub(crate) fn new(ctx: &WatchContext, local_dc: &str, query_poll: Duration) -> Self {
+        Discovery {
+            ctx: ctx.clone(),
+            local_dc: local_dc.to_string(),
+            query_poll,
+        }
+    }
+
+    /// The first endpoint list of `upstream` and the task that keeps it current; `None` once
+    /// stopped.
+    pub(crate) async fn start(&self, upstream: &Upstream) -> Option<Watched<Vec<Endpoint>>> {
+        let found = self.first(upstream).await?;
+        self.ctx
+            .metrics
+            .upstream_instances(&target(upstream), found.endpoints.len());
+        let (tx, state) = watch::channel(Arc::new(found.endpoints.clone()));
+        let task = Box::pin(self.clone().watch(upstream.clone(), tx, found.index));
+        Some(Watched { state, task })
+    }
+
     /// The first endpoint list (start-up), retrying while the agent fails; `None` once stopped.
     /// An unknown target (a datacenter the agent has no path to, as in a failover pair whose
     /// second half is down; a prepared query not created yet) does not hold up start-up: the
     /// upstream starts empty and its watch keeps asking. Other errors (a token without
     /// `service:read`, no leader) are retried.
-    pub async fn first(&self, upstream: &Upstream) -> Option<Found> {
+    async fn first(&self, upstream: &Upstream) -> Option<Found> {
         let target = target(upstream);
-        watcher::retry(
-            "discovery",
-            &self.metrics,
-            self.retry_max,
-            &self.stop,
-            || async {
-                match self.fetch(upstream).await {
-                    Err(e) if e.is_unknown_target() => {
-                        tracing::warn!(upstream.service = %target, error = %e,
+        watcher::retry("discovery", &self.ctx, || async {
+            match self.fetch(upstream).await {
+                Err(e) if e.is_unknown_target() => {
+                    tracing::warn!(upstream.service = %target, error = %e,
                         "the agent cannot list this upstream yet; starting without instances");
-                        Ok(Found {
-                            endpoints: Vec::new(),
-                            index: 0,
-                        })
-                    }
-                    other => other,
+                    Ok(Found {
+                        endpoints: Vec::new(),
+                        index: 0,
+                    })
                 }
-            },
-        )
+                other => other,
+            }
+        })
         .await
     }
 
@@ -201,7 +211,7 @@ impl Discovery {
                 })
             }
             Destination::PreparedQuery => {
-                let answer = self.client.execute_query(name).await?;
+                let answer = self.ctx.client.execute_query(name).await?;
                 Ok(Found {
                     endpoints: self.query_endpoints(&answer.body, name),
                     index: 0,
@@ -210,23 +220,13 @@ impl Discovery {
         }
     }
 
-    /// Keeps `tx` current for `upstream` until stopped, starting after `found`. An empty answer
-    /// never replaces a non-empty list (see below).
-    pub async fn watch(
-        self,
-        upstream: Upstream,
-        tx: watch::Sender<Arc<Vec<Endpoint>>>,
-        found: Found,
-    ) {
-        let mut w = Watcher::new(
-            "discovery",
-            &self.metrics,
-            self.retry_max,
-            self.stop.clone(),
-        );
+    /// Keeps `tx` current for `upstream` until stopped, starting after `index`. An empty
+    /// answer never replaces a non-empty list (see below).
+    async fn watch(self, upstream: Upstream, tx: watch::Sender<Arc<Vec<Endpoint>>>, index: u64) {
+        let mut w = Watcher::new("discovery", &self.ctx);
         let name = upstream.name.as_str();
         let target = target(&upstream);
-        let mut index = found.index;
+        let mut index = index;
         loop {
             let list = match upstream.destination {
                 Destination::Service => {
@@ -240,7 +240,7 @@ impl Discovery {
                     if w.run(tokio::time::sleep(self.query_poll)).await.is_none() {
                         return;
                     }
-                    let query = |_| self.client.execute_query(name);
+                    let query = |_| self.ctx.client.execute_query(name);
                     let Some(answer) = w.next_answer(0, query).await else {
                         return;
                     };
@@ -264,7 +264,7 @@ impl Discovery {
                     instances = list.len(),
                     "upstream instances updated"
                 );
-                self.metrics.upstream_instances(&target, list.len());
+                self.ctx.metrics.upstream_instances(&target, list.len());
                 tx.send_replace(Arc::new(list));
             }
         }
@@ -276,7 +276,8 @@ impl Discovery {
         blocking: Blocking,
     ) -> Result<consul::Answer<Vec<ServiceEntry>>, consul::ConsulError> {
         let dc = upstream.datacenter.as_ref().map(|dc| dc.as_str());
-        self.client
+        self.ctx
+            .client
             .health_connect(upstream.name.as_str(), dc, blocking)
             .await
     }

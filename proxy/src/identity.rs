@@ -12,11 +12,9 @@ use rustls::{ClientConfig, ServerConfig};
 use tandem_certs::spiffe::{ServiceId, TrustDomain};
 use tandem_certs::tls::{self, Identity, TrustRoots};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::consul::{self, Blocking, CaRoots, ConsulClient, ConsulError, LeafCert};
-use crate::metrics::Metrics;
-use crate::watcher::Watcher;
+use crate::consul::{self, Blocking, CaRoots, ConsulError, LeafCert};
+use crate::watcher::{WatchContext, WatchError, Watched, Watcher};
 
 /// Everything a connection needs from the current credentials.
 pub struct TlsState {
@@ -175,12 +173,22 @@ fn leaf_from(answer: &LeafCert, index: u64) -> Result<LeafParts, IdentityError> 
     })
 }
 
+/// Fetches roots and leaf (retrying with backoff), builds the first [`TlsState`] and returns
+/// it with the task that follows both (`None` if the context stops first).
+pub(crate) async fn start(ctx: &WatchContext, service: &str) -> Option<Watched<TlsState>> {
+    let identity = IdentityWatch::first(ctx.clone(), service.to_string()).await?;
+    let state = identity.tx.subscribe();
+    let roots = identity.clone();
+    let task = Box::pin(async move {
+        tokio::join!(roots.watch_roots(), identity.watch_leaf());
+    });
+    Some(Watched { state, task })
+}
+
 /// Owns the two watches and the published state.
-pub struct IdentityWatch {
-    client: ConsulClient,
+struct IdentityWatch {
+    ctx: WatchContext,
     service: String,
-    metrics: Arc<Metrics>,
-    retry_max: Duration,
     parts: Mutex<(LeafParts, RootParts)>,
     /// When each root signing key was first listed (roots known at start-up count as old).
     first_seen: Mutex<HashMap<String, Instant>>,
@@ -188,16 +196,10 @@ pub struct IdentityWatch {
 }
 
 impl IdentityWatch {
-    /// Fetches roots and leaf (retrying with backoff) and builds the first state. `None` if
-    /// `stop` fires first.
-    pub async fn start(
-        client: ConsulClient,
-        service: String,
-        metrics: Arc<Metrics>,
-        retry_max: Duration,
-        stop: &CancellationToken,
-    ) -> Option<Arc<IdentityWatch>> {
-        let mut w = Watcher::new("identity", &metrics, retry_max, stop.clone());
+    async fn first(ctx: WatchContext, service: String) -> Option<Arc<IdentityWatch>> {
+        let mut w = Watcher::new("identity", &ctx);
+        let client = &ctx.client;
+        let metrics = &ctx.metrics;
         loop {
             let attempt = async {
                 let roots = client
@@ -231,37 +233,22 @@ impl IdentityWatch {
                         .iter()
                         .map(|k| (k.clone(), long_ago))
                         .collect();
+                    drop(w);
                     return Some(Arc::new(IdentityWatch {
                         first_seen: Mutex::new(first_seen),
-                        client,
+                        ctx,
                         service,
-                        metrics: metrics.clone(),
-                        retry_max,
                         parts: Mutex::new((leaf, roots)),
                         tx,
                     }));
                 }
-                Err(Failure::Consul(e)) => {
+                Err(e) => {
                     if !w.failed(&e).await {
-                        return None;
-                    }
-                }
-                Err(Failure::Unusable(e)) => {
-                    tracing::warn!(error = %e, "the agent's certificates are not usable yet; retrying");
-                    if !w.failed(&ConsulError::Client(e.to_string())).await {
                         return None;
                     }
                 }
             }
         }
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Arc<TlsState>> {
-        self.tx.subscribe()
-    }
-
-    pub fn current(&self) -> Arc<TlsState> {
-        self.tx.borrow().clone()
     }
 
     fn publish(
@@ -285,8 +272,8 @@ impl IdentityWatch {
                 seen.entry(key.clone()).or_insert_with(Instant::now);
             }
         }
-        self.metrics.certificate_expires(state.leaf_not_after);
-        self.metrics.trust_roots(new_roots.ids.len());
+        self.ctx.metrics.certificate_expires(state.leaf_not_after);
+        self.ctx.metrics.trust_roots(new_roots.ids.len());
         *parts = (new_leaf, new_roots);
         self.tx.send_replace(Arc::new(state));
         Ok(())
@@ -302,14 +289,14 @@ impl IdentityWatch {
             .expect("identity lock is never poisoned")
             .contains_key(key);
         if !known {
-            match self.client.ca_roots(Blocking::now()).await {
+            match self.ctx.client.ca_roots(Blocking::now()).await {
                 Ok(answer) => {
                     match roots_from(&answer.body, consul::next_index(0, answer.meta.index)) {
                         Ok(r) if r.signing_keys.contains(key) => {
                             if let Err(e) = self.publish(None, Some(r)) {
                                 tracing::warn!(error = %e, "cannot use the new roots");
                             } else {
-                                self.metrics.roots_updated();
+                                self.ctx.metrics.roots_updated();
                             }
                         }
                         Ok(_) => {}
@@ -351,9 +338,9 @@ impl IdentityWatch {
         (left > wait + Duration::from_secs(1)).then_some(wait)
     }
 
-    /// Follows the roots until `stop` fires.
-    pub async fn watch_roots(self: Arc<Self>, stop: CancellationToken) {
-        let mut w = Watcher::new("roots", &self.metrics, self.retry_max, stop);
+    /// Follows the roots until the context stops.
+    async fn watch_roots(self: Arc<Self>) {
+        let mut w = Watcher::new("roots", &self.ctx);
         let mut index = self
             .parts
             .lock()
@@ -361,7 +348,7 @@ impl IdentityWatch {
             .1
             .index;
         loop {
-            let query = |blocking| self.client.ca_roots(blocking);
+            let query = |blocking| self.ctx.client.ca_roots(blocking);
             let Some(answer) = w.next_answer(index, query).await else {
                 return;
             };
@@ -392,7 +379,7 @@ impl IdentityWatch {
                 self.publish(None, Some(r)).map(|_| n)
             }) {
                 Ok(n) => {
-                    self.metrics.roots_updated();
+                    self.ctx.metrics.roots_updated();
                     tracing::info!(roots = n, active = %answer.body.active_root_id, "trust roots updated")
                 }
                 Err(e) => {
@@ -402,11 +389,11 @@ impl IdentityWatch {
         }
     }
 
-    /// Follows the leaf until `stop` fires. Besides the agent's blocking answer (new leaf at
+    /// Follows the leaf until the context stops. Besides the agent's blocking answer (new leaf at
     /// 60-90 % of its life or after a root change), a safety net asks again without blocking
     /// once 90 % of the lifetime has passed.
-    pub async fn watch_leaf(self: Arc<Self>, stop: CancellationToken) {
-        let mut w = Watcher::new("leaf", &self.metrics, self.retry_max, stop);
+    async fn watch_leaf(self: Arc<Self>) {
+        let mut w = Watcher::new("leaf", &self.ctx);
         let mut index = self
             .parts
             .lock()
@@ -449,7 +436,7 @@ impl IdentityWatch {
                     )
                 }
             };
-            let answer = match w.run(self.client.leaf(&self.service, query)).await {
+            let answer = match w.run(self.ctx.client.leaf(&self.service, query)).await {
                 None => return,
                 Some(Ok(a)) => a,
                 Some(Err(e)) => {
@@ -487,7 +474,7 @@ impl IdentityWatch {
             let new_serial = leaf.serial.clone();
             match self.publish(Some(leaf), None) {
                 Ok(()) => {
-                    self.metrics.leaf_rotated();
+                    self.ctx.metrics.leaf_rotated();
                     tracing::info!(leaf.serial = %new_serial, "leaf certificate rotated")
                 }
                 Err(e) => {
@@ -500,7 +487,23 @@ impl IdentityWatch {
     }
 }
 
+/// Why the first credentials could not be loaded.
 enum Failure {
     Consul(ConsulError),
     Unusable(IdentityError),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Consul(e) => e.fmt(f),
+            Failure::Unusable(e) => write!(f, "the agent's certificates are not usable yet: {e}"),
+        }
+    }
+}
+
+impl WatchError for Failure {
+    fn agent_unreachable(&self) -> bool {
+        matches!(self, Failure::Consul(e) if e.agent_unreachable())
+    }
 }

@@ -10,14 +10,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::consul::{self, Blocking, ConsulClient, Intention};
-use crate::metrics::Metrics;
-use crate::watcher::{self, Watcher};
+use crate::consul::{self, Blocking, Intention};
+use crate::watcher::{self, WatchContext, Watched, Watcher};
 
 /// The caller of an inbound connection, as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,39 +24,93 @@ pub struct Source<'a> {
     pub service: &'a str,
 }
 
+/// What an intention, or the default policy, does with a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The caller may connect.
+    Allow,
+    /// The caller's connection is closed.
+    Deny,
+}
+
+impl Action {
+    /// Consul's word for it: `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+
+    /// `allow` (any case) allows; anything else denies, as Consul's evaluation does.
+    fn from_consul(action: &str) -> Self {
+        if action.eq_ignore_ascii_case("allow") {
+            Action::Allow
+        } else {
+            Action::Deny
+        }
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "allow" => Ok(Action::Allow),
+            "deny" => Ok(Action::Deny),
+            _ => Err("allow or deny".to_string()),
+        }
+    }
+}
+
 /// The outcome of evaluating intentions for one caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub allowed: bool,
+    /// What happens to the caller.
+    pub action: Action,
     /// Why, in Consul's words (`Matched L4 intention: ...`, `Default behavior ...`).
     pub reason: String,
+}
+
+impl Decision {
+    /// Whether the caller may connect.
+    pub fn is_allowed(&self) -> bool {
+        self.action == Action::Allow
+    }
 }
 
 /// The intentions that apply to this service as a destination, plus the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntentionSet {
     intentions: Vec<Intention>,
-    default_allow: bool,
+    default: Action,
 }
 
 impl IntentionSet {
-    pub fn new(intentions: Vec<Intention>, default_allow: bool) -> Self {
+    /// `intentions` in the order the agent's match endpoint returns them; `default` applies
+    /// when none matches.
+    pub fn new(intentions: Vec<Intention>, default: Action) -> Self {
         IntentionSet {
             intentions,
-            default_allow,
+            default,
         }
     }
 
+    /// The number of intentions (the default not counted).
     pub fn len(&self) -> usize {
         self.intentions.len()
     }
 
+    /// Whether no intention applies (only the default).
     pub fn is_empty(&self) -> bool {
         self.intentions.is_empty()
     }
 
-    pub fn default_allow(&self) -> bool {
-        self.default_allow
+    /// The decision when no intention matches.
+    pub fn default_action(&self) -> Action {
+        self.default
     }
 
     /// First matching intention decides; otherwise the default.
@@ -71,18 +122,18 @@ impl IntentionSet {
             let l7 = ixn.permissions.as_ref().is_some_and(|p| !p.is_empty());
             return if l7 {
                 Decision {
-                    allowed: false,
+                    action: Action::Deny,
                     reason: format!("Matched L7 intention: {}", describe(ixn)),
                 }
             } else {
                 Decision {
-                    allowed: ixn.action.eq_ignore_ascii_case("allow"),
+                    action: Action::from_consul(&ixn.action),
                     reason: format!("Matched L4 intention: {}", describe(ixn)),
                 }
             };
         }
         Decision {
-            allowed: self.default_allow,
+            action: self.default,
             reason: "Default behavior configured by ACLs".to_string(),
         }
     }
@@ -138,70 +189,63 @@ impl fmt::Display for Decision {
         write!(
             f,
             "{} ({})",
-            if self.allowed { "allowed" } else { "denied" },
+            if self.is_allowed() {
+                "allowed"
+            } else {
+                "denied"
+            },
             self.reason
         )
     }
 }
 
-/// Keeps `tx` current with the intentions for `service` until `stop` fires, starting after
-/// `index` (the index of the set already published at start-up). An empty answer from an agent
-/// without a known leader never replaces a non-empty set.
-#[allow(clippy::too_many_arguments)] // one watch's whole context; grouping it would only rename it
-pub async fn watch(
-    client: ConsulClient,
-    service: String,
-    tx: watch::Sender<Arc<IntentionSet>>,
-    mut index: u64,
-    default_override: Option<bool>,
-    metrics: Arc<Metrics>,
-    retry_max: Duration,
-    stop: CancellationToken,
-) {
-    let mut w = Watcher::new("intentions", &metrics, retry_max, stop);
-    loop {
-        let query = |blocking| client.intentions_for_destination(&service, blocking);
-        let Some(answer) = w.next_change(&mut index, query).await else {
-            return;
-        };
-        let set = IntentionSet::new(
-            answer.body,
-            default_override
-                .or(answer.meta.default_allow)
-                .unwrap_or(true),
-        );
-        if set.is_empty() && answer.meta.known_leader == Some(false) && !tx.borrow().is_empty() {
-            tracing::warn!(service = %service,
-                "agent answered no intentions without a known leader: keeping the last good set");
-            continue;
-        }
-        if **tx.borrow() != set {
-            tracing::info!(service = %service, intentions = set.len(),
-                default = if set.default_allow { "allow" } else { "deny" }, "intentions updated");
-            metrics.intentions(set.len());
-            tx.send_replace(Arc::new(set));
-        }
-    }
-}
-
-/// Fetches the intentions once (start-up), retrying with backoff until `stop` fires.
-pub async fn first(
-    client: &ConsulClient,
+/// Fetches the intentions for `service` (retrying while the agent fails) and returns them with
+/// the task that keeps them current. `default` overrides the agent's default policy. An empty
+/// answer from an agent without a known leader never replaces a non-empty set.
+pub(crate) async fn start(
+    ctx: &WatchContext,
     service: &str,
-    default_override: Option<bool>,
-    metrics: &Metrics,
-    retry_max: Duration,
-    stop: &CancellationToken,
-) -> Option<(IntentionSet, u64)> {
-    let answer = watcher::retry("intentions", metrics, retry_max, stop, || {
-        client.intentions_for_destination(service, Blocking::now())
+    default: Option<Action>,
+) -> Option<Watched<IntentionSet>> {
+    let answer = watcher::retry("intentions", ctx, || {
+        ctx.client
+            .intentions_for_destination(service, Blocking::now())
     })
     .await?;
-    let index = consul::next_index(0, answer.meta.index);
-    let default_allow = default_override
-        .or(answer.meta.default_allow)
-        .unwrap_or(true);
-    Some((IntentionSet::new(answer.body, default_allow), index))
+    let mut index = consul::next_index(0, answer.meta.index);
+    let policy = move |agent: Option<bool>| {
+        default.unwrap_or(match agent {
+            Some(false) => Action::Deny,
+            _ => Action::Allow,
+        })
+    };
+    let first = IntentionSet::new(answer.body, policy(answer.meta.default_allow));
+    ctx.metrics.intentions(first.len());
+    let (tx, state) = watch::channel(Arc::new(first));
+    let (ctx, service) = (ctx.clone(), service.to_string());
+    let task = Box::pin(async move {
+        let mut w = Watcher::new("intentions", &ctx);
+        loop {
+            let query = |blocking| ctx.client.intentions_for_destination(&service, blocking);
+            let Some(answer) = w.next_change(&mut index, query).await else {
+                return;
+            };
+            let set = IntentionSet::new(answer.body, policy(answer.meta.default_allow));
+            if set.is_empty() && answer.meta.known_leader == Some(false) && !tx.borrow().is_empty()
+            {
+                tracing::warn!(service = %service,
+                    "agent answered no intentions without a known leader: keeping the last good set");
+                continue;
+            }
+            if **tx.borrow() != set {
+                tracing::info!(service = %service, intentions = set.len(),
+                    default = set.default.as_str(), "intentions updated");
+                ctx.metrics.intentions(set.len());
+                tx.send_replace(Arc::new(set));
+            }
+        }
+    });
+    Some(Watched { state, task })
 }
 
 #[cfg(test)]
@@ -237,10 +281,10 @@ mod tests {
         // As the match endpoint returns them: exact source before wildcard.
         let set = IntentionSet::new(
             vec![ixn("web", "db", "allow", 9), ixn("*", "db", "deny", 8)],
-            false,
+            Action::Deny,
         );
         let d = set.authorize(&web());
-        assert!(d.allowed);
+        assert!(d.is_allowed());
         assert_eq!(
             d.reason,
             "Matched L4 intention: default/web => default/db (Precedence: 9, Action: ALLOW)"
@@ -251,17 +295,17 @@ mod tests {
             service: "api",
         };
         let d = set.authorize(&other);
-        assert!(!d.allowed);
+        assert!(!d.is_allowed());
         assert!(d.reason.contains("default/* => default/db"), "{}", d.reason);
     }
 
     #[test]
     fn no_match_falls_back_to_the_default() {
-        let set = IntentionSet::new(vec![ixn("api", "db", "deny", 9)], true);
-        assert!(set.authorize(&web()).allowed);
-        let set = IntentionSet::new(vec![ixn("api", "db", "allow", 9)], false);
+        let set = IntentionSet::new(vec![ixn("api", "db", "deny", 9)], Action::Allow);
+        assert!(set.authorize(&web()).is_allowed());
+        let set = IntentionSet::new(vec![ixn("api", "db", "allow", 9)], Action::Deny);
         let d = set.authorize(&web());
-        assert!(!d.allowed);
+        assert!(!d.is_allowed());
         assert!(d.reason.starts_with("Default"));
     }
 
@@ -269,9 +313,9 @@ mod tests {
     fn l7_intentions_deny_and_names_are_case_insensitive() {
         let mut l7 = ixn("WEB", "db", "", 9);
         l7.permissions = Some(vec![serde_json::json!({"Action": "allow"})]);
-        let set = IntentionSet::new(vec![l7, ixn("*", "db", "allow", 8)], true);
+        let set = IntentionSet::new(vec![l7, ixn("*", "db", "allow", 8)], Action::Allow);
         let d = set.authorize(&web());
-        assert!(!d.allowed);
+        assert!(!d.is_allowed());
         assert!(d.reason.starts_with("Matched L7 intention"), "{}", d.reason);
     }
 
@@ -281,8 +325,8 @@ mod tests {
         peered.source_peer = "other-cluster".into();
         let mut other_ns = ixn("web", "db", "deny", 9);
         other_ns.source_ns = "team-b".into();
-        let set = IntentionSet::new(vec![peered, other_ns], true);
-        assert!(set.authorize(&web()).allowed);
+        let set = IntentionSet::new(vec![peered, other_ns], Action::Allow);
+        assert!(set.authorize(&web()).is_allowed());
     }
 
     #[test]
@@ -290,8 +334,8 @@ mod tests {
         let matched: std::collections::BTreeMap<String, Vec<Intention>> =
             serde_json::from_str(include_str!("../tests/data/connect-intentions-match.json"))
                 .unwrap();
-        let set = IntentionSet::new(matched["web"].clone(), true);
+        let set = IntentionSet::new(matched["web"].clone(), Action::Allow);
         // The sample lists web => db (deny) first.
-        assert!(!set.authorize(&web()).allowed);
+        assert!(!set.authorize(&web()).is_allowed());
     }
 }

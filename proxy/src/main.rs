@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use tandem_proxy::config::ArgsError;
-use tandem_proxy::Config;
+use tandem_proxy::{Config, StartError};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 /// `EX_USAGE` from sysexits.h: malformed command line or environment.
 const EXIT_USAGE: u8 = 64;
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     };
 
     if config.check_ready {
-        let ready = runtime.block_on(tandem_proxy::admin::check_ready(config.admin_listener));
+        let ready = runtime.block_on(tandem_proxy::check_ready(config.admin_listener));
         return if ready {
             ExitCode::SUCCESS
         } else {
@@ -74,17 +75,25 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let fallback = settings.clone();
-        let proxy = tokio::select! {
-            started = tandem_proxy::app::start_with(settings) => match started {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "start-up failed");
-                    return ExitCode::FAILURE;
-                }
-            },
-            _ = term.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
-            _ = int.recv() => { tandem_proxy::app::deregister_unstarted(&fallback).await; return ExitCode::SUCCESS }
+        // A signal during start-up interrupts it: start_with then removes what it registered.
+        let interrupt = CancellationToken::new();
+        let start = tandem_proxy::start_with(settings, interrupt.clone());
+        tokio::pin!(start);
+        let (started, interrupted) = tokio::select! {
+            started = &mut start => (started, false),
+            _ = term.recv() => { interrupt.cancel(); (start.await, true) }
+            _ = int.recv() => { interrupt.cancel(); (start.await, true) }
+        };
+        let proxy = match started {
+            Ok(p) => p,
+            Err(StartError::Stopped) => {
+                tracing::info!("stopped by a signal before start-up finished");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return ExitCode::FAILURE;
+            }
         };
         // One machine-readable line for scripts and tests.
         println!(
@@ -102,6 +111,11 @@ fn main() -> ExitCode {
                 .join(",")
         );
         let deadline = proxy.drain_deadline();
+        if interrupted {
+            // The signal came as start-up finished: it still means stop.
+            proxy.drain(deadline).await;
+            return ExitCode::SUCCESS;
+        }
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); proxy.drain(deadline).await }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); proxy.drain(deadline).await }

@@ -97,9 +97,6 @@ pub struct Metrics {
     ready: Gauge,
     probes: Counter,
     upstream_waits: Family<UpstreamLabels, Counter>,
-    /// Not a metric: the one value every watch shares besides the metrics, carried here
-    /// because every watch already holds the metrics (a shared watch context should own it).
-    agent_link: crate::watcher::AgentLink,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,7 +141,6 @@ impl Metrics {
             ready: Gauge::default(),
             probes: Counter::default(),
             upstream_waits: Family::default(),
-            agent_link: Default::default(),
         };
         registry.register(
             "connections_opened",
@@ -321,11 +317,6 @@ impl Metrics {
         self.authorizations
             .get_or_create(&DecisionLabels { decision })
             .inc();
-    }
-
-    /// What the watches learn about the agent together (see `watcher::AgentLink`).
-    pub fn agent_link(&self) -> &crate::watcher::AgentLink {
-        &self.agent_link
     }
 
     /// An inbound TCP connection closed before sending a byte (a health probe).

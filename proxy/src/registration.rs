@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::config::{Settings, Upstream};
 use crate::consul::{
     CheckRegistration, ConsulClient, ConsulError, ProxyRegistration, ServiceRegistration,
     UpstreamRegistration,
 };
 use crate::metrics::Metrics;
-use crate::watcher::Watcher;
+use crate::watcher::{self, WatchContext, WatchTask, Watcher};
 
 /// The two registrations this proxy owns.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,19 +29,19 @@ pub fn build(
     upstreams: &[(Upstream, SocketAddr)],
 ) -> Registration {
     let mut meta = BTreeMap::new();
-    if let Some(pod) = &settings.pod_name {
+    if let Some(pod) = &settings.registration.pod_name {
         meta.insert("pod-name".to_string(), pod.clone());
     }
-    if let Some(ns) = &settings.pod_namespace {
+    if let Some(ns) = &settings.registration.pod_namespace {
         meta.insert("k8s-namespace".to_string(), ns.clone());
     }
-    let address = settings.advertise_address.to_string();
+    let address = settings.registration.advertise_address.to_string();
     let service = ServiceRegistration {
         kind: None,
         id: settings.service_id.clone(),
         name: settings.service.to_string(),
         address: Some(address.clone()),
-        port: settings.service_port,
+        port: settings.inbound.service_port,
         meta: meta.clone(),
         proxy: None,
         checks: Vec::new(),
@@ -52,7 +50,7 @@ pub fn build(
     // TCP check then fails, so no one is sent there); with port 0 there is nothing to advertise.
     let public_port = public
         .map(|a| a.port())
-        .unwrap_or(settings.public_listener.port());
+        .unwrap_or(settings.inbound.listener.port());
     let sidecar = (public_port != 0).then(|| ServiceRegistration {
         kind: Some("connect-proxy".to_string()),
         id: settings.sidecar_id(),
@@ -63,8 +61,8 @@ pub fn build(
         proxy: Some(ProxyRegistration {
             destination_service_name: settings.service.to_string(),
             destination_service_id: settings.service_id.clone(),
-            local_service_address: settings.service_address.to_string(),
-            local_service_port: settings.service_port,
+            local_service_address: settings.inbound.service_address.to_string(),
+            local_service_port: settings.inbound.service_port,
             // Consul refuses a registration that lists the same (type, name, datacenter) twice
             // ("upstreams cannot contain duplicates of ..."): the first listener of a service
             // is registered, the others are served all the same.
@@ -90,7 +88,10 @@ pub fn build(
         checks: vec![
             CheckRegistration {
                 name: "Proxy Public Listener".to_string(),
-                tcp: Some(SocketAddr::new(settings.advertise_address, public_port).to_string()),
+                tcp: Some(
+                    SocketAddr::new(settings.registration.advertise_address, public_port)
+                        .to_string(),
+                ),
                 interval: Some("10s".to_string()),
                 alias_service: None,
                 // The listener is bound before we register: passing is true from the start.
@@ -118,7 +119,7 @@ pub fn build(
 
 impl Registration {
     /// Registers the service, then the sidecar.
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         client: &ConsulClient,
         metrics: &Metrics,
@@ -134,7 +135,7 @@ impl Registration {
     }
 
     /// Deregisters the sidecar, then the service; unknown IDs are fine.
-    pub async fn deregister(&self, client: &ConsulClient) -> Result<(), ConsulError> {
+    pub(crate) async fn deregister(&self, client: &ConsulClient) -> Result<(), ConsulError> {
         if let Some(sidecar) = &self.sidecar {
             client.deregister_service(&sidecar.id).await?;
         }
@@ -143,18 +144,23 @@ impl Registration {
         Ok(())
     }
 
+    /// Registers both (retrying while the agent fails) and returns the task that keeps them
+    /// registered, checking every `interval`; `None` if the context stops first.
+    pub(crate) async fn start(&self, ctx: &WatchContext, interval: Duration) -> Option<WatchTask> {
+        watcher::retry("registration", ctx, || {
+            self.register(&ctx.client, &ctx.metrics)
+        })
+        .await?;
+        let (this, ctx) = (self.clone(), ctx.clone());
+        Some(Box::pin(async move { this.keep(&ctx, interval).await }))
+    }
+
     /// Checks every `interval` that both registrations exist and registers again if the agent
     /// lost them (a restarted agent forgets agent-local services).
-    pub async fn keep(
-        &self,
-        client: &ConsulClient,
-        metrics: &Metrics,
-        interval: Duration,
-        retry_max: Duration,
-        stop: CancellationToken,
-    ) {
-        let mut w = Watcher::new("registration", metrics, retry_max, stop.clone());
-        let mut agent_back = metrics.agent_link().subscribe();
+    async fn keep(&self, ctx: &WatchContext, interval: Duration) {
+        let (client, metrics, stop) = (&ctx.client, &ctx.metrics, &ctx.stop);
+        let mut w = Watcher::new("registration", ctx);
+        let mut agent_back = ctx.link.subscribe();
         let mut retry_now = false;
         loop {
             // Every interval, and at once when a watch finds the agent back after an outage or
@@ -220,7 +226,7 @@ mod tests {
             _ => None,
         };
         let s = config.resolve(&env).unwrap();
-        let up = s.upstreams[0].clone();
+        let up = s.outbound.upstreams[0].clone();
         let reg = build(
             &s,
             Some("0.0.0.0:20000".parse().unwrap()),

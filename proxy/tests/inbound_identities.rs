@@ -7,15 +7,12 @@ use std::time::Duration;
 
 use tandem_certs::testing::{TestIdentity, TestPki};
 use tandem_certs::tls;
-use tandem_proxy::connections::Connections;
+use tandem_proxy::config::{InboundSettings, Limits};
 use tandem_proxy::consul::Intention;
-use tandem_proxy::identity::TlsState;
-use tandem_proxy::inbound::Inbound;
-use tandem_proxy::intentions::IntentionSet;
-use tandem_proxy::metrics::Metrics;
+use tandem_proxy::{Action, DataPath, Inbound, IntentionSet, Metrics, TlsState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -104,22 +101,26 @@ async fn every_bad_identity_is_refused_and_counted() {
             intention("static-client", "allow", 9),
             intention("*", "deny", 8),
         ],
-        true,
+        Action::Allow,
     );
     let (_ixn_tx, ixn_rx) = watch::channel(Arc::new(set));
     let metrics = Arc::new(Metrics::new());
-    let inbound = Arc::new(Inbound {
-        service: "static-server".into(),
-        app: Some(echo_app().await),
+    let limits = Limits {
         handshake_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: None,
-        tls: tls_rx,
-        intentions: ixn_rx,
-        metrics: metrics.clone(),
-        limiter: Arc::new(Semaphore::new(100)),
-        connections: Arc::new(Connections::default()),
-    });
+        max_connections: 100,
+    };
+    let app = echo_app().await;
+    let settings = InboundSettings {
+        listener: "127.0.0.1:0".parse().unwrap(),
+        service_port: Some(app.port()),
+        service_address: app.ip(),
+        close_denied_connections: false,
+        default_intention_policy: None,
+    };
+    let data = DataPath::new(tls_rx, metrics.clone(), limits);
+    let inbound = Inbound::new(&settings, ixn_rx, data);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();

@@ -131,9 +131,13 @@ fn every_injected_sidecar_starts_with_flags_the_proxy_accepts() {
                 "{case}: --service is read as written"
             );
             assert_eq!(settings.service_id, format!("pod-7-{}", argv[2]), "{case}");
-            assert_eq!(settings.advertise_address.to_string(), "10.1.0.7", "{case}");
             assert_eq!(
-                settings.consul_http_addr.host_str(),
+                settings.registration.advertise_address.to_string(),
+                "10.1.0.7",
+                "{case}"
+            );
+            assert_eq!(
+                settings.consul.http_addr.host_str(),
                 Some(if case == "consul-http-addr" {
                     "consul.consul.svc"
                 } else {
