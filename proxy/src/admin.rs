@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 
 /// What the admin endpoints report on, shared with the rest of the proxy.
 #[derive(Debug)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Every start-up step is done (registration, certificates, roots, listeners, intentions).
     started: AtomicBool,
@@ -33,7 +33,7 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(metrics: Arc<Metrics>, config_json: String) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, config_json: String) -> Self {
         AdminState {
             metrics,
             started: AtomicBool::new(false),
@@ -43,21 +43,21 @@ impl AdminState {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.started.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
 
-    pub fn set_started(&self) {
+    pub(crate) fn set_started(&self) {
         self.started.store(true, Ordering::SeqCst);
         self.metrics.set_ready(self.is_ready());
     }
 
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.metrics.set_ready(false);
     }
 
-    pub fn set_config_json(&self, json: String) {
+    pub(crate) fn set_config_json(&self, json: String) {
         *self
             .config_json
             .lock()
@@ -73,7 +73,7 @@ impl AdminState {
 }
 
 /// Serves the admin endpoints on `listener` until `stop` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     stop: CancellationToken,

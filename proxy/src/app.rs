@@ -22,20 +22,29 @@ use crate::outbound::Outbound;
 use crate::registration::{self, Registration};
 use crate::watcher::{AgentLink, WatchContext};
 
+/// Why a proxy did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The command line or environment is malformed.
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    /// A listener could not be bound.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
+        /// Which listener.
         what: String,
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the kernel said.
         source: std::io::Error,
     },
+    /// The Consul client could not be built (a bad CA bundle).
     #[error("{0}")]
     Consul(#[from] ConsulError),
+    /// Interrupted, or stopped, before start-up finished.
     #[error("stopped before start-up finished")]
     Stopped,
+    /// The agent's leaf certificate names no service SPIFFE ID.
     #[error("the agent's leaf certificate names no service SPIFFE ID")]
     NoIdentity,
 }
@@ -344,10 +353,12 @@ impl Proxy {
         &self.upstream_addrs
     }
 
+    /// The bound admin listener.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
 
+    /// The settings the proxy runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -644,8 +644,11 @@ impl Settings {
 /// One configuration problem, naming the flag or variable, the value and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The flag or variable (`--upstreams`, `CONSUL_HTTP_ADDR`).
     pub source: String,
+    /// The value given.
     pub value: String,
+    /// What was expected instead.
     pub expected: String,
 }
 

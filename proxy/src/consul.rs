@@ -14,21 +14,36 @@ pub use wire::*;
 /// How long a blocking query asks the agent to wait (Consul's default is 5 min).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
+/// Why a call to the agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsulError {
+    /// No answer: refused, reset, timed out.
     #[error("consul agent at {url} is unreachable: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// What the HTTP client said.
+        source: reqwest::Error,
+    },
+    /// The agent answered with an error status.
     #[error("consul agent answered {status} for {url}: {body}")]
     Status {
+        /// The URL called.
         url: String,
+        /// The status.
         status: StatusCode,
+        /// The agent's error text.
         body: String,
     },
+    /// The answer is not the JSON expected.
     #[error("cannot decode consul's answer for {url}: {source}")]
     Decode {
+        /// The URL called.
         url: String,
+        /// What the decoder said.
         source: serde_json::Error,
     },
+    /// The HTTP client could not be built (a bad CA bundle).
     #[error("cannot build the consul http client: {0}")]
     Client(String),
 }
@@ -63,24 +78,31 @@ pub struct QueryMeta {
 /// An answer plus its metadata.
 #[derive(Debug, Clone)]
 pub struct Answer<T> {
+    /// The decoded body.
     pub body: T,
+    /// The `X-Consul-*` headers.
     pub meta: QueryMeta,
 }
 
 /// Blocking query parameters: `index` 0 asks for an immediate answer.
 #[derive(Debug, Clone, Copy)]
 pub struct Blocking {
+    /// Answer once the index moves past this (0: at once).
     pub index: u64,
+    /// The longest the agent may wait.
     pub wait: Duration,
 }
 
 impl Blocking {
+    /// An immediate answer.
     pub fn now() -> Self {
         Blocking {
             index: 0,
             wait: DEFAULT_WAIT,
         }
     }
+
+    /// An answer once the index moves past `index`, or after `wait`.
     pub fn after(index: u64, wait: Duration) -> Self {
         Blocking { index, wait }
     }
@@ -95,6 +117,7 @@ pub fn next_index(previous: u64, returned: u64) -> u64 {
     }
 }
 
+/// The agent's HTTP API: the token in `X-Consul-Token`, https with a CA bundle.
 #[derive(Clone)]
 pub struct ConsulClient {
     http: reqwest::Client,
@@ -136,6 +159,7 @@ impl ConsulClient {
         Ok(ConsulClient { http, base, token })
     }
 
+    /// The agent's address.
     pub fn base(&self) -> &url::Url {
         &self.base
     }

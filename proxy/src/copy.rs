@@ -29,30 +29,30 @@ fn buffer_size(carried: u64) -> usize {
 
 /// A handle that can end one connection from outside, saying why.
 #[derive(Debug, Clone, Default)]
-pub struct Stopper {
+pub(crate) struct Stopper {
     token: CancellationToken,
     reason: Arc<OnceLock<End>>,
 }
 
 impl Stopper {
     /// A handle not stopped yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Ends the connection; the first reason given is the one logged.
-    pub fn stop(&self, reason: End) {
+    pub(crate) fn stop(&self, reason: End) {
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
 
     /// Resolves when the connection is told to stop.
-    pub async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self) {
         self.token.cancelled().await
     }
 
     /// Whether the connection was told to stop.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.token.is_cancelled()
     }
 
@@ -63,7 +63,7 @@ impl Stopper {
 
 /// What happened on a connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     /// Bytes from the initiator to the other side.
     pub received: u64,
     /// Bytes from the other side back to the initiator.
@@ -75,7 +75,7 @@ pub struct Transfer {
 
 impl Transfer {
     /// A connection that ended, for `end`, before any byte was copied.
-    pub fn empty(end: End) -> Self {
+    pub(crate) fn empty(end: End) -> Self {
         Transfer {
             received: 0,
             sent: 0,
@@ -92,7 +92,7 @@ enum Failure {
 /// Copies `downstream` (the initiator) to `upstream` and back until both directions have
 /// ended. EOF on one side is passed on as a shutdown of the other's write half, so each
 /// direction closes on its own (half-close).
-pub async fn bidirectional<D, U>(
+pub(crate) async fn bidirectional<D, U>(
     downstream: D,
     upstream: U,
     idle: Option<Duration>,

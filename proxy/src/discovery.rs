@@ -16,7 +16,7 @@ use tandem_contract::Destination;
 
 /// One healthy mesh instance of an upstream service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Consul's instance ID (of the sidecar), for logs.
     pub id: String,
     /// `Service.Address`, else `Node.Address`.
@@ -30,7 +30,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -40,7 +40,7 @@ impl Endpoint {
 }
 
 /// Turns a health answer into dialable endpoints (entries without address or port skipped).
-pub fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Vec<Endpoint> {
+pub(crate) fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Vec<Endpoint> {
     entries
         .iter()
         .filter_map(|e| {
@@ -79,13 +79,13 @@ pub fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str) -> Ve
 
 /// The live endpoint list of one upstream and the round-robin position across it.
 #[derive(Debug)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     endpoints: watch::Receiver<Arc<Vec<Endpoint>>>,
     next: AtomicUsize,
 }
 
 impl Balancer {
-    pub fn new(endpoints: watch::Receiver<Arc<Vec<Endpoint>>>) -> Self {
+    pub(crate) fn new(endpoints: watch::Receiver<Arc<Vec<Endpoint>>>) -> Self {
         Balancer {
             endpoints,
             next: AtomicUsize::new(rand::random_range(0..1024)),
@@ -95,7 +95,7 @@ impl Balancer {
     /// Like [`Balancer::candidates`], but while the list is empty waits up to `patience` for
     /// discovery to publish an instance (a server whose sidecar is not `passing` yet, right
     /// after start-up). `waited` is called once if the caller had to wait.
-    pub async fn candidates_within(
+    pub(crate) async fn candidates_within(
         &self,
         patience: Duration,
         waited: impl FnOnce(),
@@ -112,7 +112,7 @@ impl Balancer {
 
     /// Every current endpoint, starting at the next one in turn: the caller tries them in this
     /// order, so connections spread across instances and a refusing one is skipped.
-    pub fn candidates(&self) -> Vec<Endpoint> {
+    pub(crate) fn candidates(&self) -> Vec<Endpoint> {
         let list = self.endpoints.borrow().clone();
         if list.is_empty() {
             return Vec::new();
@@ -130,7 +130,7 @@ impl Balancer {
 /// What an upstream's instances are found by, as its metrics and logs name it: `db` (a service
 /// here), `db?dc=dc2` (in another datacenter, Consul's own notation), `prepared_query:geo-db`.
 /// Listeners of the same target share one instance list, so they share the series too.
-pub fn target(upstream: &Upstream) -> String {
+pub(crate) fn target(upstream: &Upstream) -> String {
     match (upstream.destination, &upstream.datacenter) {
         (Destination::PreparedQuery, _) => format!("prepared_query:{}", upstream.name),
         (Destination::Service, Some(dc)) => format!("{}?dc={dc}", upstream.name),

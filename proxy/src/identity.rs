@@ -26,7 +26,9 @@ pub struct TlsState {
     clients: Mutex<HashMap<(String, String), Arc<ClientConfig>>>,
     /// Our own service identity (from the leaf).
     pub local: Option<ServiceId>,
+    /// The leaf's serial number, for logs.
     pub leaf_serial: String,
+    /// When the leaf expires.
     pub leaf_not_after: SystemTime,
 }
 
@@ -65,6 +67,7 @@ impl TlsState {
         Ok(state)
     }
 
+    /// The trust domain of the roots.
     pub fn trust_domain(&self) -> &TrustDomain {
         self.roots.trust_domain()
     }
@@ -121,7 +124,7 @@ struct RootParts {
 
 /// Why an answer from the agent could not be used (the previous state is kept).
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     #[error("roots answer has no TrustDomain")]
     NoTrustDomain,
     #[error("roots answer has no roots")]

@@ -19,8 +19,11 @@ use crate::watcher::{self, WatchContext, Watched, Watcher};
 /// The caller of an inbound connection, as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source<'a> {
+    /// The admin partition (Enterprise); `None` means `default`.
     pub partition: Option<&'a str>,
+    /// The namespace.
     pub namespace: &'a str,
+    /// The service name.
     pub service: &'a str,
 }
 

@@ -23,6 +23,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The `direction` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Inbound => "inbound",
@@ -70,6 +71,7 @@ fn connect_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
+/// The proxy's metrics, served on `/metrics`.
 pub struct Metrics {
     registry: Registry,
     opened: Family<DirectionLabels, Counter>,
@@ -112,6 +114,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered, at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tandem");
         let m = Metrics {
@@ -280,7 +283,7 @@ impl Metrics {
         out
     }
 
-    pub fn connection_opened(&self, d: Direction) {
+    pub(crate) fn connection_opened(&self, d: Direction) {
         let l = DirectionLabels {
             direction: d.as_str(),
         };
@@ -288,7 +291,13 @@ impl Metrics {
         self.active.get_or_create(&l).inc();
     }
 
-    pub fn connection_closed(&self, d: Direction, reason: &'static str, received: u64, sent: u64) {
+    pub(crate) fn connection_closed(
+        &self,
+        d: Direction,
+        reason: &'static str,
+        received: u64,
+        sent: u64,
+    ) {
         let l = DirectionLabels {
             direction: d.as_str(),
         };
@@ -303,7 +312,7 @@ impl Metrics {
         self.bytes_sent.get_or_create(&l).inc_by(sent);
     }
 
-    pub fn handshake_failed(&self, d: Direction, reason: &'static str) {
+    pub(crate) fn handshake_failed(&self, d: Direction, reason: &'static str) {
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 direction: d.as_str(),
@@ -312,7 +321,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn authorized(&self, allowed: bool) {
+    pub(crate) fn authorized(&self, allowed: bool) {
         let decision = if allowed { "allowed" } else { "denied" };
         self.authorizations
             .get_or_create(&DecisionLabels { decision })
@@ -320,12 +329,12 @@ impl Metrics {
     }
 
     /// An inbound TCP connection closed before sending a byte (a health probe).
-    pub fn probed(&self) {
+    pub(crate) fn probed(&self) {
         self.probes.inc();
     }
 
     /// An app connection waited for discovery to list an instance of `upstream`.
-    pub fn upstream_waited(&self, upstream: &str) {
+    pub(crate) fn upstream_waited(&self, upstream: &str) {
         self.upstream_waits
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_string(),
@@ -333,11 +342,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn revoked(&self) {
+    pub(crate) fn revoked(&self) {
         self.revoked.inc();
     }
 
-    pub fn refused(&self, d: Direction, reason: &'static str) {
+    pub(crate) fn refused(&self, d: Direction, reason: &'static str) {
         self.refused
             .get_or_create(&ReasonLabels {
                 direction: d.as_str(),
@@ -346,7 +355,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_connected(&self, upstream: &str, took: Duration) {
+    pub(crate) fn upstream_connected(&self, upstream: &str, took: Duration) {
         self.upstream_connect
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_string(),
@@ -354,7 +363,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn upstream_failed(&self, upstream: &str, reason: &'static str) {
+    pub(crate) fn upstream_failed(&self, upstream: &str, reason: &'static str) {
         self.upstream_failures
             .get_or_create(&UpstreamReasonLabels {
                 upstream: upstream.to_string(),
@@ -363,7 +372,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn certificate_expires(&self, at: SystemTime) {
+    pub(crate) fn certificate_expires(&self, at: SystemTime) {
         let secs = at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -371,19 +380,19 @@ impl Metrics {
         self.cert_expiry.set(secs);
     }
 
-    pub fn trust_roots(&self, n: usize) {
+    pub(crate) fn trust_roots(&self, n: usize) {
         self.roots.set(n as i64);
     }
 
-    pub fn leaf_rotated(&self) {
+    pub(crate) fn leaf_rotated(&self) {
         self.leaf_rotations.inc();
     }
 
-    pub fn roots_updated(&self) {
+    pub(crate) fn roots_updated(&self) {
         self.root_updates.inc();
     }
 
-    pub fn upstream_instances(&self, upstream: &str, n: usize) {
+    pub(crate) fn upstream_instances(&self, upstream: &str, n: usize) {
         self.upstream_instances
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_string(),
@@ -391,19 +400,19 @@ impl Metrics {
             .set(n as i64);
     }
 
-    pub fn intentions(&self, n: usize) {
+    pub(crate) fn intentions(&self, n: usize) {
         self.intentions.set(n as i64);
     }
 
-    pub fn registered(&self) {
+    pub(crate) fn registered(&self) {
         self.registrations.inc();
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
 
-    pub fn watch_succeeded(&self, watch: &'static str) {
+    pub(crate) fn watch_succeeded(&self, watch: &'static str) {
         let l = WatchLabels { watch };
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -417,7 +426,7 @@ impl Metrics {
             .remove(watch);
     }
 
-    pub fn watch_failed(&self, watch: &'static str) {
+    pub(crate) fn watch_failed(&self, watch: &'static str) {
         self.watch_errors
             .get_or_create(&WatchLabels { watch })
             .inc();
@@ -429,7 +438,7 @@ impl Metrics {
     }
 
     /// How long the watch has been without a good answer, if it is failing.
-    pub fn watch_staleness(&self, watch: &'static str) -> Option<Duration> {
+    pub(crate) fn watch_staleness(&self, watch: &'static str) -> Option<Duration> {
         self.stale_since
             .lock()
             .expect("metrics lock is never poisoned")

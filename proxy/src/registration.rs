@@ -15,7 +15,7 @@ use crate::watcher::{self, WatchContext, WatchTask, Watcher};
 
 /// The two registrations this proxy owns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub service: ServiceRegistration,
     /// `None` when there is no inbound listener and no fixed public port to advertise.
     pub sidecar: Option<ServiceRegistration>,
@@ -23,7 +23,7 @@ pub struct Registration {
 
 /// Builds both registrations. `public` is the bound inbound listener (None without
 /// `--service-port`); `upstreams` pairs each upstream with its bound local address.
-pub fn build(
+pub(crate) fn build(
     settings: &Settings,
     public: Option<SocketAddr>,
     upstreams: &[(Upstream, SocketAddr)],
