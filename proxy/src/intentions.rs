@@ -163,7 +163,8 @@ fn source_matches(ixn: &Intention, source: &Source<'_>) -> bool {
         && (ixn.source_name == "*" || ixn.source_name.eq_ignore_ascii_case(source.service))
 }
 
-/// Consul's `Intention.String()` for CE: `default/web => default/db (Precedence: 9, Action: ALLOW)`.
+/// Consul's `Intention.String()` for CE: `default/web => default/db (Precedence: 9, Action: ALLOW)`,
+/// with `ID: <id>, ` before the precedence for an intention that has one (the legacy API's).
 fn describe(ixn: &Intention) -> String {
     let ns = |s: &str| {
         if s.is_empty() {
@@ -176,8 +177,13 @@ fn describe(ixn: &Intention) -> String {
         Some(p) if !p.is_empty() => format!("Permissions: {}", p.len()),
         _ => format!("Action: {}", ixn.action.to_ascii_uppercase()),
     };
+    let id = if ixn.id.is_empty() {
+        String::new()
+    } else {
+        format!("ID: {}, ", ixn.id)
+    };
     format!(
-        "{}/{} => {}/{} (Precedence: {}, {})",
+        "{}/{} => {}/{} ({id}Precedence: {}, {})",
         ns(&ixn.source_ns),
         ixn.source_name,
         ns(&ixn.destination_ns),

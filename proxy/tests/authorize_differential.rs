@@ -22,7 +22,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tandem_proxy::consul::{Intention, IntentionMatch};
-use tandem_proxy::intentions::{IntentionSet, Source};
+use tandem_proxy::{Action, IntentionSet, Source};
 
 /// Generated intention sets per run.
 const CASES: usize = 240;
@@ -69,7 +69,7 @@ async fn proxy_decides_every_caller_as_the_agent_does() {
             let want = agent.authorize(namespace, service).await;
             let got = proxy_answer(&set, namespace, service);
             let mismatch = got.authorized != want.authorized
-                || got.reason != expected_reason(&want.reason, &matched);
+                || got.reason != expected_reason(&want.reason);
             assert!(
                 !mismatch,
                 "the proxy and the agent disagree (seed {seed}, case {case})\n\
@@ -98,13 +98,11 @@ async fn proxy_decides_every_caller_as_the_agent_does() {
     }
 }
 
-/// Known disagreement, kept strict here: Consul's `Intention.String()` (`structs/intention.go`)
-/// puts `ID: <id>, ` before the precedence when the intention has an ID, as every intention
-/// made through the legacy `POST /v1/connect/intentions` does. The agent's reason includes it;
-/// the proxy's `Decision.reason` leaves it out. The decision itself agrees.
+/// Consul's `Intention.String()` (`structs/intention.go`, 1.10.4) puts `ID: <id>, ` before the
+/// precedence when the intention has an ID, as every intention made through the legacy
+/// `POST /v1/connect/intentions` does; this test found the proxy leaving it out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known disagreement: the proxy's reason omits a legacy intention's ID"]
-async fn bug_proxy_reason_omits_the_id_of_a_legacy_intention() {
+async fn the_reason_names_a_legacy_intention_by_its_id() {
     let agent = Agent::start(false).await;
     agent
         .write(&Write {
@@ -156,32 +154,22 @@ fn proxy_answer(set: &IntentionSet, namespace: &str, service: &str) -> Answer {
         service,
     });
     Answer {
-        authorized: decision.allowed,
+        authorized: decision.is_allowed(),
         reason: decision.reason,
     }
 }
 
-/// The agent's reason as the proxy must word it. Two differences are expected:
-/// - Without a match, Consul 1.10 says "ACLs disabled, ..." when ACLs are off and "Default
-///   behavior configured by ACLs" when the ACL default decides. The proxy sees only
-///   `X-Consul-Default-ACL-Policy`, which reads `allow` in both the first case and an ACL allow
-///   default, so it cannot tell them apart and always gives the second wording.
-/// - The ID part of a legacy intention's description, which the proxy leaves out: that one is a
-///   real disagreement, documented by `bug_proxy_reason_omits_the_id_of_a_legacy_intention`,
-///   and only the exact `ID: <id>, ` of an intention in the set is removed.
-fn expected_reason(agent_reason: &str, matched: &[Intention]) -> String {
+/// The agent's reason as the proxy must word it. One difference is expected: without a match,
+/// Consul 1.10 says "ACLs disabled, ..." when ACLs are off and "Default behavior configured by
+/// ACLs" when the ACL default decides. The proxy sees only `X-Consul-Default-ACL-Policy`, which
+/// reads `allow` in both the first case and an ACL allow default, so it cannot tell them apart
+/// and always gives the second wording.
+fn expected_reason(agent_reason: &str) -> String {
     if agent_reason == ACLS_DISABLED {
-        return ACL_DEFAULT.to_string();
+        ACL_DEFAULT.to_string()
+    } else {
+        agent_reason.to_string()
     }
-    matched
-        .iter()
-        .filter(|i| !i.id.is_empty())
-        .map(|i| format!("(ID: {}, ", i.id))
-        .find(|part| agent_reason.contains(part.as_str()))
-        .map_or_else(
-            || agent_reason.to_string(),
-            |part| agent_reason.replacen(&part, "(", 1),
-        )
 }
 
 /// One intention write, as sent to the agent.
@@ -390,7 +378,12 @@ impl Agent {
         );
         let mut matched: IntentionMatch = response.json().await.expect("the match answer decodes");
         let list = matched.take(TARGET);
-        (IntentionSet::new(list.clone(), default_allow), list)
+        let default = if default_allow {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
+        (IntentionSet::new(list.clone(), default), list)
     }
 
     async fn authorize(&self, namespace: &str, service: &str) -> Answer {
