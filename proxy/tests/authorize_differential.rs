@@ -68,8 +68,8 @@ async fn proxy_decides_every_caller_as_the_agent_does() {
         for &(namespace, service) in CALLERS {
             let want = agent.authorize(namespace, service).await;
             let got = proxy_answer(&set, namespace, service);
-            let mismatch = got.authorized != want.authorized
-                || got.reason != expected_reason(&want.reason);
+            let mismatch =
+                got.authorized != want.authorized || got.reason != expected_reason(&want.reason);
             assert!(
                 !mismatch,
                 "the proxy and the agent disagree (seed {seed}, case {case})\n\

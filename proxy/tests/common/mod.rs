@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,4 +262,71 @@ pub async fn metrics(proxy: &Proxy) -> String {
     let (status, body) = http_get(&format!("http://{}/metrics", proxy.admin_addr())).await;
     assert_eq!(status, 200);
     body
+}
+
+/// A client looping HTTP GETs through `upstream` until stopped; counts successes and failures.
+pub struct Traffic {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    pub fn start(upstream: std::net::SocketAddr, expected: &'static str) -> Traffic {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (o, f, s) = (ok.clone(), failed.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                let body = get(upstream).await;
+                if body == expected {
+                    o.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("traffic: unexpected reply {body:?}");
+                }
+            }
+        });
+        Traffic {
+            ok,
+            failed,
+            stop,
+            task,
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits for `n` more successful connections.
+    pub async fn more(&self, n: usize) {
+        let target = self.ok() + n;
+        wait_for("more successful connections", || async {
+            self.ok() >= target
+        })
+        .await;
+    }
+
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && buf == msg
 }
