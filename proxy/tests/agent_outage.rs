@@ -121,3 +121,50 @@ async fn start_up_waits_for_an_agent_that_is_down() {
     server.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_start_up_removes_its_registrations() {
+    let agent = agent(true).await;
+    // Registration works; the intentions never come, so start-up stops just after registering.
+    let url = failing_agent(&agent.url(), |path| {
+        path.starts_with("/v1/connect/intentions/match")
+    })
+    .await;
+    let (app_port, _) = http_app("hello world").await;
+    let mut c = config(&url, "static-server");
+    c.service_port = Some(app_port);
+    let settings = c.resolve(&|_| None).unwrap();
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let starting = tokio::spawn(tandem_proxy::start_with(settings, interrupt.clone()));
+    let sidecar = format!(
+        "{}/v1/agent/service/static-server-sidecar-proxy",
+        agent.url()
+    );
+    wait_for("the sidecar registered", || async {
+        http_get(&sidecar).await.0 == 200
+    })
+    .await;
+    assert!(!starting.is_finished(), "start-up waits for the intentions");
+
+    interrupt.cancel();
+    let result = tokio::time::timeout(DEADLINE, starting)
+        .await
+        .expect("an interrupted start-up ends")
+        .unwrap();
+    assert!(
+        matches!(result, Err(tandem_proxy::StartError::Stopped)),
+        "{result:?}"
+    );
+    assert_eq!(
+        http_get(&sidecar).await.0,
+        404,
+        "the sidecar is deregistered"
+    );
+    let service = format!("{}/v1/agent/service/static-server", agent.url());
+    assert_eq!(
+        http_get(&service).await.0,
+        404,
+        "the service is deregistered"
+    );
+    agent.shutdown().await;
+}

@@ -330,3 +330,64 @@ pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
         Ok(Ok(_))
     ) && buf == msg
 }
+
+/// An agent in front of `agent_url` that forwards every call as it came, except those whose
+/// path (and query) `fails` picks: they get a 500 `rpc error: injected` at once, as a Consul
+/// agent with trouble answers. Returns its URL.
+pub async fn failing_agent(agent_url: &str, fails: fn(&str) -> bool) -> String {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = agent_url.trim_end_matches('/').to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let upstream = upstream.clone();
+                        async move {
+                            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                            if fails(target) {
+                                let mut answer = hyper::Response::new(Full::new(Bytes::from(
+                                    "rpc error: injected",
+                                )));
+                                *answer.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                return Ok::<_, hyper::Error>(answer);
+                            }
+                            let url = format!("{upstream}{target}");
+                            let method = req.method().clone();
+                            let headers = req.headers().clone();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let sent = http()
+                                .request(method, url)
+                                .headers(headers)
+                                .body(body)
+                                .send()
+                                .await
+                                .expect("the agent behind answers");
+                            let mut answer = hyper::Response::builder().status(sent.status());
+                            for (k, v) in sent.headers() {
+                                // The body is sent whole: hyper sets its own framing.
+                                if !matches!(
+                                    k.as_str(),
+                                    "content-length" | "transfer-encoding" | "connection"
+                                ) {
+                                    answer = answer.header(k, v);
+                                }
+                            }
+                            let body = sent.bytes().await.unwrap_or_default();
+                            Ok(answer.body(Full::new(body)).unwrap())
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    url
+}
