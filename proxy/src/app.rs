@@ -19,6 +19,7 @@ use crate::inbound::{self, Inbound};
 use crate::intentions;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
+use crate::protocol;
 use crate::registration::{self, Registration};
 use crate::watcher::{AgentLink, WatchContext};
 
@@ -279,7 +280,8 @@ struct Stopping {
     stop_outbound: CancellationToken,
 }
 
-/// First intentions → first instances of each upstream → the watches and accept loops.
+/// First intentions and the service's protocol → first instances of each upstream → the
+/// watches and accept loops.
 async fn serve(
     settings: &Settings,
     ctx: &WatchContext,
@@ -290,6 +292,9 @@ async fn serve(
 ) -> Result<Serving, StartError> {
     let service = settings.service.as_str();
     let intentions = intentions::start(ctx, service, settings.inbound.default_intention_policy)
+        .await
+        .ok_or(StartError::Stopped)?;
+    let protocol = protocol::start(ctx, service)
         .await
         .ok_or(StartError::Stopped)?;
     let discovery = Discovery::new(
@@ -304,6 +309,7 @@ async fn serve(
     }
 
     tasks.spawn(intentions.task);
+    tasks.spawn(protocol.task);
     let data = DataPath::new(tls, ctx.metrics.clone(), settings.limits);
     let stopping = Stopping {
         connections: data.connections.clone(),
@@ -318,7 +324,12 @@ async fn serve(
             ctx.stop.clone(),
         ));
     }
-    let inbound = Inbound::new(&settings.inbound, intentions.state, data.clone());
+    let inbound = Inbound::with_protocol(
+        &settings.inbound,
+        intentions.state,
+        protocol.state,
+        data.clone(),
+    );
     tasks.spawn(inbound.serve(
         listeners.public,
         stopping.stop_inbound.clone(),

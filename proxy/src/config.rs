@@ -128,6 +128,13 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub close_denied_connections: bool,
 
+    /// A log line per inbound HTTP request (method, path without query, status, duration,
+    /// caller) for a service whose protocol is http, http2 or grpc; TCP services are not
+    /// affected. Off by default: the per-connection line stays.
+    #[arg(long, env = "TANDEM_HTTP_ACCESS_LOG", value_name = "BOOL", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub http_access_log: bool,
+
     /// Time allowed for a TLS handshake, inbound or outbound.
     #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "10s",
           value_parser = parse_duration)]
@@ -374,6 +381,7 @@ impl Config {
                 service_address: self.service_address,
                 close_denied_connections: self.close_denied_connections,
                 default_intention_policy: self.default_intention_policy,
+                http_access_log: self.http_access_log,
             },
             outbound: OutboundSettings {
                 upstreams,
@@ -593,6 +601,8 @@ pub struct InboundSettings {
     pub close_denied_connections: bool,
     /// The decision when no intention matches; `None` = the agent's default policy.
     pub default_intention_policy: Option<Action>,
+    /// A log line per inbound HTTP request (services whose protocol is HTTP).
+    pub http_access_log: bool,
 }
 
 impl InboundSettings {

@@ -253,12 +253,53 @@ impl ConsulClient {
         })
     }
 
+    /// `GET /v1/config/<kind>/<name>` (blocking): `None` when there is no such entry (a 404,
+    /// which blocks and carries an index as an answer does).
+    pub async fn config_entry(
+        &self,
+        kind: &str,
+        name: &str,
+        q: Blocking,
+    ) -> Result<Answer<Option<ConfigEntry>>, ConsulError> {
+        let path = format!("/v1/config/{}/{}", encode(kind), encode(name));
+        match self.get_status(&path, &[], Some(q), true).await? {
+            (StatusCode::NOT_FOUND, meta, _) => Ok(Answer { body: None, meta }),
+            (_, meta, body) => Ok(Answer {
+                body: Some(self.decode(&path, &body)?),
+                meta,
+            }),
+        }
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         params: &[(&str, String)],
         blocking: Option<Blocking>,
     ) -> Result<Answer<T>, ConsulError> {
+        let (_, meta, bytes) = self.get_status(path, params, blocking, false).await?;
+        Ok(Answer {
+            body: self.decode(path, &bytes)?,
+            meta,
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T, ConsulError> {
+        serde_json::from_slice(bytes).map_err(|source| ConsulError::Decode {
+            url: redact(&self.url(path)),
+            source,
+        })
+    }
+
+    /// A GET whose answer is a success, or with `not_found_is_answer` a 404 (returned with its
+    /// status); any other status is an error.
+    async fn get_status(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        blocking: Option<Blocking>,
+        not_found_is_answer: bool,
+    ) -> Result<(StatusCode, QueryMeta, Vec<u8>), ConsulError> {
         let mut url = self.url(path);
         {
             let mut pairs = url.query_pairs_mut();
@@ -282,7 +323,7 @@ impl ConsulClient {
         let meta = query_meta(response.headers());
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable(&url))?;
-        if !status.is_success() {
+        if !status.is_success() && !(not_found_is_answer && status == StatusCode::NOT_FOUND) {
             return Err(ConsulError::Status {
                 url: redact(&url),
                 status,
@@ -293,11 +334,7 @@ impl ConsulClient {
                     .collect(),
             });
         }
-        let body = serde_json::from_slice(&bytes).map_err(|source| ConsulError::Decode {
-            url: redact(&url),
-            source,
-        })?;
-        Ok(Answer { body, meta })
+        Ok((status, meta, bytes.to_vec()))
     }
 
     async fn send<B: Serialize>(

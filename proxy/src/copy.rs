@@ -56,8 +56,48 @@ impl Stopper {
         self.token.is_cancelled()
     }
 
-    fn reason(&self) -> End {
+    /// Why it was told to stop ([`End::Stopped`] if it was not).
+    pub(crate) fn reason(&self) -> End {
         self.reason.get().copied().unwrap_or(End::Stopped)
+    }
+}
+
+/// When a connection last carried a byte, for its idle timeout.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    /// Active now.
+    pub(crate) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Records traffic now.
+    pub(crate) fn touch(&self) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing was carried for `limit`; never without a limit.
+    pub(crate) async fn idle(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let quiet = self.start.elapsed().saturating_sub(last);
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
     }
 }
 
@@ -104,13 +144,12 @@ where
 {
     let (mut d_read, mut d_write) = tokio::io::split(downstream);
     let (mut u_read, mut u_write) = tokio::io::split(upstream);
-    let start = Instant::now();
     let received = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
-    let activity = AtomicU64::new(0);
+    let activity = Activity::new();
 
     let forward = async {
-        pipe(&mut d_read, &mut u_write, &received, &activity, start)
+        pipe(&mut d_read, &mut u_write, &received, &activity)
             .await
             .map_err(|(read, e)| {
                 if read {
@@ -121,7 +160,7 @@ where
             })
     };
     let backward = async {
-        pipe(&mut u_read, &mut d_write, &sent, &activity, start)
+        pipe(&mut u_read, &mut d_write, &sent, &activity)
             .await
             .map_err(|(read, e)| {
                 if read {
@@ -130,19 +169,6 @@ where
                     Failure::Downstream(e)
                 }
             })
-    };
-    let idle_watch = async {
-        match idle {
-            None => std::future::pending::<()>().await,
-            Some(limit) => loop {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                let quiet = start.elapsed().saturating_sub(last);
-                if quiet >= limit {
-                    return;
-                }
-                tokio::time::sleep(limit - quiet).await;
-            },
-        }
     };
 
     let end = tokio::select! {
@@ -157,7 +183,7 @@ where
                 End::UpstreamError
             }
         },
-        _ = idle_watch => End::IdleTimeout,
+        _ = activity.idle(idle) => End::IdleTimeout,
         _ = stopper.token.cancelled() => stopper.reason(),
     };
     Transfer {
@@ -172,8 +198,7 @@ async fn pipe<R, W>(
     reader: &mut R,
     writer: &mut W,
     count: &AtomicU64,
-    activity: &AtomicU64,
-    start: Instant,
+    activity: &Activity,
 ) -> Result<(), (bool, io::Error)>
 where
     R: AsyncRead + Unpin,
@@ -188,7 +213,7 @@ where
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(e) => return Err((true, e)),
         };
-        activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        activity.touch();
         if n == 0 {
             // Half-close: tell the other side we are done writing; errors here mean it is gone.
             let _ = writer.shutdown().await;

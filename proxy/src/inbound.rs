@@ -17,8 +17,10 @@ use crate::config::InboundSettings;
 use crate::connections::{self, Connections, DataPath, End};
 use crate::copy::{self, Stopper};
 use crate::intentions::IntentionSet;
+use crate::l7::Requests;
 use crate::listener;
 use crate::metrics::{Direction, Metrics};
+use crate::protocol::Protocol;
 
 /// What the inbound path needs; shared by every connection.
 #[derive(Debug)]
@@ -29,15 +31,29 @@ pub struct Inbound {
     app: Option<SocketAddr>,
     /// The app's address as the access log shows it.
     app_label: String,
-    intentions: watch::Receiver<Arc<IntentionSet>>,
-    data: DataPath,
+    pub(crate) intentions: watch::Receiver<Arc<IntentionSet>>,
+    /// The service's protocol: `tcp` decides a connection once, the HTTP ones each request.
+    protocol: watch::Receiver<Arc<Protocol>>,
+    /// `--http-access-log`: a log line per HTTP request.
+    pub(crate) access_log: bool,
+    pub(crate) data: DataPath,
 }
 
 impl Inbound {
-    /// The inbound path of `settings`, deciding callers by `intentions`.
+    /// The inbound path of `settings` for a `tcp` service, deciding callers by `intentions`.
     pub fn new(
         settings: &InboundSettings,
         intentions: watch::Receiver<Arc<IntentionSet>>,
+        data: DataPath,
+    ) -> Arc<Self> {
+        Self::with_protocol(settings, intentions, watch::channel(Arc::default()).1, data)
+    }
+
+    /// The inbound path of `settings`, for the service's live `protocol`.
+    pub(crate) fn with_protocol(
+        settings: &InboundSettings,
+        intentions: watch::Receiver<Arc<IntentionSet>>,
+        protocol: watch::Receiver<Arc<Protocol>>,
         data: DataPath,
     ) -> Arc<Self> {
         let app = settings.app();
@@ -45,6 +61,8 @@ impl Inbound {
             app,
             app_label: app.map_or_else(|| "-".to_string(), |a| a.to_string()),
             intentions,
+            protocol,
+            access_log: settings.http_access_log,
             data,
         })
     }
@@ -65,11 +83,12 @@ impl Inbound {
             |stream, client| {
                 let slot = self.data.slot(Direction::Inbound, client)?;
                 let this = self.clone();
+                let tasks = tasks.clone();
                 let span =
                     tracing::info_span!("conn", direction = "inbound", client.addr = %client);
                 Some(
                     async move {
-                        this.handle(stream, client).await;
+                        this.handle(stream, client, tasks).await;
                         drop(slot);
                     }
                     .instrument(span),
@@ -79,7 +98,7 @@ impl Inbound {
         .await;
     }
 
-    async fn handle(&self, stream: TcpStream, client: SocketAddr) {
+    async fn handle(self: Arc<Self>, stream: TcpStream, client: SocketAddr, tasks: TaskTracker) {
         let limits = &self.data.limits;
         let metrics = &self.data.metrics;
         let mut conn = self.data.track(Direction::Inbound, client);
@@ -128,6 +147,24 @@ impl Inbound {
         conn.set_peer(peer.clone());
 
         let stopper = Stopper::new();
+        let protocol = **self.protocol.borrow();
+        if protocol.is_http() {
+            // Every request is decided on its own; the connection is only registered (so a
+            // drain or shutdown can end it).
+            let Some(app) = self.app else {
+                tracing::info!(client.addr = %client, peer.id = %peer, "connection refused: this pod serves no port (no --service-port)");
+                close(&mut stream).await;
+                return conn.end(End::NoServicePort);
+            };
+            conn.set_registered(self.data.connections.insert(
+                Direction::Inbound,
+                None,
+                stopper.clone(),
+            ));
+            let idle = limits.idle_timeout;
+            let requests = Arc::new(Requests::new(self.clone(), peer, protocol, app, tasks));
+            return conn.finish(requests.serve(stream, idle, &stopper).await);
+        }
         let (registered, decision) = self
             .data
             .connections

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::consul::{self, Blocking, Intention};
+use crate::permissions::{Permission, RequestView};
 use crate::watcher::{self, WatchContext, Watched, Watcher};
 
 /// The caller of an inbound connection, as its certificate names it.
@@ -84,20 +85,112 @@ impl Decision {
     }
 }
 
+/// How one HTTP request was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestDecision {
+    pub(crate) action: Action,
+    pub(crate) by: DecidedBy,
+}
+
+/// What decided a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecidedBy {
+    /// An L4 intention's action.
+    Intention,
+    /// An L7 intention's permission.
+    Permission,
+    /// The default policy: no intention matched, or no permission of the matched one fit.
+    Default,
+}
+
+impl DecidedBy {
+    /// The `reason` label of a denied request.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Intention => "intention",
+            DecidedBy::Permission => "permission",
+            DecidedBy::Default => "default",
+        }
+    }
+}
+
 /// The intentions that apply to this service as a destination, plus the default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IntentionSet {
     intentions: Vec<Intention>,
+    /// Each intention's L7 permissions, compiled once (empty for an L4 intention).
+    permissions: Vec<Vec<Permission>>,
     default: Action,
+}
+
+impl PartialEq for IntentionSet {
+    fn eq(&self, other: &Self) -> bool {
+        // The compiled permissions follow from the intentions.
+        self.intentions == other.intentions && self.default == other.default
+    }
 }
 
 impl IntentionSet {
     /// `intentions` in the order the agent's match endpoint returns them; `default` applies
-    /// when none matches.
+    /// when none matches. L7 permissions are compiled here; one that cannot be (a regex this
+    /// proxy cannot compile) denies every request it is asked about, and is logged.
     pub fn new(intentions: Vec<Intention>, default: Action) -> Self {
+        let permissions = intentions
+            .iter()
+            .map(|ixn| {
+                let list = ixn.permissions.as_deref().unwrap_or_default();
+                list.iter()
+                    .map(|json| {
+                        let (permission, error) = Permission::compile(json);
+                        if let Some(e) = error {
+                            tracing::warn!(intention = %describe(ixn), error = %e,
+                                "an L7 permission cannot be used: it denies every request");
+                        }
+                        permission
+                    })
+                    .collect()
+            })
+            .collect();
         IntentionSet {
             intentions,
+            permissions,
             default,
+        }
+    }
+
+    /// How an HTTP request from `source` is decided (a service whose protocol is `http`,
+    /// `http2` or `grpc`): the first intention whose source matches decides; an L4 intention by
+    /// its action, an L7 one by its first permission that fits the request, and a request no
+    /// permission fits, like a caller no intention matches, by the default.
+    pub(crate) fn authorize_request(
+        &self,
+        source: &Source<'_>,
+        request: &RequestView<'_>,
+    ) -> RequestDecision {
+        let matched = self
+            .intentions
+            .iter()
+            .zip(&self.permissions)
+            .find(|(ixn, _)| source_matches(ixn, source));
+        match matched {
+            Some((ixn, permissions)) if permissions.is_empty() => RequestDecision {
+                action: Action::from_consul(&ixn.action),
+                by: DecidedBy::Intention,
+            },
+            Some((_, permissions)) => match permissions.iter().find(|p| p.matches(request)) {
+                Some(p) => RequestDecision {
+                    action: p.action,
+                    by: DecidedBy::Permission,
+                },
+                None => RequestDecision {
+                    action: self.default,
+                    by: DecidedBy::Default,
+                },
+            },
+            None => RequestDecision {
+                action: self.default,
+                by: DecidedBy::Default,
+            },
         }
     }
 
@@ -346,5 +439,41 @@ mod tests {
         let set = IntentionSet::new(matched["web"].clone(), Action::Allow);
         // The sample lists web => db (deny) first.
         assert!(!set.authorize(&web()).is_allowed());
+    }
+
+    #[test]
+    fn requests_are_decided_by_the_first_fitting_permission_then_the_default() {
+        let mut l7 = ixn("web", "db", "", 9);
+        l7.permissions = Some(vec![
+            serde_json::json!({"Action": "deny", "HTTP": {"PathPrefix": "/admin"}}),
+            serde_json::json!({"Action": "allow", "HTTP": {"PathPrefix": "/", "Methods": ["GET"]}}),
+        ]);
+        let set = IntentionSet::new(vec![l7, ixn("*", "db", "allow", 8)], Action::Deny);
+        let headers = http::HeaderMap::new();
+        let req = |method, path| RequestView {
+            method,
+            path,
+            headers: &headers,
+        };
+        let decide = |method, path| set.authorize_request(&web(), &req(method, path));
+        assert_eq!(decide("GET", "/admin").action, Action::Deny);
+        assert_eq!(decide("GET", "/admin").by, DecidedBy::Permission);
+        assert_eq!(decide("GET", "/").action, Action::Allow);
+        // No permission fits a POST: the default decides, not the wildcard intention below.
+        assert_eq!(
+            decide("POST", "/"),
+            RequestDecision {
+                action: Action::Deny,
+                by: DecidedBy::Default
+            }
+        );
+        // Another caller matches the L4 wildcard: its action decides every request.
+        let api = Source {
+            partition: None,
+            namespace: "default",
+            service: "api",
+        };
+        let d = set.authorize_request(&api, &req("POST", "/admin"));
+        assert_eq!((d.action, d.by), (Action::Allow, DecidedBy::Intention));
     }
 }

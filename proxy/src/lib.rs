@@ -20,9 +20,12 @@ mod discovery;
 mod identity;
 mod inbound;
 mod intentions;
+mod l7;
 mod listener;
 mod metrics;
 mod outbound;
+mod permissions;
+mod protocol;
 mod registration;
 mod watcher;
 
@@ -34,3 +37,4 @@ pub use identity::TlsState;
 pub use inbound::Inbound;
 pub use intentions::{Action, Decision, IntentionSet, Source};
 pub use metrics::{Direction, Metrics};
+pub use protocol::Protocol;

@@ -60,11 +60,27 @@ struct UpstreamReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeniedLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct WatchLabels {
     watch: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    // 50 us .. ~13 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+}
 
 fn connect_histogram() -> Histogram {
     // 0.5 ms .. ~8 s
@@ -99,6 +115,9 @@ pub struct Metrics {
     ready: Gauge,
     probes: Counter,
     upstream_waits: Family<UpstreamLabels, Counter>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: Histogram,
+    http_denied: Family<DeniedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,7 +163,25 @@ impl Metrics {
             ready: Gauge::default(),
             probes: Counter::default(),
             upstream_waits: Family::default(),
+            http_requests: Family::default(),
+            http_duration: request_histogram(),
+            http_denied: Family::default(),
         };
+        registry.register(
+            "http_requests",
+            "Inbound HTTP requests of a service whose protocol is http, http2 or grpc, by method and status code",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Inbound HTTP requests, from the request's start to the end of its response",
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "http_requests_denied",
+            "Inbound HTTP requests answered 403 (gRPC: PERMISSION_DENIED), by what decided: an L4 intention, an L7 permission, or the default",
+            m.http_denied.clone(),
+        );
         registry.register(
             "connections_opened",
             "Connections accepted, by direction",
@@ -325,6 +362,31 @@ impl Metrics {
         let decision = if allowed { "allowed" } else { "denied" };
         self.authorizations
             .get_or_create(&DecisionLabels { decision })
+            .inc();
+    }
+
+    /// One inbound HTTP request answered `code` after `took` (to the end of its response).
+    pub(crate) fn http_request(&self, method: &http::Method, code: u16, took: Duration) {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::HEAD => "HEAD",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::DELETE => "DELETE",
+            http::Method::PATCH => "PATCH",
+            http::Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        self.http_requests
+            .get_or_create(&RequestLabels { method, code })
+            .inc();
+        self.http_duration.observe(took.as_secs_f64());
+    }
+
+    /// One inbound HTTP request denied; `reason` says what decided.
+    pub(crate) fn http_denied(&self, reason: &'static str) {
+        self.http_denied
+            .get_or_create(&DeniedLabels { reason })
             .inc();
     }
 

@@ -279,6 +279,26 @@ pub struct CheckRegistration {
     pub status: Option<String>,
 }
 
+/// `GET /v1/config/<kind>/<name>`: a `service-defaults` or `proxy-defaults` config entry,
+/// only what the proxy reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigEntry {
+    /// `service-defaults` or `proxy-defaults`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub kind: String,
+    /// The service, or `global`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// A service-defaults entry's protocol (`tcp`, `http`, `http2`, `grpc`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub protocol: String,
+    /// A proxy-defaults entry's opaque proxy configuration; its `protocol` key is the default
+    /// protocol of every service.
+    #[serde(default, deserialize_with = "nullable")]
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
 /// Reads `null` as the type's default. Go encodes a nil slice, map or pointer as `null` (an
 /// empty list of intentions, roots or checks is `null` in real Consul), so every field the
 /// proxy reads accepts it; a missing field reads the same way.

@@ -1,0 +1,531 @@
+//! The inbound path of a service whose protocol is `http`, `http2` or `grpc`: after the mTLS
+//! handshake the proxy speaks HTTP to both sides (HTTP/1.1 with keep-alive or h2, detected
+//! per connection; gRPC is h2) and decides every request against the current intentions, so an
+//! intention change applies to the next request of an open connection. A denied request gets
+//! `403 RBAC: access denied` (gRPC: `grpc-status: 7`), and the connection stays open. Each
+//! request is counted and timed to the end of its response; with `--http-access-log` it gets a
+//! log line.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tandem_certs::spiffe::ServiceId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::task::TaskTracker;
+
+use crate::connections::{self, End};
+use crate::copy::{Activity, Stopper, Transfer};
+use crate::inbound::Inbound;
+use crate::intentions::Action;
+use crate::metrics::Metrics;
+use crate::permissions::RequestView;
+use crate::protocol::Protocol;
+
+/// The body every answer has: the app's, or the proxy's own (a denial, an app failure).
+type AnswerBody = BoxBody<Bytes, hyper::Error>;
+
+/// What the requests of one inbound connection share.
+pub(crate) struct Requests {
+    inbound: Arc<Inbound>,
+    peer: ServiceId,
+    protocol: Protocol,
+    app: SocketAddr,
+    /// Where the app connections' tasks run (they end with their last sender).
+    tasks: TaskTracker,
+    /// The connection to the app, opened at the first allowed request and again after the
+    /// app closed it.
+    app_conn: Mutex<Option<AppSender>>,
+}
+
+/// A connection to the app, in the version the service's protocol asks for.
+enum AppSender {
+    Http1(hyper::client::conn::http1::SendRequest<Incoming>),
+    Http2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+/// Why a request could not be forwarded to the app.
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error("cannot connect to the app at {0}: {1}")]
+    Connect(SocketAddr, io::Error),
+    #[error("connecting to the app at {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("the app's connection failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl Requests {
+    /// The requests of one connection from `peer` to the app at `app`.
+    pub(crate) fn new(
+        inbound: Arc<Inbound>,
+        peer: ServiceId,
+        protocol: Protocol,
+        app: SocketAddr,
+        tasks: TaskTracker,
+    ) -> Self {
+        Requests {
+            inbound,
+            peer,
+            protocol,
+            app,
+            tasks,
+            app_conn: Mutex::new(None),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.inbound.data.metrics
+    }
+
+    /// Serves HTTP on `downstream` until the caller closes it, it is idle for `idle`, or
+    /// `stopper` fires.
+    pub(crate) async fn serve<S>(
+        self: Arc<Self>,
+        downstream: S,
+        idle: Option<Duration>,
+        stopper: &Stopper,
+    ) -> Transfer
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let meter = Arc::new(Meter::default());
+        let io = Metered {
+            inner: downstream,
+            meter: meter.clone(),
+        };
+        let this = self.clone();
+        let service = hyper::service::service_fn(move |req| this.clone().answer(req));
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let end = tokio::select! {
+            served = conn => match served {
+                Ok(()) => End::Completed,
+                Err(e) => {
+                    tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+                    End::DownstreamError
+                }
+            },
+            _ = meter.activity.idle(idle) => End::IdleTimeout,
+            _ = stopper.cancelled() => stopper.reason(),
+        };
+        Transfer {
+            received: meter.received.load(Ordering::Relaxed),
+            sent: meter.sent.load(Ordering::Relaxed),
+            end,
+        }
+    }
+
+    /// One request: decided, then forwarded or answered here; counted when its answer ends.
+    async fn answer(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Timed>, Infallible> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let version = request.version();
+        let access_log = self.inbound.access_log;
+        let path = access_log.then(|| request.uri().path().to_string());
+        let decision = {
+            let view = RequestView {
+                method: request.method().as_str(),
+                path: request.uri().path(),
+                headers: request.headers(),
+            };
+            self.inbound
+                .intentions
+                .borrow()
+                .authorize_request(&connections::source(&self.peer), &view)
+        };
+        let mut answer = if decision.action == Action::Deny {
+            self.metrics().http_denied(decision.by.as_str());
+            tracing::debug!(peer.id = %self.peer, method = %method, by = decision.by.as_str(),
+                "request denied by intentions");
+            denied(is_grpc(request.headers()))
+        } else {
+            match self.forward(request).await {
+                Ok(answer) => answer.map(BodyExt::boxed),
+                Err(e) => {
+                    tracing::warn!(peer.id = %self.peer, error = %e, "request not forwarded");
+                    app_failed(&e)
+                }
+            }
+        };
+        *answer.version_mut() = version;
+        let code = answer.status().as_u16();
+        let metrics = self.inbound.data.metrics.clone();
+        let peer = access_log.then(|| self.peer.to_string());
+        let done = move || {
+            let took = started.elapsed();
+            metrics.http_request(&method, code, took);
+            if let (Some(path), Some(peer)) = (path, peer) {
+                tracing::info!(
+                    target: "tandem_proxy::access",
+                    method = %method,
+                    path = %path,
+                    status = code,
+                    duration.us = took.as_micros() as u64,
+                    peer.id = %peer,
+                    "request"
+                );
+            }
+        };
+        Ok(answer.map(|body| Timed {
+            inner: body,
+            done: Some(Box::new(done)),
+        }))
+    }
+
+    /// Sends `request` to the app in the version the protocol asks for.
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, AppError> {
+        remove_hop_by_hop(request.headers_mut());
+        let mut conn = self.app_conn.lock().await;
+        let usable = match conn.as_mut() {
+            Some(AppSender::Http1(s)) => s.ready().await.is_ok(),
+            Some(AppSender::Http2(s)) => s.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            *conn = Some(self.connect().await?);
+        }
+        match conn
+            .as_mut()
+            .expect("a usable app connection was just made")
+        {
+            AppSender::Http1(s) => {
+                to_http1(&mut request);
+                Ok(s.send_request(request).await?)
+            }
+            AppSender::Http2(s) => {
+                let mut s = s.clone();
+                drop(conn);
+                to_http2(&mut request);
+                Ok(s.send_request(request).await?)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<AppSender, AppError> {
+        let timeout = self.inbound.data.limits.connect_timeout;
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(self.app)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(AppError::Connect(self.app, e)),
+            Err(_) => return Err(AppError::ConnectTimeout(self.app)),
+        };
+        connections::tune(&tcp);
+        let io = TokioIo::new(tcp);
+        if self.protocol == Protocol::Http {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            self.tasks.spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "app connection ended with an error");
+                }
+            });
+            Ok(AppSender::Http1(sender))
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            self.tasks.spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "app connection ended with an error");
+                }
+            });
+            Ok(AppSender::Http2(sender))
+        }
+    }
+}
+
+/// Whether the request is gRPC (a denial is then a gRPC status, not a 403).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The answer to a denied request, as Envoy's RBAC filter gives it.
+fn denied(grpc: bool) -> Response<AnswerBody> {
+    const TEXT: &str = "RBAC: access denied";
+    let builder = Response::builder();
+    let builder = if grpc {
+        builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header("grpc-status", "7")
+            .header("grpc-message", TEXT)
+    } else {
+        builder
+            .status(StatusCode::FORBIDDEN)
+            .header(header::CONTENT_TYPE, "text/plain")
+    };
+    let body = if grpc { "" } else { TEXT };
+    builder
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
+/// The answer when the app could not be reached or failed mid-request.
+fn app_failed(error: &AppError) -> Response<AnswerBody> {
+    let status = match error {
+        AppError::Connect(..) | AppError::ConnectTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AppError::Http(_) => StatusCode::BAD_GATEWAY,
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(full(
+            "upstream connect error or disconnect/reset before headers",
+        ))
+        .expect("static response parts are valid")
+}
+
+fn full(text: &'static str) -> AnswerBody {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Headers that describe one hop, not the request (RFC 9110 7.6.1); `te: trailers` stays, as
+/// gRPC needs it.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// An HTTP/1.1 request to the app: origin-form target, the authority as `Host`.
+fn to_http1(request: &mut Request<Incoming>) {
+    if request.version() == Version::HTTP_2 {
+        if let Some(authority) = request.uri().authority().map(|a| a.to_string()) {
+            if let Ok(host) = HeaderValue::from_str(&authority) {
+                request.headers_mut().entry(header::HOST).or_insert(host);
+            }
+        }
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(uri) = target.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    if request.version() != Version::HTTP_10 {
+        *request.version_mut() = Version::HTTP_11;
+    }
+}
+
+/// An h2 request to the app: an absolute target (its authority from `Host` for a request that
+/// came as HTTP/1).
+fn to_http2(request: &mut Request<Incoming>) {
+    if request.uri().authority().is_none() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("http://{host}{target}").parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request.headers_mut().remove(header::HOST);
+    *request.version_mut() = Version::HTTP_2;
+}
+
+/// An answer's body that reports once when it is done (sent whole, or dropped with its
+/// connection): the request's duration runs to the end of its response.
+pub(crate) struct Timed {
+    inner: AnswerBody,
+    done: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl Body for Timed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(done) = self.done.take() {
+                done();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done();
+        }
+    }
+}
+
+/// Bytes both ways and the last activity of the downstream connection.
+#[derive(Debug)]
+struct Meter {
+    received: AtomicU64,
+    sent: AtomicU64,
+    activity: Activity,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            activity: Activity::new(),
+        }
+    }
+}
+
+/// The downstream stream, counted.
+struct Metered<S> {
+    inner: S,
+    meter: Arc<Meter>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.meter.received.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.meter.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.meter.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_te_trailers_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-end", "2".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("x-hop").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-end").unwrap(), "2");
+    }
+
+    #[test]
+    fn a_denial_is_a_403_or_a_grpc_permission_denied() {
+        let plain = denied(false);
+        assert_eq!(plain.status(), StatusCode::FORBIDDEN);
+        let grpc = denied(true);
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "7");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
+        assert!(is_grpc(&h));
+    }
+}

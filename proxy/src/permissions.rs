@@ -1,0 +1,366 @@
+//! L7 intention permissions: Consul's `Permissions` of an intention, compiled once per
+//! intention set and matched against each HTTP request.
+//!
+//! A permission is an `Action` and an `HTTP` match: at most one of `PathExact`, `PathPrefix`,
+//! `PathRegex` (on the path without its query, as Envoy's `url_path` matcher that Consul
+//! generates), `Methods` (any of them), and every `Header` (`Present`, `Exact`, `Prefix`,
+//! `Suffix` or `Regex`, each maybe `Invert`ed). The first permission whose match fits the request
+//! decides. Regexes are RE2 syntax, matched against the whole value, in linear time (the
+//! `regex` crate), and compiled here, never per request.
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::intentions::Action;
+
+/// The parts of a request a permission looks at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestView<'a> {
+    pub(crate) method: &'a str,
+    /// The path without its query.
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a http::HeaderMap,
+}
+
+/// One compiled permission.
+#[derive(Debug, Clone)]
+pub(crate) struct Permission {
+    pub(crate) action: Action,
+    matcher: Matcher,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Http(HttpMatch),
+    /// A permission that cannot be used (a malformed entry, a regex this proxy cannot compile):
+    /// it matches every request and denies it, so nothing is allowed by mistake.
+    Unusable,
+}
+
+#[derive(Debug, Clone, Default)]
+struct HttpMatch {
+    path: Option<PathMatch>,
+    methods: Vec<String>,
+    headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone)]
+enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+struct HeaderMatch {
+    name: http::HeaderName,
+    test: HeaderTest,
+    invert: bool,
+}
+
+#[derive(Debug, Clone)]
+enum HeaderTest {
+    Present,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(Regex),
+}
+
+/// Consul's JSON for one permission (`structs.IntentionPermission`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PermissionJson {
+    #[serde(default)]
+    action: String,
+    #[serde(default, rename = "HTTP")]
+    http: Option<HttpJson>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HttpJson {
+    #[serde(default)]
+    path_exact: String,
+    #[serde(default)]
+    path_prefix: String,
+    #[serde(default)]
+    path_regex: String,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    header: Option<Vec<HeaderJson>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HeaderJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    present: bool,
+    #[serde(default)]
+    exact: String,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    suffix: String,
+    #[serde(default)]
+    regex: String,
+    #[serde(default)]
+    invert: bool,
+}
+
+/// Why a permission could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PermissionError {
+    #[error("malformed permission: {0}")]
+    Malformed(String),
+    #[error("action {0:?} is neither allow nor deny")]
+    Action(String),
+    #[error("more than one of PathExact, PathPrefix and PathRegex")]
+    Paths,
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("header {0:?} sets none or more than one of Present, Exact, Prefix, Suffix, Regex")]
+    HeaderTest(String),
+    #[error("invalid regex {0:?}: {1}")]
+    Regex(String, regex::Error),
+}
+
+impl Permission {
+    /// Compiles one permission as the agent returns it. An unusable one is returned with the
+    /// error, as a permission that denies everything.
+    pub(crate) fn compile(json: &serde_json::Value) -> (Permission, Option<PermissionError>) {
+        match Self::try_compile(json) {
+            Ok(p) => (p, None),
+            Err(e) => (
+                Permission {
+                    action: Action::Deny,
+                    matcher: Matcher::Unusable,
+                },
+                Some(e),
+            ),
+        }
+    }
+
+    fn try_compile(json: &serde_json::Value) -> Result<Permission, PermissionError> {
+        let parsed = PermissionJson::deserialize(json)
+            .map_err(|e| PermissionError::Malformed(e.to_string()))?;
+        let action = parsed
+            .action
+            .parse::<Action>()
+            .map_err(|_| PermissionError::Action(parsed.action.clone()))?;
+        let http = parsed.http.unwrap_or_default();
+        let paths = [&http.path_exact, &http.path_prefix, &http.path_regex]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .count();
+        if paths > 1 {
+            return Err(PermissionError::Paths);
+        }
+        let path = if !http.path_exact.is_empty() {
+            Some(PathMatch::Exact(http.path_exact))
+        } else if !http.path_prefix.is_empty() {
+            Some(PathMatch::Prefix(http.path_prefix))
+        } else if !http.path_regex.is_empty() {
+            Some(PathMatch::Regex(full_match(&http.path_regex)?))
+        } else {
+            None
+        };
+        let headers = http
+            .header
+            .unwrap_or_default()
+            .into_iter()
+            .map(HeaderMatch::compile)
+            .collect::<Result<_, _>>()?;
+        Ok(Permission {
+            action,
+            matcher: Matcher::Http(HttpMatch {
+                path,
+                methods: http.methods.unwrap_or_default(),
+                headers,
+            }),
+        })
+    }
+
+    /// Whether this permission's match fits `request`.
+    pub(crate) fn matches(&self, request: &RequestView<'_>) -> bool {
+        match &self.matcher {
+            Matcher::Unusable => true,
+            Matcher::Http(m) => m.matches(request),
+        }
+    }
+}
+
+impl HttpMatch {
+    fn matches(&self, request: &RequestView<'_>) -> bool {
+        let path = match &self.path {
+            None => true,
+            Some(PathMatch::Exact(p)) => request.path == p,
+            Some(PathMatch::Prefix(p)) => request.path.starts_with(p.as_str()),
+            Some(PathMatch::Regex(re)) => re.is_match(request.path),
+        };
+        path && (self.methods.is_empty() || self.methods.iter().any(|m| m == request.method))
+            && self.headers.iter().all(|h| h.matches(request.headers))
+    }
+}
+
+impl HeaderMatch {
+    fn compile(json: HeaderJson) -> Result<Self, PermissionError> {
+        let name = http::HeaderName::from_bytes(json.name.as_bytes())
+            .map_err(|_| PermissionError::HeaderName(json.name.clone()))?;
+        let set = [
+            json.present,
+            !json.exact.is_empty(),
+            !json.prefix.is_empty(),
+            !json.suffix.is_empty(),
+            !json.regex.is_empty(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count();
+        if set != 1 {
+            return Err(PermissionError::HeaderTest(json.name));
+        }
+        let test = if json.present {
+            HeaderTest::Present
+        } else if !json.exact.is_empty() {
+            HeaderTest::Exact(json.exact)
+        } else if !json.prefix.is_empty() {
+            HeaderTest::Prefix(json.prefix)
+        } else if !json.suffix.is_empty() {
+            HeaderTest::Suffix(json.suffix)
+        } else {
+            HeaderTest::Regex(full_match(&json.regex)?)
+        };
+        Ok(HeaderMatch {
+            name,
+            test,
+            invert: json.invert,
+        })
+    }
+
+    /// Envoy's header matcher: a header sent more than once is matched as its values joined
+    /// with commas; an absent header fails every test (and so passes an inverted one).
+    fn matches(&self, headers: &http::HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.name).iter().peekable();
+        let fits = if values.peek().is_none() {
+            false
+        } else {
+            let joined = values
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect::<Vec<_>>()
+                .join(",");
+            match &self.test {
+                HeaderTest::Present => true,
+                HeaderTest::Exact(v) => joined == *v,
+                HeaderTest::Prefix(v) => joined.starts_with(v.as_str()),
+                HeaderTest::Suffix(v) => joined.ends_with(v.as_str()),
+                HeaderTest::Regex(re) => re.is_match(&joined),
+            }
+        };
+        fits != self.invert
+    }
+}
+
+/// A regex that must match the whole value, as Envoy's `safe_regex` does.
+fn full_match(pattern: &str) -> Result<Regex, PermissionError> {
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| PermissionError::Regex(pattern.to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view<'a>(method: &'a str, path: &'a str, headers: &'a http::HeaderMap) -> RequestView<'a> {
+        RequestView {
+            method,
+            path,
+            headers,
+        }
+    }
+
+    fn compile(json: serde_json::Value) -> Permission {
+        let (p, e) = Permission::compile(&json);
+        assert!(e.is_none(), "{e:?}");
+        p
+    }
+
+    #[test]
+    fn paths_match_exactly_by_prefix_and_by_whole_regex() {
+        let none = http::HeaderMap::new();
+        let exact = compile(json!({"Action": "allow", "HTTP": {"PathExact": "/"}}));
+        assert!(exact.matches(&view("GET", "/", &none)));
+        assert!(!exact.matches(&view("GET", "/x", &none)));
+        let prefix = compile(json!({"Action": "deny", "HTTP": {"PathPrefix": "/admin"}}));
+        assert!(prefix.matches(&view("GET", "/admin/users", &none)));
+        assert!(!prefix.matches(&view("GET", "/adm", &none)));
+        assert_eq!(prefix.action, Action::Deny);
+        let regex = compile(json!({"Action": "allow", "HTTP": {"PathRegex": "/v[0-9]+/.*"}}));
+        assert!(regex.matches(&view("GET", "/v2/items", &none)));
+        assert!(
+            !regex.matches(&view("GET", "/api/v2/items", &none)),
+            "the whole path must match"
+        );
+    }
+
+    #[test]
+    fn methods_and_every_header_must_fit() {
+        let p = compile(json!({"Action": "allow", "HTTP": {
+        "Methods": ["GET", "HEAD"],
+        "Header": [
+            {"Name": "x-debug", "Present": true},
+            {"Name": "x-env", "Exact": "prod", "Invert": true},
+            {"Name": "user-agent", "Prefix": "curl/"},
+            {"Name": "x-team", "Suffix": "-ops"},
+            {"Name": "x-id", "Regex": "[a-f0-9]{4}"}
+        ]}}));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-debug", "1".parse().unwrap());
+        h.insert("user-agent", "curl/8.0".parse().unwrap());
+        h.insert("x-team", "web-ops".parse().unwrap());
+        h.insert("x-id", "beef".parse().unwrap());
+        assert!(p.matches(&view("GET", "/", &h)));
+        assert!(!p.matches(&view("POST", "/", &h)), "method not listed");
+        h.insert("x-env", "prod".parse().unwrap());
+        assert!(!p.matches(&view("GET", "/", &h)), "inverted exact fits");
+        h.insert("x-env", "dev".parse().unwrap());
+        assert!(p.matches(&view("GET", "/", &h)));
+        h.insert("x-id", "beefy".parse().unwrap());
+        assert!(
+            !p.matches(&view("GET", "/", &h)),
+            "the whole value must match"
+        );
+        h.remove("x-id");
+        assert!(!p.matches(&view("GET", "/", &h)), "an absent header fails");
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_matched_joined() {
+        let p = compile(json!({"Action": "allow", "HTTP": {
+            "Header": [{"Name": "x-a", "Exact": "1,2"}]}}));
+        let mut h = http::HeaderMap::new();
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        assert!(p.matches(&view("GET", "/", &h)));
+    }
+
+    #[test]
+    fn an_unusable_permission_denies_everything() {
+        for bad in [
+            json!({"Action": "allow", "HTTP": {"PathRegex": "("}}),
+            json!({"Action": "allow", "HTTP": {"PathExact": "/", "PathPrefix": "/"}}),
+            json!({"Action": "maybe"}),
+            json!({"Action": "allow", "HTTP": {"Header": [{"Name": "x"}]}}),
+            json!("not an object"),
+        ] {
+            let (p, e) = Permission::compile(&bad);
+            assert!(e.is_some(), "{bad}");
+            assert_eq!(p.action, Action::Deny);
+            assert!(p.matches(&view("GET", "/", &http::HeaderMap::new())));
+        }
+    }
+}
