@@ -9,12 +9,48 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
-use super::{ConfigEntry, ExposePath, Kind};
+use super::{ConfigEntry, ExposePath, Kind, KindError};
 use crate::json::DecodeError;
 
-/// Decodes a `PUT /v1/config` body (or a `config write` file); the error is the text Consul
-/// puts after `Request decoding failed: `.
+/// Decodes a `PUT /v1/config` body; the error is the text Consul puts after `Request
+/// decoding failed: `.
 pub fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
+    let (object, kind) = kind_of(body)?;
+    let kind = kind.map_err(|e| DecodeError(e.to_string()))?;
+    let (entry, unsupported) = fill(object, kind)?;
+    if let Some(field) = unsupported {
+        return Err(DecodeError(format!(
+            "tandem-agent dev does not support {field} in {kind} config entries"
+        )));
+    }
+    Ok(entry)
+}
+
+/// What `consul config write` checks before it sends a body: the kind is one Consul has, and
+/// for the kinds this agent keeps, the fields decode (same texts as [`decode`]); any other
+/// Consul kind, or a field only Consul keeps, is left to the agent. Returns the kind and the
+/// name as given, for the command's messages.
+pub fn check_for_write(body: &Value) -> Result<(String, String), DecodeError> {
+    let (object, kind) = kind_of(body)?;
+    match kind {
+        Ok(kind) => {
+            let (entry, _) = fill(object, kind)?;
+            Ok((kind.as_str().to_string(), entry.name))
+        }
+        Err(KindError::Unsupported(kind)) => {
+            let name = object
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("name"))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            Ok((kind, name.to_string()))
+        }
+        Err(e @ KindError::Invalid(_)) => Err(DecodeError(e.to_string())),
+    }
+}
+
+/// The body as an object and the kind it names (`Kind`, else `kind`).
+fn kind_of(body: &Value) -> Result<(&Map<String, Value>, Result<Kind, KindError>), DecodeError> {
     let object = match body {
         // Go decodes `null` into a nil map, which has no kind.
         Value::Null => return Err(no_kind()),
@@ -26,16 +62,20 @@ pub fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
             )))
         }
     };
-    let kind = match object.get("Kind").or_else(|| object.get("kind")) {
-        None => return Err(no_kind()),
-        Some(Value::String(kind)) => kind,
-        Some(_) => {
-            return Err(DecodeError(
-                "Kind value in payload is not a string".to_string(),
-            ))
-        }
-    };
-    let kind = Kind::parse(kind).map_err(|e| DecodeError(e.to_string()))?;
+    match object.get("Kind").or_else(|| object.get("kind")) {
+        None => Err(no_kind()),
+        Some(Value::String(kind)) => Ok((object, Kind::parse(kind))),
+        Some(_) => Err(DecodeError(
+            "Kind value in payload is not a string".to_string(),
+        )),
+    }
+}
+
+/// mapstructure's pass over the object; also names a field Consul has that is not kept here.
+fn fill(
+    object: &Map<String, Value>,
+    kind: Kind,
+) -> Result<(ConfigEntry, Option<&'static str>), DecodeError> {
     let mut decoder = Weak::default();
     let mut entry = ConfigEntry::empty(kind);
     decoder.entry(object, &mut entry);
@@ -52,12 +92,7 @@ pub fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
     if !unused.is_empty() {
         return Err(DecodeError(crate::goerr::multierror(&unused)));
     }
-    if let Some(field) = decoder.unsupported {
-        return Err(DecodeError(format!(
-            "tandem-agent dev does not support {field} in {kind} config entries"
-        )));
-    }
-    Ok(entry)
+    Ok((entry, decoder.unsupported))
 }
 
 fn no_kind() -> DecodeError {

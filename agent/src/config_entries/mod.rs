@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-pub use decode::decode;
+pub use decode::{check_for_write, decode};
 
 use crate::intentions::{is_http_like, l7_protocol_error};
 use crate::state::Txn;
