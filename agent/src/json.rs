@@ -7,6 +7,8 @@
 //! upstream and check decoders also accept snake_case; [`Fields`] gives that lookup with typed
 //! accessors whose errors read like Go's.
 
+pub mod strict;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,7 @@
 //! `tandem-agent`: an in-memory, single-node agent that speaks the Connect subset of Consul's
 //! HTTP API the way `consul agent -dev` does (JSON shapes, status codes, plain-text errors,
-//! blocking queries, a built-in CA, intentions and prepared queries), plus the `consul intention`
-//! CLI.
+//! blocking queries, a built-in CA, intentions, `service-defaults`/`proxy-defaults` config
+//! entries and prepared queries), plus the `consul intention` and `consul config` CLIs.
 //!
 //! In-process use (tests, benchmarks):
 //! ```no_run
@@ -22,7 +22,9 @@ mod catalog;
 mod checks;
 pub mod cli;
 mod config;
+mod config_entries;
 mod godur;
+mod goerr;
 mod http;
 mod intentions;
 mod json;

@@ -1,5 +1,5 @@
 //! `tandem-agent`: `dev` serves the Consul-compatible API until SIGINT/SIGTERM; `intention`
-//! is the `consul intention` work-alike.
+//! and `config` are the `consul intention` and `consul config` work-alikes.
 
 use std::process::ExitCode;
 
@@ -35,6 +35,14 @@ fn main() -> ExitCode {
                 let mut out = std::io::stdout();
                 let mut err = std::io::stderr();
                 tandem_agent::cli::intention::run(&args, &mut out, &mut err).await
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Config { args } => {
+            let code = runtime.block_on(async {
+                let mut out = std::io::stdout();
+                let mut err = std::io::stderr();
+                tandem_agent::cli::config::run(&args, &mut out, &mut err).await
             });
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::ca::Ca;
 use crate::catalog::{Catalog, Node};
+use crate::config_entries::ConfigEntries;
 use crate::intentions::Intentions;
 use crate::queries::Queries;
 
@@ -28,8 +29,18 @@ pub struct Settings {
 pub struct State {
     pub catalog: Catalog,
     pub intentions: Intentions,
+    pub config: ConfigEntries,
     pub ca: Ca,
     pub queries: Queries,
+}
+
+impl State {
+    /// The index of Consul 1.10's `config-entries` table: intentions are `service-intentions`
+    /// config entries there, so a write to either moves the index that both intention queries
+    /// and config entry queries answer with and block on.
+    pub fn config_entries_index(&self) -> u64 {
+        self.intentions.table_index().max(self.config.table_index())
+    }
 }
 
 /// The shared agent: settings, state and the change channel.
@@ -92,6 +103,7 @@ impl Agent {
             state: Mutex::new(State {
                 catalog,
                 intentions,
+                config: ConfigEntries::default(),
                 ca,
                 queries: Queries::default(),
             }),

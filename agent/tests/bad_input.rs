@@ -158,7 +158,7 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         "/v1/connect/intentions/exact?source=web&destination=db",
         r#"{"Action": 1}"#,
         400,
-        "Failed to decode request body: json: cannot unmarshal number into Go struct field Intention.Action of type string",
+        "Bad request: Request decode failed: json: cannot unmarshal number into Go struct field .Action of type structs.IntentionAction",
     ),
     (
         "PUT",
@@ -174,7 +174,7 @@ const CASES: &[(&str, &str, &str, u16, &str)] = &[
         "/v1/connect/intentions",
         r#"{"SourceName": "web", "Action": "allow"}"#,
         500,
-        "Name is required",
+        "1 error occurred:\n\t* DestinationName must be set\n\n",
     ),
     // Authorize.
     ("POST", "/v1/agent/connect/authorize", "{}", 400, "Target service must be specified"),

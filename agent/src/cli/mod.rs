@@ -1,6 +1,8 @@
-//! Command line: `tandem-agent dev` flags and the `consul intention` work-alike.
+//! Command line: `tandem-agent dev` flags and the `consul intention` and `consul config`
+//! work-alikes.
 
 pub mod columnize;
+pub mod config;
 pub mod consul_client;
 mod goflag;
 pub mod intention;
@@ -19,8 +21,9 @@ use crate::Config;
     about = "A Consul-compatible Connect control plane for local runs and tests",
     long_about = "tandem-agent serves the Connect subset of Consul's HTTP API from memory, the way \
 `consul agent -dev` does (service catalog and health, built-in CA with roots and leaf \
-certificates, intentions, blocking queries), and manages intentions like `consul intention` \
-against any Consul-compatible agent."
+certificates, intentions, service-defaults and proxy-defaults config entries, blocking queries), \
+and manages intentions and config entries like `consul intention` and `consul config` against \
+any Consul-compatible agent."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,6 +40,15 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Intention {
         /// The `consul intention` sub-command and its arguments (Go-style single-dash flags).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Manage config entries: write FILE|- (JSON or HCL) [-cas -modify-index N] |
+    /// read -kind K -name N | list -kind K | delete -kind K -name N.
+    /// Uses CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN like the consul CLI.
+    #[command(disable_help_flag = true)]
+    Config {
+        /// The `consul config` sub-command and its arguments (Go-style single-dash flags).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -73,6 +73,16 @@ pub fn require(agent: &Agent, req: &Request, access: Access<'_>) -> Result<(), A
     }
 }
 
+/// Like [`require`], for the checks where Consul 1.10 answers the bare
+/// `acl.ErrPermissionDenied` (config entries): 403 `Permission denied`, naming nothing.
+pub fn require_bare(agent: &Agent, req: &Request) -> Result<(), ApiError> {
+    match caller(agent, req) {
+        Caller::Anyone => Ok(()),
+        Caller::Unknown => Err(ApiError::new(403, "ACL not found")),
+        Caller::Anonymous => Err(ApiError::new(403, "Permission denied")),
+    }
+}
+
 /// For endpoints Consul filters rather than refuses: `Ok(false)` means "show nothing" (and set
 /// `X-Consul-Results-Filtered-By-ACLs`), an unknown token is still a 403.
 pub fn may_read(agent: &Agent, req: &Request) -> Result<bool, ApiError> {

@@ -25,7 +25,7 @@ fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
 /// `GET` (list, blocking) and legacy `POST` (create) on `/v1/connect/intentions`.
 pub async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
-        let input = decode(req)?;
+        let input = decode_legacy(req)?;
         acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
         let id = agent.write(|state, tx| state.intentions.create_legacy(input, tx))?;
         return Ok(Reply::json(req, &Obj::new().put("ID", id).build()));
@@ -64,12 +64,14 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
             .await
         }
         "PUT" => {
-            let input = decode(req)?;
+            let input = decode_by_name(req)?;
             acl::require(agent, req, Access::IntentionsWrite(&destination))?;
             agent.write(|state, tx| {
-                state
-                    .intentions
-                    .upsert_exact(&source, &destination, input, tx)
+                let State {
+                    intentions, config, ..
+                } = state;
+                let protocol_of = |service: &str| config.protocol(service);
+                intentions.upsert_exact(&source, &destination, input, protocol_of, tx)
             })?;
             Ok(Reply::json(req, &Value::Bool(true)))
         }
@@ -176,7 +178,7 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
             one_intention(agent, req, index, wait, |state| state.intentions.by_id(id)).await
         }
         "PUT" => {
-            let input = decode(req)?;
+            let input = decode_legacy(req)?;
             acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
             agent.write(|state, tx| state.intentions.update_legacy(id, input, tx))?;
             Ok(Reply::json(req, &Obj::new().put("ID", id).build()))
@@ -193,23 +195,33 @@ pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
     }
 }
 
-/// A blocking query on the intentions table.
+/// A blocking query on the intentions, which Consul 1.10 keeps in its config entries table
+/// (a config entry write moves their index too).
 async fn block_on_intentions<T>(
     agent: &Agent,
     index: Option<u64>,
     wait: Option<Duration>,
     query: impl FnOnce(&State) -> T,
 ) -> (u64, T) {
-    let table_index = |state: &State| state.intentions.table_index();
-    blocking::block_on_index(agent, index, wait, table_index, query).await
+    blocking::block_on_index(agent, index, wait, State::config_entries_index, query).await
 }
 
-/// The request body as an intention (create and update alike).
-fn decode(req: &Request) -> Result<IntentionInput> {
-    let body = req
-        .json()
-        .map_err(|e| ApiError::new(400, format!("Failed to decode request body: {e}")))?;
-    Ok(IntentionInput::decode(&body)?)
+/// The body of a write by name (`PUT .../exact`): 400 `Bad request: Request decode failed`.
+fn decode_by_name(req: &Request) -> Result<IntentionInput> {
+    let failed = |e: crate::json::DecodeError| {
+        ApiError::new(400, format!("Bad request: Request decode failed: {e}"))
+    };
+    let body = req.json().map_err(failed)?;
+    IntentionInput::decode(&body).map_err(failed)
+}
+
+/// The body of a legacy create or update: 500 `Failed to decode request body`.
+fn decode_legacy(req: &Request) -> Result<IntentionInput> {
+    let failed = |e: crate::json::DecodeError| {
+        ApiError::new(500, format!("Failed to decode request body: {e}"))
+    };
+    let body = req.json().map_err(failed)?;
+    IntentionInput::decode(&body).map_err(failed)
 }
 
 /// A blocking `GET` of the intention `find` picks (by ID or by source and destination); 404

@@ -4,6 +4,7 @@
 
 mod acl;
 mod agent_api;
+mod config_api;
 mod connect;
 mod health;
 mod intentions_api;
@@ -216,6 +217,12 @@ impl From<crate::intentions::IntentionError> for ApiError {
     }
 }
 
+impl From<crate::config_entries::ConfigError> for ApiError {
+    fn from(e: crate::config_entries::ConfigError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
 impl From<crate::queries::QueryError> for ApiError {
     fn from(e: crate::queries::QueryError) -> Self {
         ApiError::new(e.status, e.message)
@@ -360,6 +367,10 @@ enum Route {
     IntentionExact,
     IntentionById(String),
     Queries,
+    /// `PUT /v1/config`.
+    ConfigApply,
+    /// `/v1/config/:kind[/:name]`.
+    Config(String),
     /// `/v1/query/:id`, `/v1/query/:id_or_name/execute`, `.../explain`: methods decided by
     /// the handler, as Consul's `PreparedQuerySpecific` does.
     Query(String),
@@ -390,6 +401,7 @@ const EXACT: &[(&str, Route, Methods)] = &[
     ("/v1/connect/intentions/check", Route::IntentionCheck,  &["GET"]),
     ("/v1/connect/intentions/exact", Route::IntentionExact,  &["GET", "PUT", "DELETE"]),
     ("/v1/query",                    Route::Queries,         &["GET", "POST"]),
+    ("/v1/config",                   Route::ConfigApply,     &["PUT"]),
 ];
 
 /// Path prefixes (first match wins): the route for the rest of the path and its methods.
@@ -409,6 +421,7 @@ const PREFIX: &[(&str, WithRest, Methods)] = &[
     ("/v1/agent/connect/ca/leaf/",    Route::AgentLeaf,         &["GET"]),
     ("/v1/connect/intentions/",       Route::IntentionById,     &["GET", "PUT", "DELETE"]),
     ("/v1/query/",                    Route::Query,             &["GET", "PUT", "DELETE"]),
+    ("/v1/config/",                   Route::Config,            &["GET", "DELETE"]),
 ];
 
 fn route(path: &str) -> Option<(Route, Methods)> {
@@ -466,6 +479,8 @@ async fn dispatch(agent: &Arc<Agent>, req: &Request) -> Result {
         Route::IntentionExact => intentions_api::exact(agent, req).await,
         Route::IntentionById(id) => intentions_api::by_id(agent, req, &id).await,
         Route::Queries => queries_api::collection(agent, req).await,
+        Route::ConfigApply => config_api::apply(agent, req),
+        Route::Config(rest) => config_api::specific(agent, req, &rest).await,
         Route::Query(_) => unreachable!("answered by queries_api::specific above"),
     }
 }
@@ -510,6 +525,12 @@ mod tests {
             route("/v1/connect/intentions/abc").unwrap().0,
             Route::IntentionById("abc".into())
         );
+        assert_eq!(route("/v1/config").unwrap().0, Route::ConfigApply);
+        assert_eq!(
+            route("/v1/config/service-defaults/web").unwrap().0,
+            Route::Config("service-defaults/web".into())
+        );
+        assert!(route("/v1/configs").is_none());
         assert!(route("/v1/nope").is_none());
     }
 }

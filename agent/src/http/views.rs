@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use crate::ca::{Ca, Leaf, Root};
 use crate::catalog::{Node, ServiceEntry};
 use crate::checks::Check;
+use crate::intentions::permissions::{HeaderPermission, Permission};
 use crate::intentions::Intention;
 use crate::json::go_time;
 use crate::service::{Proxy, Service, Upstream};
@@ -380,7 +381,7 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
 
 /// `structs.Intention` with its custom MarshalJSON (timestamps first, only when set).
 pub fn intention(i: &Intention) -> Value {
-    let permissions = i.permissions.as_ref().map(permissions);
+    let permissions = i.is_l7().then(|| permissions(&i.permissions));
     let meta = (!i.meta.is_empty()).then(|| string_map(&i.meta));
     Obj::new()
         .put_opt("CreatedAt", i.created_at.map(|t| Value::String(go_time(t))))
@@ -462,68 +463,40 @@ pub fn ca_configuration(ca: &Ca) -> Value {
         .build()
 }
 
-/// `[]*structs.IntentionPermission` in Go struct order with Go's `omitempty`, whatever the
-/// case of the keys as they were sent (Go matched them case-insensitively).
-fn permissions(given: &Value) -> Value {
-    let Value::Array(items) = given else {
-        return given.clone();
-    };
-    let http = |h: &Value| {
-        let headers = field(h, "Header").and_then(Value::as_array).map(|list| {
-            let list = list.iter().map(|header| {
-                go_fields(
-                    header,
-                    &[
-                        "Name", "Present", "Exact", "Prefix", "Suffix", "Regex", "Invert",
-                    ],
-                )
-            });
-            Value::Array(list.collect())
-        });
-        let obj = go_fields(h, &["PathExact", "PathPrefix", "PathRegex"]);
-        let Value::Object(mut map) = obj else {
-            return obj;
-        };
-        if let Some(headers) = headers.filter(|h| h.as_array().is_some_and(|a| !a.is_empty())) {
-            map.insert("Header".into(), headers);
-        }
-        if let Some(methods) =
-            field(h, "Methods").filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            map.insert("Methods".into(), methods.clone());
-        }
-        Value::Object(map)
-    };
-    let list = items.iter().map(|p| {
-        let obj = go_fields(p, &["Action"]);
-        match (obj, field(p, "HTTP").filter(|h| h.is_object())) {
-            (Value::Object(mut map), Some(h)) => {
-                map.insert("HTTP".into(), http(h));
-                Value::Object(map)
-            }
-            (obj, _) => obj,
-        }
+/// `[]*structs.IntentionPermission` as Consul sends it.
+pub fn permissions(permissions: &[Permission]) -> Value {
+    Value::Array(permissions.iter().map(permission_json).collect())
+}
+
+fn permission_json(permission: &Permission) -> Value {
+    let http = permission.http.as_ref().map(|http| {
+        let headers = (!http.header.is_empty())
+            .then(|| Value::Array(http.header.iter().map(header_json).collect()));
+        let methods = (!http.methods.is_empty())
+            .then(|| Value::Array(http.methods.iter().cloned().map(Value::String).collect()));
+        Obj::new()
+            .put_str("PathExact", &http.path_exact)
+            .put_str("PathPrefix", &http.path_prefix)
+            .put_str("PathRegex", &http.path_regex)
+            .put_opt("Header", headers)
+            .put_opt("Methods", methods)
+            .build()
     });
-    Value::Array(list.collect())
+    Obj::new()
+        .put("Action", permission.action.as_str())
+        .put_opt("HTTP", http)
+        .build()
 }
 
-/// The value of `name` in `obj`, matched case-insensitively.
-fn field<'v>(obj: &'v Value, name: &str) -> Option<&'v Value> {
-    obj.as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
-
-/// The scalar fields `names` of `obj` in that order, under their Go names, empty ones omitted.
-fn go_fields(obj: &Value, names: &[&str]) -> Value {
-    let mut out = Obj::new();
-    for name in names {
-        match field(obj, name) {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-            Some(Value::String(s)) if s.is_empty() => {}
-            Some(v) => out = out.put(name, v.clone()),
-        }
-    }
-    out.build()
+fn header_json(header: &HeaderPermission) -> Value {
+    let flag = |on: bool| on.then_some(Value::Bool(true));
+    Obj::new()
+        .put("Name", header.name.as_str())
+        .put_opt("Present", flag(header.present))
+        .put_str("Exact", &header.exact)
+        .put_str("Prefix", &header.prefix)
+        .put_str("Suffix", &header.suffix)
+        .put_str("Regex", &header.regex)
+        .put_opt("Invert", flag(header.invert))
+        .build()
 }

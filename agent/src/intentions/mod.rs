@@ -1,15 +1,20 @@
 //! Service intentions: one per (source, destination) pair, Consul's precedence and ordering,
-//! first match decides, and the default when nothing matches.
+//! first match decides, and the default when nothing matches. A write's body and checks are
+//! in `input`, L7 permissions in `permissions`.
+
+mod input;
+pub mod permissions;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::json::{DecodeError, Fields};
+pub use input::IntentionInput;
+use permissions::Permission;
+
 use crate::state::Txn;
 
 pub const WILDCARD: &str = "*";
@@ -25,7 +30,8 @@ pub struct Intention {
     pub source_type: String,
     /// `allow` / `deny`; empty for L7 intentions (which carry `permissions`).
     pub action: String,
-    pub permissions: Option<Value>,
+    /// L7 permissions, in order; empty for an L4 intention.
+    pub permissions: Vec<Permission>,
     pub meta: BTreeMap<String, String>,
     pub precedence: i64,
     pub hash: Option<String>,
@@ -43,9 +49,10 @@ impl Intention {
         } else {
             format!("ID: {}, ", self.id)
         };
-        let detail = match &self.permissions {
-            Some(Value::Array(p)) if !p.is_empty() => format!("Permissions: {}", p.len()),
-            _ => format!("Action: {}", self.action.to_ascii_uppercase()),
+        let detail = if self.is_l7() {
+            format!("Permissions: {}", self.permissions.len())
+        } else {
+            format!("Action: {}", self.action.to_ascii_uppercase())
         };
         format!(
             "{DEFAULT_NS}/{} => {DEFAULT_NS}/{} ({id}Precedence: {}, {detail})",
@@ -54,7 +61,7 @@ impl Intention {
     }
 
     pub fn is_l7(&self) -> bool {
-        matches!(&self.permissions, Some(Value::Array(p)) if !p.is_empty())
+        !self.permissions.is_empty()
     }
 }
 
@@ -81,54 +88,11 @@ pub struct IntentionError {
 }
 
 impl IntentionError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         IntentionError {
             status,
             message: message.into(),
         }
-    }
-}
-
-impl From<DecodeError> for IntentionError {
-    fn from(e: DecodeError) -> Self {
-        IntentionError::new(400, format!("Failed to decode request body: {e}"))
-    }
-}
-
-/// The fields a write supplies (`PUT exact` body or legacy body).
-#[derive(Clone, Debug, Default)]
-pub struct IntentionInput {
-    pub source_name: String,
-    pub destination_name: String,
-    pub source_type: String,
-    pub action: String,
-    pub permissions: Option<Value>,
-    pub description: String,
-    pub meta: BTreeMap<String, String>,
-}
-
-impl IntentionInput {
-    pub fn decode(body: &Value) -> Result<Self, IntentionError> {
-        let f = Fields::new(body, "Intention")?;
-        let permissions = match f.raw("Permissions") {
-            None => None,
-            Some(v @ Value::Array(_)) => Some(crate::json::sorted(v)),
-            Some(_) => {
-                return Err(IntentionError::new(
-                    400,
-                    "Failed to decode request body: json: cannot unmarshal into Go struct field Intention.Permissions of type []*structs.IntentionPermission",
-                ))
-            }
-        };
-        Ok(IntentionInput {
-            source_name: f.string_or_default("SourceName")?,
-            destination_name: f.string_or_default("DestinationName")?,
-            source_type: f.string_or_default("SourceType")?,
-            action: f.string_or_default("Action")?,
-            permissions,
-            description: f.string_or_default("Description")?,
-            meta: f.string_map("Meta")?.unwrap_or_default(),
-        })
     }
 }
 
@@ -169,26 +133,76 @@ impl Intentions {
             .find(|i| !i.id.is_empty() && i.id.eq_ignore_ascii_case(id))
     }
 
-    /// `PUT /v1/connect/intentions/exact`: create or replace the pair's intention.
+    /// `PUT /v1/connect/intentions/exact`: create or replace the pair's intention. An L7
+    /// intention needs an HTTP-like `protocol_of` its destination (service-defaults, else
+    /// proxy-defaults, else `tcp`), as Consul's config entry graph check demands.
     pub fn upsert_exact(
         &mut self,
         source: &str,
         destination: &str,
         mut input: IntentionInput,
+        protocol_of: impl Fn(&str) -> String,
         tx: &mut Txn,
     ) -> Result<(), IntentionError> {
         input.source_name = source.to_string();
         input.destination_name = destination.to_string();
-        validate(&input)?;
+        input.validate_by_name(self.source_position(source, destination))?;
+        if !input.permissions.is_empty() && destination != WILDCARD {
+            let protocol = protocol_of(destination);
+            if !is_http_like(&protocol) {
+                return Err(IntentionError::new(
+                    500,
+                    l7_protocol_error(destination, &protocol),
+                ));
+            }
+        }
         let index = tx.index();
-        let create_index = self
-            .exact(source, destination)
-            .map_or(index, |i| i.create_index);
-        self.remove_pair(source, destination);
+        let previous = self
+            .entries
+            .iter()
+            .position(|i| same_pair(i, source, destination));
+        let create_index = previous.map_or(index, |p| self.entries[p].create_index);
         let intention = build(input, String::new(), None, create_index, index);
-        self.entries.push(intention);
+        match previous {
+            // Replaced in place: Consul keeps a source's place among its destination's sources.
+            Some(p) => self.entries[p] = intention,
+            None => self.entries.push(intention),
+        }
         self.table_index = index;
         Ok(())
+    }
+
+    /// Where the source would sit among the destination's sources after an upsert: Consul's
+    /// `service-intentions` entry keeps them in write order, stably sorted by precedence
+    /// (highest first), and its checks name that index (`Sources[1].Action ...`).
+    fn source_position(&self, source: &str, destination: &str) -> usize {
+        let mut sources: Vec<(bool, i64)> = self
+            .entries
+            .iter()
+            .filter(|i| i.destination_name.eq_ignore_ascii_case(destination))
+            .map(|i| (same_pair(i, source, destination), i.precedence))
+            .collect();
+        let precedence = precedence(source, destination);
+        match sources.iter_mut().find(|(this, _)| *this) {
+            Some(entry) => entry.1 = precedence,
+            None => sources.push((true, precedence)),
+        }
+        sources.sort_by_key(|(_, p)| std::cmp::Reverse(*p));
+        sources.iter().position(|(this, _)| *this).unwrap_or(0)
+    }
+
+    /// The destinations that have an L7 intention (never `*`), sorted and once each: what a
+    /// protocol change must keep HTTP-like.
+    pub fn l7_destinations(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|i| i.is_l7() && i.destination_name != WILDCARD)
+            .map(|i| i.destination_name.clone())
+            .collect();
+        names.sort_by_key(|n| n.to_ascii_lowercase());
+        names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        names
     }
 
     /// `DELETE /v1/connect/intentions/exact`.
@@ -205,7 +219,7 @@ impl Intentions {
         input: IntentionInput,
         tx: &mut Txn,
     ) -> Result<String, IntentionError> {
-        validate(&input)?;
+        input.validate_legacy()?;
         if let Some(existing) = self.exact(&input.source_name, &input.destination_name) {
             return Err(IntentionError::new(
                 500,
@@ -234,7 +248,7 @@ impl Intentions {
                 "Cannot modify non-existent intention",
             ));
         };
-        validate(&input)?;
+        input.validate_legacy()?;
         if let Some(other) = self.exact(&input.source_name, &input.destination_name) {
             if other.id != existing.id {
                 return Err(IntentionError::new(
@@ -309,11 +323,23 @@ impl Intentions {
     }
 
     fn remove_pair(&mut self, source: &str, destination: &str) {
-        self.entries.retain(|i| {
-            !(i.source_name.eq_ignore_ascii_case(source)
-                && i.destination_name.eq_ignore_ascii_case(destination))
-        });
+        self.entries.retain(|i| !same_pair(i, source, destination));
     }
+}
+
+fn same_pair(intention: &Intention, source: &str, destination: &str) -> bool {
+    intention.source_name.eq_ignore_ascii_case(source)
+        && intention.destination_name.eq_ignore_ascii_case(destination)
+}
+
+/// `structs.IsProtocolHTTPLike`: the protocols L7 permissions can apply to.
+pub fn is_http_like(protocol: &str) -> bool {
+    matches!(protocol, "http" | "http2" | "grpc")
+}
+
+/// Consul's refusal of L7 permissions on a destination whose protocol is not HTTP-like.
+pub fn l7_protocol_error(service: &str, protocol: &str) -> String {
+    format!("service {service:?} has protocol {protocol:?}, which is incompatible with L7 intentions permissions")
 }
 
 /// The decision when no intention matches, in Consul 1.10's words: an allow default is a dev
@@ -370,52 +396,6 @@ pub fn precedence_order(a: &Intention, b: &Intention) -> Ordering {
         .then_with(|| a.destination_name.cmp(&b.destination_name))
 }
 
-fn validate(input: &IntentionInput) -> Result<(), IntentionError> {
-    let bad = |m: String| Err(IntentionError::new(500, m));
-    if input.destination_name.is_empty() {
-        return bad("Name is required".into());
-    }
-    if input.destination_name != WILDCARD && input.destination_name.contains('*') {
-        return bad("Name: wildcard character '*' cannot be used with partial values".into());
-    }
-    if input.source_name.is_empty() {
-        return bad("Sources[0].Name is required".into());
-    }
-    if input.source_name != WILDCARD && input.source_name.contains('*') {
-        return bad(
-            "Sources[0].Name: wildcard character '*' cannot be used with partial values".into(),
-        );
-    }
-    if !input.source_type.is_empty() && input.source_type != "consul" {
-        return bad("Sources[0].Type must be set to 'consul'".into());
-    }
-    let has_permissions = matches!(&input.permissions, Some(Value::Array(p)) if !p.is_empty());
-    if has_permissions {
-        if !input.action.is_empty() {
-            return bad("Sources[0].Action must be omitted if Permissions are specified".into());
-        }
-        if let Some(Value::Array(permissions)) = &input.permissions {
-            for (i, permission) in permissions.iter().enumerate() {
-                let action = permission
-                    .as_object()
-                    .and_then(|p| p.iter().find(|(k, _)| k.eq_ignore_ascii_case("action")))
-                    .and_then(|(_, v)| v.as_str());
-                if !matches!(action, Some("allow" | "deny")) {
-                    return bad(format!(
-                        "Sources[0].Permissions[{i}].Action must be set to 'allow' or 'deny'"
-                    ));
-                }
-            }
-        }
-    } else if input.action != "allow" && input.action != "deny" {
-        return bad("Sources[0].Action must be set to 'allow' or 'deny'".into());
-    }
-    if input.description.len() > 512 {
-        return bad("Sources[0].Description exceeds maximum length 512".into());
-    }
-    Ok(())
-}
-
 fn build(
     input: IntentionInput,
     id: String,
@@ -444,9 +424,7 @@ fn build(
         destination_name: input.destination_name,
         source_type: "consul".to_string(),
         action: input.action,
-        permissions: input
-            .permissions
-            .filter(|p| matches!(p, Value::Array(a) if !a.is_empty())),
+        permissions: input.permissions,
         meta: input.meta,
         precedence,
         hash,
@@ -461,6 +439,20 @@ fn build(
 mod tests {
     use super::*;
 
+    /// No config entries: every service speaks `tcp`.
+    fn tcp(_: &str) -> String {
+        "tcp".to_string()
+    }
+
+    fn http(_: &str) -> String {
+        "http".to_string()
+    }
+
+    fn l7(permissions: serde_json::Value) -> IntentionInput {
+        let body = serde_json::json!({ "Permissions": permissions });
+        IntentionInput::decode(&body).expect("a valid permissions body")
+    }
+
     fn store() -> (Intentions, u64) {
         let mut tx = Txn::for_tests(1);
         (Intentions::new(&mut tx), 1)
@@ -472,7 +464,7 @@ mod tests {
             action: action.into(),
             ..Default::default()
         };
-        store.upsert_exact(src, dst, input, &mut tx).unwrap();
+        store.upsert_exact(src, dst, input, tcp, &mut tx).unwrap();
     }
 
     #[test]
@@ -559,27 +551,77 @@ mod tests {
     fn l7_intentions_deny_in_decisions_and_need_permission_actions() {
         let (mut s, _) = store();
         let mut tx = Txn::for_tests(2);
-        let bad = IntentionInput {
-            permissions: Some(serde_json::json!([{"HTTP": {"PathPrefix": "/"}}])),
-            ..Default::default()
-        };
-        let err = s.upsert_exact("web", "db", bad, &mut tx).unwrap_err();
+        let bad = l7(serde_json::json!([{"HTTP": {"PathPrefix": "/"}}]));
+        let err = s.upsert_exact("web", "db", bad, http, &mut tx).unwrap_err();
         assert_eq!(
             err.message,
             "Sources[0].Permissions[0].Action must be set to 'allow' or 'deny'"
         );
-        let good = IntentionInput {
-            permissions: Some(
-                serde_json::json!([{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]),
-            ),
-            ..Default::default()
-        };
-        s.upsert_exact("web", "db", good, &mut tx).unwrap();
+        let good = l7(serde_json::json!([{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]));
+        s.upsert_exact("web", "db", good, http, &mut tx).unwrap();
         let d = s.decide("web", "db", true);
         assert!(!d.allowed);
         assert_eq!(
             d.reason,
             "Matched L7 intention: default/web => default/db (Precedence: 9, Permissions: 1)"
+        );
+        assert_eq!(s.l7_destinations(), ["db"]);
+    }
+
+    #[test]
+    fn l7_intentions_need_an_http_like_destination() {
+        let (mut s, _) = store();
+        let mut tx = Txn::for_tests(2);
+        let permissions = serde_json::json!([{"Action": "deny", "HTTP": {"PathPrefix": "/admin"}}]);
+        let err = s
+            .upsert_exact("web", "db", l7(permissions.clone()), tcp, &mut tx)
+            .unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (
+                500,
+                "service \"db\" has protocol \"tcp\", which is incompatible with L7 intentions permissions"
+            )
+        );
+        assert!(s.list().is_empty());
+        for protocol in ["http", "http2", "grpc"] {
+            let destination = format!("db-{protocol}");
+            s.upsert_exact(
+                "web",
+                &destination,
+                l7(permissions.clone()),
+                |_| protocol.to_string(),
+                &mut tx,
+            )
+            .unwrap();
+        }
+        assert_eq!(s.list().len(), 3);
+        // An L4 intention needs no protocol.
+        put(&mut s, "web", "cache", "allow", 3);
+    }
+
+    #[test]
+    fn checks_name_the_place_among_the_destination_sources() {
+        let (mut s, _) = store();
+        put(&mut s, "*", "db", "allow", 2);
+        put(&mut s, "api", "db", "deny", 3);
+        let mut tx = Txn::for_tests(4);
+        let bad = IntentionInput {
+            action: "maybe".into(),
+            ..Default::default()
+        };
+        // Sources of db by precedence: api (9), the new web (9, written after api), * (8).
+        let err = s
+            .upsert_exact("web", "db", bad.clone(), tcp, &mut tx)
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "Sources[1].Action must be set to 'allow' or 'deny'"
+        );
+        let err = s.upsert_exact("*", "db", bad, tcp, &mut tx).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Sources[1].Action must be set to 'allow' or 'deny'"
         );
     }
 
@@ -591,12 +633,14 @@ mod tests {
             action: "allow".into(),
             ..Default::default()
         };
-        assert!(s.upsert_exact("web*", "db", input, &mut tx).is_err());
+        assert!(s.upsert_exact("web*", "db", input, tcp, &mut tx).is_err());
         let input = IntentionInput {
             action: "maybe".into(),
             ..Default::default()
         };
-        let err = s.upsert_exact("web", "db", input, &mut tx).unwrap_err();
+        let err = s
+            .upsert_exact("web", "db", input, tcp, &mut tx)
+            .unwrap_err();
         assert_eq!(
             err.message,
             "Sources[0].Action must be set to 'allow' or 'deny'"
