@@ -214,6 +214,16 @@ pub async fn http_put(url: &str, body: serde_json::Value) -> u16 {
         .unwrap_or(0)
 }
 
+/// `DELETE <url>`.
+pub async fn http_delete(url: &str) -> u16 {
+    http()
+        .delete(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// `POST <url>`.
 pub async fn http_post(url: &str) -> u16 {
     http()
