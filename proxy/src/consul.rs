@@ -323,7 +323,8 @@ impl ConsulClient {
         let meta = query_meta(response.headers());
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable(&url))?;
-        if !status.is_success() && !(not_found_is_answer && status == StatusCode::NOT_FOUND) {
+        let not_found = not_found_is_answer && status == StatusCode::NOT_FOUND;
+        if !(status.is_success() || not_found) {
             return Err(ConsulError::Status {
                 url: redact(&url),
                 status,

@@ -118,6 +118,7 @@ async fn every_bad_identity_is_refused_and_counted() {
         service_address: app.ip(),
         close_denied_connections: false,
         default_intention_policy: None,
+        http_access_log: false,
     };
     let data = DataPath::new(tls_rx, metrics.clone(), limits);
     let inbound = Inbound::new(&settings, ixn_rx, data);
