@@ -456,6 +456,53 @@ $before
 $after_allow" static-client static-server
 
 # ---------------------------------------------------------------------------------------------
+# HTTP: static-server marked http, an L7 intention decides each request
+
+say "HTTP: static-server speaks http; deny GET /admin from static-client"
+defaults=$state/static-server-defaults.hcl
+printf 'Kind     = "service-defaults"\nName     = "static-server"\nProtocol = "http"\n' >"$defaults"
+cmd "tandem-agent config write static-server-defaults.hcl"
+sed 's/^/  /' "$defaults"
+"$bin/tandem-agent" config write "$defaults" ||
+  die "tandem-agent config write failed" static-client static-server
+l7_intention='{"Permissions": [{"Action": "deny", "HTTP": {"PathPrefix": "/admin", "Methods": ["GET"]}}]}'
+cmd "curl -X PUT '$agent_url/v1/connect/intentions/exact?source=static-client&destination=static-server' -d '$l7_intention'"
+curl -sf -X PUT "$agent_url/v1/connect/intentions/exact?source=static-client&destination=static-server" \
+  -d "$l7_intention" >/dev/null ||
+  die "the L7 intention was refused: $(curl -s -X PUT "$agent_url/v1/connect/intentions/exact?source=static-client&destination=static-server" -d "$l7_intention")" \
+    static-client static-server
+# Both URLs in one curl: it sends them on one kept-alive connection, and says so.
+two_urls_cmd=(podman exec static-client-static-client curl -s -w '\n%{http_code} connects=%{num_connects}\n'
+  "${upstream_url}admin" "$upstream_url")
+two_urls() {
+  curl_rc=0
+  curl_out=$(timeout 20 "${two_urls_cmd[@]}" 2>&1) || curl_rc=$?
+  curl_out=$(printf '%s\n' "$curl_out" | sed '/^$/d')   # a body may or may not end in a newline
+}
+expected_two='RBAC: access denied
+403 connects=1
+"hello world"
+200 connects=0'
+admin_denied_on_one_connection() { two_urls; [ "$curl_rc" = 0 ] && [ "$curl_out" = "$expected_two" ]; }
+wait_until "GET /admin to be denied and GET / answered on one connection" admin_denied_on_one_connection || true
+cmd "kubectl exec static-client -- curl -s ${upstream_url}admin $upstream_url"
+note "(here: ${two_urls_cmd[*]})"
+printf '%s\n' "$curl_out"
+if [ "$curl_rc" = 0 ] && [ "$curl_out" = "$expected_two" ]; then
+  ok "/admin: 403 RBAC: access denied; /: \"hello world\"; both on one kept-alive connection"
+else
+  expectation_failed "expected a 403 for /admin and \"hello world\" for / on one connection, got exit $curl_rc:
+$curl_out" static-client static-server
+fi
+after_http=$(pod_snapshot)
+[ "$before" = "$after_http" ] ||
+  expectation_failed "containers changed when static-server became http:
+--- before
+$before
+--- after
+$after_http" static-client static-server
+
+# ---------------------------------------------------------------------------------------------
 # The seed's Deployment: the pod template is what gets injected (offline, with `inject`)
 
 say "Deployments, StatefulSets, etc."
