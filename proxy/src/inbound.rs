@@ -83,12 +83,12 @@ impl Inbound {
             |stream, client| {
                 let slot = self.data.slot(Direction::Inbound, client)?;
                 let this = self.clone();
-                let tasks = tasks.clone();
+                let (tasks, draining) = (tasks.clone(), stop_accepting.clone());
                 let span =
                     tracing::info_span!("conn", direction = "inbound", client.addr = %client);
                 Some(
                     async move {
-                        this.handle(stream, client, tasks).await;
+                        this.handle(stream, client, tasks, draining).await;
                         drop(slot);
                     }
                     .instrument(span),
@@ -98,7 +98,15 @@ impl Inbound {
         .await;
     }
 
-    async fn handle(self: Arc<Self>, stream: TcpStream, client: SocketAddr, tasks: TaskTracker) {
+    /// One connection. `draining` is the listener's stop: an HTTP connection then shuts down
+    /// gracefully.
+    async fn handle(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        tasks: TaskTracker,
+        draining: CancellationToken,
+    ) {
         let limits = &self.data.limits;
         let metrics = &self.data.metrics;
         let mut conn = self.data.track(Direction::Inbound, client);
@@ -163,7 +171,7 @@ impl Inbound {
             ));
             let idle = limits.idle_timeout;
             let requests = Arc::new(Requests::new(self.clone(), peer, protocol, app, tasks));
-            return conn.finish(requests.serve(stream, idle, &stopper).await);
+            return conn.finish(requests.serve(stream, idle, &stopper, &draining).await);
         }
         let (registered, decision) = self
             .data

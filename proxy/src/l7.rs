@@ -25,6 +25,7 @@ use tandem_certs::spiffe::ServiceId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{self, End};
@@ -92,12 +93,15 @@ impl Requests {
     }
 
     /// Serves HTTP on `downstream` until the caller closes it, it is idle for `idle`, or
-    /// `stopper` fires.
+    /// `stopper` fires. Once `draining` fires (the proxy drains) the connection is shut down
+    /// gracefully: requests in flight finish, then it closes (HTTP/1.1 `Connection: close`,
+    /// h2 `GOAWAY`).
     pub(crate) async fn serve<S>(
         self: Arc<Self>,
         downstream: S,
         idle: Option<Duration>,
         stopper: &Stopper,
+        draining: &CancellationToken,
     ) -> Transfer
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -111,16 +115,24 @@ impl Requests {
         let service = hyper::service::service_fn(move |req| this.clone().answer(req));
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(io), service);
-        let end = tokio::select! {
-            served = conn => match served {
-                Ok(()) => End::Completed,
-                Err(e) => {
-                    tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
-                    End::DownstreamError
+        tokio::pin!(conn);
+        let mut shutting_down = false;
+        let end = loop {
+            tokio::select! {
+                served = conn.as_mut() => break match served {
+                    Ok(()) => End::Completed,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "inbound HTTP connection ended with an error");
+                        End::DownstreamError
+                    }
+                },
+                _ = draining.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
                 }
-            },
-            _ = meter.activity.idle(idle) => End::IdleTimeout,
-            _ = stopper.cancelled() => stopper.reason(),
+                _ = meter.activity.idle(idle) => break End::IdleTimeout,
+                _ = stopper.cancelled() => break stopper.reason(),
+            }
         };
         Transfer {
             received: meter.received.load(Ordering::Relaxed),
@@ -157,7 +169,10 @@ impl Requests {
             denied(is_grpc(request.headers()))
         } else {
             match self.forward(request).await {
-                Ok(answer) => answer.map(BodyExt::boxed),
+                Ok(mut answer) => {
+                    remove_hop_by_hop(answer.headers_mut());
+                    answer.map(BodyExt::boxed)
+                }
                 Err(e) => {
                     tracing::warn!(peer.id = %self.peer, error = %e, "request not forwarded");
                     app_failed(&e)

@@ -273,3 +273,32 @@ async fn a_protocol_change_applies_to_new_connections() {
     server.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_keep_alive_connections_instead_of_waiting_out_the_deadline() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    put_config(
+        &url,
+        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
+    )
+    .await;
+    let (app_port, _) = keep_alive_app().await;
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("the server listed", || async {
+        passing_instances(&url, "static-server").await > 0
+    })
+    .await;
+    let mut conn = Http1::connect(upstream).await;
+    assert_eq!(conn.get("/").await, (200, "hello world".into()));
+
+    // An idle HTTP/1.1 connection is closed by the drain (Connection: close semantics), so the
+    // drain ends as soon as it is gone rather than at its two-minute deadline.
+    tokio::time::timeout(DEADLINE, server.drain(std::time::Duration::from_secs(120)))
+        .await
+        .expect("the drain ends once the idle connection is closed");
+    client.shutdown().await;
+    agent.shutdown().await;
+}
