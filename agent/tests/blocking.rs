@@ -27,6 +27,8 @@ const WEB: &str = r#"{"Name": "web", "Port": 8080}"#;
 const WEB_PROXY: &str = r#"{"Name": "web-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
     "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web"}}"#;
 const API_WITH_TTL: &str = r#"{"Name": "api", "Port": 9000, "Check": {"TTL": "10m"}}"#;
+const WEB_HTTP: &str = r#"{"Kind": "service-defaults", "Name": "web", "Protocol": "http"}"#;
+const WEB_GRPC: &str = r#"{"Kind": "service-defaults", "Name": "web", "Protocol": "grpc"}"#;
 
 /// Starts `GET path` with `?index=index&wait=10m` on its own task.
 fn spawn_blocking_get(agent: &DevAgent, path: &str, index: u64) -> JoinHandle<Resp> {
@@ -313,6 +315,99 @@ async fn blocking_intention_match_wakes_on_change() {
     agent.shutdown().await;
 }
 
+#[tokio::test]
+async fn blocking_config_entry_wakes_on_write() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    api.ok_put("/v1/config", WEB_HTTP).await;
+    let path = "/v1/config/service-defaults/web";
+    let before = api.get(path).await;
+    assert_eq!(before.json()["Protocol"], "http");
+    let resp = block_then_change(&agent, path, before.index(), async {
+        api.ok_put("/v1/config", WEB_GRPC).await;
+    })
+    .await;
+    let entry = resp.json();
+    assert_eq!(entry["Protocol"], "grpc");
+    assert_eq!(entry["ModifyIndex"].as_u64().unwrap(), resp.index());
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn blocking_missing_config_entry_answers_once_written() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    let path = "/v1/config/proxy-defaults/global";
+    let before = api.get(path).await;
+    // Consul sets the query metadata before it finds the entry missing.
+    assert_eq!(
+        (before.status, before.text.as_str()),
+        (
+            404,
+            "Config entry not found for \"proxy-defaults\" / \"global\""
+        )
+    );
+    let resp = block_then_change(&agent, path, before.index(), async {
+        api.ok_put(
+            "/v1/config",
+            r#"{"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http"}}"#,
+        )
+        .await;
+    })
+    .await;
+    assert_eq!(resp.json()["Config"], json!({"protocol": "http"}));
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn blocking_config_entry_list_wakes_on_delete() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    api.ok_put("/v1/config", WEB_HTTP).await;
+    api.ok_put(
+        "/v1/config",
+        r#"{"Kind": "service-defaults", "Name": "api"}"#,
+    )
+    .await;
+    let path = "/v1/config/service-defaults";
+    let before = api.get(path).await;
+    assert_eq!(before.json().as_array().map(Vec::len), Some(2));
+    let resp = block_then_change(&agent, path, before.index(), async {
+        let deleted = api
+            .send("DELETE", "/v1/config/service-defaults/api", None)
+            .await;
+        assert_eq!((deleted.status, deleted.text.as_str()), (200, "{}\n"));
+    })
+    .await;
+    let names: Vec<Value> = resp
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].clone())
+        .collect();
+    assert_eq!(names, [json!("web")]);
+    agent.shutdown().await;
+}
+
+/// Consul 1.10 keeps intentions as config entries, in one table: a service-defaults write
+/// moves the index intention queries block on, and wakes them (with the same body).
+#[tokio::test]
+async fn blocking_intention_match_wakes_on_config_entry_write() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    let path = "/v1/connect/intentions/match?by=destination&name=web";
+    let before = api.get(path).await;
+    let resp = block_then_change(&agent, path, before.index(), async {
+        api.ok_put("/v1/config", WEB_HTTP).await;
+    })
+    .await;
+    assert_eq!(resp.json(), before.json());
+    let entry = api.get("/v1/config/service-defaults/web").await;
+    assert_eq!(entry.index(), resp.index());
+    agent.shutdown().await;
+}
+
 // ---- nothing changes: the wait runs out ----
 
 #[tokio::test]
@@ -366,5 +461,15 @@ async fn intentions_short_wait_and_index_ahead_return_current_index() {
         "/v1/connect/intentions/match?by=destination&name=db",
     )
     .await;
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn config_entries_short_wait_and_index_ahead_return_current_index() {
+    let agent = agent().await;
+    let api = Api::new(&agent);
+    api.ok_put("/v1/config", WEB_HTTP).await;
+    assert_unchanged_waits(&agent, "/v1/config/service-defaults/web").await;
+    assert_unchanged_waits(&agent, "/v1/config/service-defaults").await;
     agent.shutdown().await;
 }

@@ -49,8 +49,11 @@ pub fn check_for_write(body: &Value) -> Result<(String, String), DecodeError> {
     }
 }
 
+/// A body's object and the kind it names, which this agent may not keep.
+type Named<'v> = (&'v Map<String, Value>, Result<Kind, KindError>);
+
 /// The body as an object and the kind it names (`Kind`, else `kind`).
-fn kind_of(body: &Value) -> Result<(&Map<String, Value>, Result<Kind, KindError>), DecodeError> {
+fn kind_of(body: &Value) -> Result<Named<'_>, DecodeError> {
     let object = match body {
         // Go decodes `null` into a nil map, which has no kind.
         Value::Null => return Err(no_kind()),
