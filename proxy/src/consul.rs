@@ -487,6 +487,95 @@ mod tests {
     }
 
     #[test]
+    fn recorded_config_entries_and_l7_permissions_decode_and_decide() {
+        use crate::intentions::{Action, IntentionSet, Source};
+        use crate::permissions::RequestView;
+        let exchanges = recorded("1.10.4");
+        let by_name = |name: &str| {
+            exchanges
+                .iter()
+                .find(|e| e["name"] == name)
+                .unwrap_or_else(|| panic!("{name} recorded"))
+        };
+        let http: ConfigEntry = serde_json::from_str(
+            by_name("config-service-defaults-get")["response"]["body"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (http.kind.as_str(), http.protocol.as_str()),
+            ("service-defaults", "http")
+        );
+        for missing in [
+            "config-service-defaults-missing",
+            "config-proxy-defaults-missing",
+        ] {
+            let response = &by_name(missing)["response"];
+            assert_eq!(
+                response["status"], 404,
+                "{missing}: a missing entry is a 404"
+            );
+            assert!(
+                response["headers"]["X-Consul-Index"].is_string(),
+                "{missing}: and blocks like an answer"
+            );
+        }
+
+        let mut matched: IntentionMatch = serde_json::from_str(
+            by_name("match-destination-l7")["response"]["body"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let set = IntentionSet::new(matched.take("web"), Action::Allow);
+        let client = Source {
+            partition: None,
+            namespace: "default",
+            service: "static-client",
+        };
+        let mut headers = http::HeaderMap::new();
+        let decide = |method, path, headers: &http::HeaderMap| {
+            set.authorize_request(
+                &client,
+                &RequestView {
+                    method,
+                    path,
+                    headers,
+                },
+            )
+            .action
+        };
+        assert_eq!(decide("GET", "/admin/x", &headers), Action::Deny);
+        // `/` without `x-debug` fits no permission: the default (allow here) decides.
+        assert_eq!(decide("POST", "/", &headers), Action::Allow);
+        headers.insert("x-debug", "1".parse().unwrap());
+        assert_eq!(decide("GET", "/", &headers), Action::Allow);
+        let denying = IntentionSet::new(
+            {
+                let mut m: IntentionMatch = serde_json::from_str(
+                    by_name("match-destination-l7")["response"]["body"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap();
+                m.take("web")
+            },
+            Action::Deny,
+        );
+        let view = RequestView {
+            method: "POST",
+            path: "/",
+            headers: &http::HeaderMap::new(),
+        };
+        assert_eq!(
+            denying.authorize_request(&client, &view).action,
+            Action::Deny,
+            "under a default deny, a request no permission fits is denied"
+        );
+    }
+
+    #[test]
     fn decodes_every_recorded_answer_of_the_endpoints_the_proxy_reads() {
         for version in ["1.10.4", "1.8.17"] {
             let mut decoded = Vec::new();
