@@ -137,6 +137,40 @@ pub(crate) enum IdentityError {
     Leaf(tls::TlsError),
     #[error("cannot build TLS configs: {0}")]
     Config(tls::TlsError),
+    #[error("the leaf names {0}, not a service")]
+    LeafNotAService(String),
+    #[error("the leaf is for {found}, not {expected}")]
+    LeafForOtherService { found: String, expected: String },
+    #[error("the leaf does not verify against the trusted roots: {0}")]
+    LeafUntrusted(String),
+}
+
+/// Whether `leaf` may be presented as `service`: it names that service in the roots' trust
+/// domain and chains to one of the roots (an agent answering with another service's leaf, or
+/// one from a CA the proxy does not trust, is refused and the current leaf kept).
+fn check_leaf(leaf: &LeafParts, roots: &RootParts, service: &str) -> Result<(), IdentityError> {
+    use rustls::server::danger::ClientCertVerifier;
+    let named = leaf
+        .identity
+        .spiffe_id()
+        .map_or_else(|| "no SPIFFE ID".to_string(), |id| id.to_string());
+    let id = leaf
+        .identity
+        .service_id()
+        .ok_or(IdentityError::LeafNotAService(named))?;
+    if !id.service.eq_ignore_ascii_case(service) {
+        return Err(IdentityError::LeafForOtherService {
+            found: id.to_string(),
+            expected: service.to_string(),
+        });
+    }
+    let verifier = tls::SpiffeClientVerifier::new(&roots.roots).map_err(IdentityError::Roots)?;
+    let chain = leaf.identity.cert_chain();
+    let now = rustls::pki_types::UnixTime::now();
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], now)
+        .map(|_| ())
+        .map_err(|e| IdentityError::LeafUntrusted(e.to_string()))
 }
 
 fn roots_from(answer: &CaRoots, index: u64) -> Result<RootParts, IdentityError> {
@@ -216,6 +250,7 @@ impl IdentityWatch {
                     .await
                     .map_err(Failure::Consul)?;
                 let leaf = leaf_from(&leaf.body, leaf.meta.index).map_err(Failure::Unusable)?;
+                check_leaf(&leaf, &roots, &service).map_err(Failure::Unusable)?;
                 let state = TlsState::build(&leaf, &roots)
                     .map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
                 Ok::<_, Failure>((leaf, roots, state))
@@ -263,8 +298,16 @@ impl IdentityWatch {
             .parts
             .lock()
             .expect("identity lock is never poisoned: no panics while held");
-        let new_leaf = leaf.unwrap_or_else(|| parts.0.clone());
         let new_roots = roots.unwrap_or_else(|| parts.1.clone());
+        let new_leaf = match leaf {
+            Some(leaf) => {
+                check_leaf(&leaf, &new_roots, &self.service)?;
+                leaf
+            }
+            // New roots alone are installed as the agent lists them, even if they no longer
+            // include the current leaf's: the agent is about to issue a new leaf.
+            None => parts.0.clone(),
+        };
         let state = TlsState::build(&new_leaf, &new_roots).map_err(IdentityError::Config)?;
         {
             let mut seen = self

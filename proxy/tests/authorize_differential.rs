@@ -224,7 +224,8 @@ fn generate(rng: &mut StdRng) -> Vec<Write> {
             "deny"
         };
         let body = match rng.random_range(0..20) {
-            0..=2 => json!({ "Permissions": permissions(rng) }),
+            // Consul refuses permissions on a wildcard destination.
+            0..=2 if destination != "*" => json!({ "Permissions": permissions(rng) }),
             3 => json!({ "Action": action, "Permissions": [] }),
             _ => json!({ "Action": action }),
         };
@@ -288,6 +289,18 @@ impl Agent {
             .as_str()
             .expect("roots name the trust domain")
             .to_string();
+        // Every destination speaks HTTP, so the agent accepts L7 intentions for any of them
+        // (Consul refuses them for a tcp service).
+        let global = serde_json::json!({
+            "Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http"}
+        });
+        let written = http
+            .put(format!("{url}/v1/config"))
+            .json(&global)
+            .send()
+            .await
+            .expect("the agent answers");
+        assert!(written.status().is_success(), "proxy-defaults written");
         Agent {
             _agent: agent,
             url,
