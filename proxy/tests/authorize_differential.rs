@@ -9,7 +9,8 @@
 //! What the dev agent lets this vary: the default (`Config::default_allow`, one agent each way),
 //! sources and destinations with wildcards and case, the `default/` and `*/` namespace forms
 //! (the agent is CE-like: any other namespace is refused, so none is written), L7 intentions
-//! (accepted on any destination: there is no service-defaults protocol to refuse them) and
+//! (on any destination but `*`: a proxy-defaults entry makes every service http, as Consul
+//! refuses L7 intentions for a tcp service or a wildcard destination) and
 //! intentions created through the legacy `POST /v1/connect/intentions`, which carry an ID.
 
 mod common;
