@@ -486,8 +486,10 @@ impl IdentityWatch {
                 None => return,
                 Some(Ok(a)) => a,
                 Some(Err(e)) => {
-                    tracing::warn!(leaf.serial = %serial, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
-                        "leaf renewal failed; keeping the current certificate until it is renewed");
+                    if !w.failing() {
+                        tracing::warn!(leaf.serial = %serial, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                            "leaf renewal failed; keeping the current certificate until it is renewed");
+                    }
                     if w.failed(&e).await {
                         continue;
                     }
@@ -551,5 +553,12 @@ impl std::fmt::Display for Failure {
 impl WatchError for Failure {
     fn agent_unreachable(&self) -> bool {
         matches!(self, Failure::Consul(e) if e.agent_unreachable())
+    }
+
+    fn kind(&self) -> String {
+        match self {
+            Failure::Consul(e) => e.kind(),
+            Failure::Unusable(_) => "unusable certificates".to_string(),
+        }
     }
 }

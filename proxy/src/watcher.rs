@@ -46,11 +46,25 @@ pub(crate) trait WatchError: fmt::Display + Sync {
     fn agent_unreachable(&self) -> bool {
         false
     }
+
+    /// The kind of failure: a watch logs the first failure of each kind at `warn` and the
+    /// retries that fail the same way at `debug`, so an agent that is down for an hour is one
+    /// line, not one per retry.
+    fn kind(&self) -> String;
 }
 
 impl WatchError for ConsulError {
     fn agent_unreachable(&self) -> bool {
         matches!(self, ConsulError::Unreachable { .. })
+    }
+
+    fn kind(&self) -> String {
+        match self {
+            ConsulError::Unreachable { .. } => "unreachable".to_string(),
+            ConsulError::Status { status, .. } => format!("status {}", status.as_u16()),
+            ConsulError::Decode { .. } => "undecodable answer".to_string(),
+            ConsulError::Client(_) => "client".to_string(),
+        }
     }
 }
 
@@ -99,6 +113,8 @@ pub(crate) struct Watcher<'a> {
     /// Whether the failures since the last good answer include the agent being unreachable
     /// (only then is a good answer news for the other watches).
     was_unreachable: bool,
+    /// The kind of the last failure logged at `warn` since the last good answer.
+    logged_kind: Option<String>,
 }
 
 impl<'a> Watcher<'a> {
@@ -111,6 +127,7 @@ impl<'a> Watcher<'a> {
             last_answer: None,
             agent_back: ctx.link.subscribe(),
             was_unreachable: false,
+            logged_kind: None,
         }
     }
 
@@ -206,12 +223,21 @@ impl<'a> Watcher<'a> {
         self.agent_back.borrow_and_update();
     }
 
+    /// Whether the last attempt failed.
+    pub(crate) fn failing(&self) -> bool {
+        self.backoff.failures() > 0
+    }
+
     /// Records a good answer.
     pub(crate) fn succeeded(&mut self) {
+        let failures = self.backoff.failures();
         if std::mem::take(&mut self.was_unreachable) {
-            tracing::info!(watch = self.name, "consul agent reachable again");
+            tracing::info!(watch = self.name, failures, "consul agent reachable again");
             self.announce_agent_back();
+        } else if self.logged_kind.is_some() {
+            tracing::info!(watch = self.name, failures, "consul query answered again");
         }
+        self.logged_kind = None;
         self.backoff.reset();
         self.ctx.metrics.watch_succeeded(self.name);
     }
@@ -223,11 +249,14 @@ impl<'a> Watcher<'a> {
         self.ctx.metrics.watch_failed(self.name);
         let delay = self.backoff.next_delay();
         let stale = self.ctx.metrics.watch_staleness(self.name);
-        if self.backoff.failures() <= 1 {
+        let kind = error.kind();
+        if self.logged_kind.as_deref() != Some(kind.as_str()) {
             tracing::warn!(watch = self.name, error = %error, retry.in_ms = delay.as_millis() as u64,
-                "consul query failed; serving with the last good state and retrying");
+                failures = self.backoff.failures(), stale.secs = stale.map(|d| d.as_secs()),
+                "consul query failed; serving with the last good state and retrying (further failures of this kind are logged at debug)");
+            self.logged_kind = Some(kind);
         } else {
-            tracing::warn!(watch = self.name, error = %error, retry.in_ms = delay.as_millis() as u64,
+            tracing::debug!(watch = self.name, error = %error, retry.in_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(), stale.secs = stale.map(|d| d.as_secs()),
                 "waiting for the consul agent");
         }
