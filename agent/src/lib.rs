@@ -22,6 +22,9 @@ mod catalog;
 mod checks;
 pub mod cli;
 mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod godur;
 mod http;
 mod intentions;
