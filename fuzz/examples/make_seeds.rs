@@ -8,8 +8,9 @@
 //! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
 //! ```
 //!
-//! Every run replaces the corpora and the fixtures (the test PKI is new each time, so the
-//! certificate seeds and their root change together). Identical inputs are written once.
+//! Every run replaces the corpora. The test PKI's leaves and root are kept as they are, unless
+//! `-- --new-pki` is given (a new PKI changes the certificate seeds and their root together).
+//! Identical inputs are written once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -66,6 +67,34 @@ const DURATIONS: [&str; 14] = [
     "94522879700260684295381835.9h",
 ];
 
+/// Inputs that crashed a target once (each has a regression test next to the code it broke).
+const REGRESSIONS: [(&str, &str, &str); 3] = [
+    (
+        "injector_review",
+        "regression-pod-without-spec.json",
+        r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+  "request": {"uid": "uid-pods-consul-names-0", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    "operation": "CREATE", "namespace": "default",
+    "object": {"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "consul-names", "annotations": {
+        "monsul.hashicorp.com/connect-inject": "true",
+        "consul.hashicorp.com/connect-service": "web.v2",
+        "consrvice-upstreams": "Web_UPPER:1234, a.b:1235:dc2"}},
+      "spuc": {"containers": []}}}}
+"#,
+    ),
+    (
+        "certs_spiffe_id",
+        "regression-percent-sign",
+        "spiffe://23333-4444-555555555555.consul/ns/de20xfault/dc/dc1/svc/we%+2Fbe%2Fb%20x",
+    ),
+    (
+        "injector_annotations",
+        "regression-prepared-query-space",
+        "prepared_query :5:dc",
+    ),
+];
+
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = fuzz.parent().expect("fuzz/ is inside the repository");
@@ -84,7 +113,11 @@ fn main() {
         .collect();
     agent(repo, &recorded, &mut seeds);
     spiffe_ids(repo, &recorded, &mut seeds);
-    certificates(fuzz, repo, &recorded, &mut seeds);
+    let new_pki = std::env::args().any(|a| a == "--new-pki");
+    certificates(fuzz, repo, &recorded, new_pki, &mut seeds);
+    for (target, name, input) in REGRESSIONS {
+        seeds.add(target, name, input);
+    }
 
     for (target, files) in &seeds.0 {
         let dir = fuzz.join("corpus").join(target);
@@ -291,7 +324,7 @@ fn collect_durations(name: &str, value: &Value, out: &mut Vec<(String, String)>)
 fn spiffe_ids(repo: &Path, recorded: &[(String, Vec<Value>)], seeds: &mut Seeds) {
     let tests = read_text(&repo.join("certs/src/spiffe/tests.rs"));
     let td = "11111111-2222-3333-4444-555555555555.consul";
-    for (i, literal) in string_literals(&tests).into_iter().enumerate() {
+    for literal in string_literals(&tests) {
         let id = if literal.contains("spiffe://") {
             literal.replace("{TD}", td)
         } else if literal.starts_with('/') {
@@ -300,7 +333,10 @@ fn spiffe_ids(repo: &Path, recorded: &[(String, Vec<Value>)], seeds: &mut Seeds)
             continue;
         };
         if !id.contains('{') {
-            seeds.add("certs_spiffe_id", &format!("unit-{i:03}"), id);
+            // Named by what they are, so that a new test does not rename the others.
+            let what = id.replace(td, "TD").replace("spiffe://", "");
+            let what: String = what.chars().take(60).collect();
+            seeds.add("certs_spiffe_id", &format!("unit-{what}"), id);
         }
     }
     // The unit tests' badly encoded services (written there as `.../svc/{svc}`).
@@ -359,41 +395,29 @@ fn string_literals(source: &str) -> Vec<String> {
     out
 }
 
-/// Leaves (DER) of a fresh test PKI and of the recorded agents; the roots they chain to.
-fn certificates(fuzz: &Path, repo: &Path, recorded: &[(String, Vec<Value>)], seeds: &mut Seeds) {
+/// Leaves (DER) of the test PKI and of the recorded agents; the roots they chain to.
+fn certificates(
+    fuzz: &Path,
+    repo: &Path,
+    recorded: &[(String, Vec<Value>)],
+    new_pki: bool,
+    seeds: &mut Seeds,
+) {
     let fixtures = fuzz.join("fixtures/peer_check");
     fs::create_dir_all(&fixtures).unwrap_or_else(|e| panic!("{}: {e}", fixtures.display()));
-
-    let pki = TestPki::new();
-    write(
-        &fixtures.join("testpki-root.pem"),
-        pki.root_pem().as_bytes(),
-    );
-    for kind in TestIdentity::ALL {
-        let (cert, _key) = pki.identity(kind, "web");
-        seeds.add(
-            "certs_peer_check",
-            &format!("testpki-{kind:?}.der"),
-            der(&cert),
-        );
+    let root = fixtures.join("testpki-root.pem");
+    if new_pki || !root.exists() {
+        test_pki(&root, seeds);
+    } else {
+        // The leaves already in the corpus, which chain to the root already in the fixtures.
+        for file in sorted_entries(&fuzz.join("corpus/certs_peer_check")) {
+            let name = file_name(&file);
+            if name.starts_with("testpki-") {
+                let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                seeds.add("certs_peer_check", &format!("{name}.der"), bytes);
+            }
+        }
     }
-    let td = pki.trust_domain().clone();
-    let mut partitioned = ServiceId::new(td.clone(), "dc2", "db");
-    partitioned.partition = Some("team-a".into());
-    partitioned.namespace = "billing".into();
-    let escaped = ServiceId::new(td, "dc1", "we/b x");
-    for (name, id) in [("partition", partitioned), ("escaped", escaped)] {
-        let leaf = pki
-            .ca()
-            .issue_leaf(&id, Duration::from_secs(3600))
-            .expect("issuing a test leaf");
-        seeds.add(
-            "certs_peer_check",
-            &format!("testpki-{name}.der"),
-            der(&leaf.cert_pem),
-        );
-    }
-    seeds.add("certs_peer_check", "testpki-root.der", der(pki.root_pem()));
 
     for (short, exchanges) in recorded {
         let mut roots: Vec<String> = Vec::new();
@@ -420,11 +444,8 @@ fn certificates(fuzz: &Path, repo: &Path, recorded: &[(String, Vec<Value>)], see
             continue;
         }
         for (i, pem) in roots.iter().enumerate() {
-            seeds.add(
-                "certs_peer_check",
-                &format!("{short}-root-{i}.der"),
-                der(pem),
-            );
+            let name = format!("{short}-root-{i}.der");
+            seeds.add("certs_peer_check", &name, der(pem));
         }
         write(
             &fixtures.join(format!("consul-{short}-roots.pem")),
@@ -434,12 +455,35 @@ fn certificates(fuzz: &Path, repo: &Path, recorded: &[(String, Vec<Value>)], see
     let samples = repo.join("agent/tests/data/consul-api-samples");
     let leaf = read_json(&samples.join("agent-connect-ca-leaf.json"));
     if let Some(cert) = leaf["CertPEM"].as_str() {
-        seeds.add(
-            "certs_peer_check",
-            "sample-agent-connect-ca-leaf.der",
-            der(cert),
-        );
+        let name = "sample-agent-connect-ca-leaf.der";
+        seeds.add("certs_peer_check", name, der(cert));
     }
+}
+
+/// A new test PKI: its root written to `root`, a leaf of every kind (and two more service
+/// forms) and the root itself as seeds.
+fn test_pki(root: &Path, seeds: &mut Seeds) {
+    let pki = TestPki::new();
+    write(root, pki.root_pem().as_bytes());
+    for kind in TestIdentity::ALL {
+        let (cert, _key) = pki.identity(kind, "web");
+        let name = format!("testpki-{kind:?}.der");
+        seeds.add("certs_peer_check", &name, der(&cert));
+    }
+    let td = pki.trust_domain().clone();
+    let mut partitioned = ServiceId::new(td.clone(), "dc2", "db");
+    partitioned.partition = Some("team-a".into());
+    partitioned.namespace = "billing".into();
+    let escaped = ServiceId::new(td, "dc1", "we/b x");
+    for (name, id) in [("partition", partitioned), ("escaped", escaped)] {
+        let leaf = pki
+            .ca()
+            .issue_leaf(&id, Duration::from_secs(3600))
+            .expect("issuing a test leaf");
+        let name = format!("testpki-{name}.der");
+        seeds.add("certs_peer_check", &name, der(&leaf.cert_pem));
+    }
+    seeds.add("certs_peer_check", "testpki-root.der", der(pki.root_pem()));
 }
 
 /// The first certificate of a PEM, as DER.
