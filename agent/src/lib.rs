@@ -23,6 +23,9 @@ mod checks;
 pub mod cli;
 mod config;
 mod config_entries;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod godur;
 mod goerr;
 mod http;

@@ -147,9 +147,9 @@ impl Agent {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Txn {
-    /// A transaction that allocates `next`, for unit tests of the stores.
+    /// A transaction that allocates `next`, for unit tests of the stores (and `crate::fuzzing`).
     pub fn for_tests(next: u64) -> Self {
         Txn { next, used: false }
     }

@@ -333,7 +333,11 @@ fn decode(id: &str, field: &'static str, segment: &str) -> Result<String, Spiffe
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(err)?;
+            // Two hex digits, nothing else: `from_str_radix` alone would take "+f" too.
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .ok_or_else(err)?;
             let hex = std::str::from_utf8(hex).map_err(|_| err())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| err())?);
             i += 3;

@@ -217,12 +217,16 @@ impl FromStr for Upstream {
             entry: entry.to_string(),
             problem,
         };
-        let (destination, rest) = match entry.trim().strip_prefix(PREPARED_QUERY_PREFIX) {
-            Some(rest) => (Destination::PreparedQuery, rest),
-            None => (Destination::Service, entry.trim()),
+        // The prefix is the first part like any other, spaces around its ':' included, so that
+        // `prepared_query :q:1` is the query it displays as, not a service named prepared_query.
+        let all: Vec<&str> = entry.split(':').map(str::trim).collect();
+        let (destination, parts) = match all.as_slice() {
+            [first, rest @ ..] if PREPARED_QUERY_PREFIX.strip_suffix(':') == Some(*first) => {
+                (Destination::PreparedQuery, rest)
+            }
+            parts => (Destination::Service, parts),
         };
-        let parts: Vec<&str> = rest.split(':').map(str::trim).collect();
-        let (name, port, datacenter) = match (destination, parts.as_slice()) {
+        let (name, port, datacenter) = match (destination, parts) {
             (_, [name, port]) => (*name, *port, None),
             (Destination::Service, [_]) => {
                 return Err(fail("has no local port (want NAME:PORT[:DATACENTER])".into()))
@@ -445,6 +449,26 @@ mod tests {
             all.contains("local port 1 is already used by upstream \"auth:1\""),
             "{all}"
         );
+    }
+
+    /// Found while writing `fuzz/` (injector_annotations, its display round trip, on an input
+    /// written by hand): `prepared_query :5:dc` parsed as a service named `prepared_query` on
+    /// port 5 in dc, which displays as `prepared_query:5:dc`, a prepared query that is refused.
+    /// Now both are read the same way (and refused).
+    #[test]
+    fn the_prepared_query_prefix_is_a_part_like_the_others() {
+        let spaced = "prepared_query :5:dc".parse::<Upstream>().unwrap_err();
+        let plain = "prepared_query:5:dc".parse::<Upstream>().unwrap_err();
+        assert_eq!(spaced.problem, plain.problem);
+        let query: Upstream = " prepared_query : geo-db : 1237 ".parse().unwrap();
+        assert_eq!(query.destination, Destination::PreparedQuery);
+        assert_eq!(query.to_string(), "prepared_query:geo-db:1237");
+        assert_eq!(query.to_string().parse::<Upstream>(), Ok(query));
+        assert!("prepared_query"
+            .parse::<Upstream>()
+            .unwrap_err()
+            .problem
+            .contains("prepared_query:NAME:PORT"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Builds the RFC 6902 JSON patch that adds `tandem-proxy` to a pod.
 //!
-//! Only `add` operations are used. Whatever the pod lacks (annotations, labels, env lists,
-//! init containers) is added whole; existing arrays are appended to with `/-`; map keys are
+//! Only `add` operations are used. Whatever the pod lacks (its spec, annotations, labels, env
+//! lists, init containers) is added whole; existing arrays are appended to with `/-`; map keys are
 //! escaped per RFC 6901 (`~` -> `~0`, `/` -> `~1`). Ops are ordered so that every path refers
 //! to the document as the earlier ops left it, which is how the API server applies them.
 
@@ -70,6 +70,19 @@ pub fn build(
     options: &SidecarOptions,
 ) -> Result<Vec<PatchOp>, PodShapeError> {
     let mut ops = Vec::new();
+
+    // A pod (template) without a spec gets an empty one first, so that the paths below exist
+    // when the patch is applied; a spec that is not an object cannot take them.
+    match pod.get("spec") {
+        None | Some(Value::Null) => ops.push(PatchOp::add("/spec", json!({}))),
+        Some(Value::Object(_)) => {}
+        Some(_) => {
+            return Err(PodShapeError {
+                field: "spec".into(),
+                problem: "is not an object".into(),
+            })
+        }
+    }
 
     for list in ["initContainers", "containers"] {
         for (i, c) in array_at(pod, &format!("/spec/{list}"))?.iter().enumerate() {
@@ -566,5 +579,42 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": SIDECAR_NAME}]}});
         let err = build(&pod, &s, &options()).unwrap_err();
         assert_eq!(err.field, "spec.containers[1].name");
+        for spec in [json!("x"), json!([]), json!(1)] {
+            let err = build(&json!({"spec": spec}), &s, &options()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "cannot inject this pod: spec is not an object"
+            );
+        }
+    }
+
+    /// Found by `fuzz/` (injector_review): a pod without `spec` (named by annotation) got
+    /// `add /spec/containers` (or `/spec/initContainers`), which fails to apply when there is
+    /// no `/spec`; the API server would have refused the webhook's answer.
+    #[test]
+    fn pod_without_spec_gets_one() {
+        let settings =
+            connect_settings(&json!({"metadata": {"annotations": {CONNECT_SERVICE: "web"}}}))
+                .unwrap();
+        for native_sidecar in [false, true] {
+            let options = SidecarOptions {
+                native_sidecar,
+                ..options()
+            };
+            for pod in [
+                json!({"metadata": {"name": "p"}}),
+                json!({"metadata": {"name": "p"}, "spec": null}),
+            ] {
+                let ops = build(&pod, &settings, &options).unwrap();
+                assert_eq!(ops[0].path, "/spec");
+                let out = apply(&pod, &ops);
+                let list = if native_sidecar {
+                    "initContainers"
+                } else {
+                    "containers"
+                };
+                assert_eq!(out["spec"][list][0]["name"], SIDECAR_NAME, "{pod}");
+            }
+        }
     }
 }

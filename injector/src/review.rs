@@ -243,6 +243,53 @@ mod tests {
         assert!(message.contains("\"db\""), "{message}");
     }
 
+    /// Found by `fuzz/` (injector_review), the crashing input as it was: a pod without `spec`
+    /// (`spuc`), injected by default with a native sidecar, was answered with a patch that does
+    /// not apply (`add /spec/initContainers` with no `/spec`).
+    #[test]
+    fn the_patch_for_a_pod_without_spec_applies() {
+        let body = r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "uid-pods-consul-names-0",
+              "kind": {"group": "", "version": "v1", "kind": "Pod"},
+              "resource": {"group": "", "version": "v1", "resource": "pods"},
+              "operation": "CREATE", "namespace": "default",
+              "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "consul-names", "annotations": {
+                  "monsul.hashicorp.com/connect-inject": "true",
+                  "consul.hashicorp.com/connect-service": "web.v2",
+                  "consrvice-upstreams": "Web_UPPER:1234, a.b:1235:dc2"}},
+                "spuc": {"containers": []}}}}"#;
+        let injector = Injector::new(
+            crate::decision::Policy {
+                default_inject: true,
+                ..Default::default()
+            },
+            crate::patch::SidecarOptions {
+                proxy_image: "p:1".into(),
+                consul_http_addr: Some("http://consul:8500".into()),
+                native_sidecar: true,
+            },
+        );
+        let (out, verdict) = respond(&injector, body.as_bytes()).unwrap();
+        assert_eq!(verdict, Verdict::Injected);
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(out["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let review: Value = serde_json::from_str(body).unwrap();
+        let mut pod = review["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["name"],
+            crate::patch::SIDECAR_NAME
+        );
+        assert_eq!(
+            pod["spuc"],
+            json!({"containers": []}),
+            "unknown fields kept"
+        );
+    }
+
     #[test]
     fn missing_object_is_denied_not_an_http_error() {
         let mut req = pod_request(json!({}));

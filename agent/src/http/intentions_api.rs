@@ -246,10 +246,10 @@ async fn one_intention(
 
 /// The subset of Consul's `?filter=` (go-bexpr) used on intention lists:
 /// `<Field> == "<value>"` / `!=`, joined with `and`.
-struct Filter(Vec<(String, bool, String)>);
+pub(crate) struct Filter(Vec<(String, bool, String)>);
 
 impl Filter {
-    fn parse(text: &str) -> Result<Filter> {
+    pub(crate) fn parse(text: &str) -> Result<Filter> {
         let invalid = || {
             ApiError::new(400, format!("Failed to create boolean expression evaluator: unsupported filter {text:?} (tandem-agent dev supports Field == \"value\" joined by and)"))
         };

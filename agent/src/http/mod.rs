@@ -11,6 +11,12 @@ mod intentions_api;
 mod queries_api;
 pub mod views;
 
+// The query-string parsers of the handlers, for `crate::fuzzing`.
+#[cfg(feature = "fuzzing")]
+pub(crate) use intentions_api::Filter;
+#[cfg(feature = "fuzzing")]
+pub(crate) use queries_api::{go_atoi, go_parse_bool};
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +39,31 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with its query string (without the `?`) decoded as
+    /// `application/x-www-form-urlencoded` (`+` is a space, `%XX` a byte).
+    pub fn new(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Request {
+        let query = query
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Request {
+            method,
+            path: path.to_string(),
+            query,
+            headers,
+            body,
+        }
+    }
+
     /// The first value of query parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
@@ -256,22 +287,13 @@ pub async fn handle(
             return Ok(render(Err(error), default_policy));
         }
     };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let request = Request {
-        method: parts.method,
-        path: parts.uri.path().to_string(),
-        query,
-        headers: parts.headers,
+    let request = Request::new(
+        parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        parts.headers,
         body,
-    };
+    );
     let result = dispatch(&agent, &request).await;
     if let Err(e) = &result {
         tracing::debug!(

@@ -278,7 +278,7 @@ fn query_meta(obj: Obj) -> Value {
 }
 
 /// Go's `strconv.Atoi` and its error text.
-fn go_atoi(text: &str) -> std::result::Result<i64, String> {
+pub(crate) fn go_atoi(text: &str) -> std::result::Result<i64, String> {
     let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("strconv.Atoi: parsing {text:?}: invalid syntax"));
@@ -288,7 +288,7 @@ fn go_atoi(text: &str) -> std::result::Result<i64, String> {
 }
 
 /// Go's `strconv.ParseBool` and its error text.
-fn go_parse_bool(text: &str) -> std::result::Result<bool, String> {
+pub(crate) fn go_parse_bool(text: &str) -> std::result::Result<bool, String> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),

@@ -70,6 +70,25 @@ fn percent_encoding_is_decoded_and_re_encoded() {
     assert_eq!(lower.parse::<ServiceId>().unwrap().service, "a:b");
 }
 
+/// Found by `fuzz/` (certs_spiffe_id): `%+2` decoded as 0x02 because the two characters after
+/// `%` went to `u8::from_str_radix`, which takes a sign. Go's `url.PathUnescape` (what Consul
+/// parses with) refuses it.
+#[test]
+fn a_percent_escape_is_two_hex_digits_and_no_sign() {
+    let crash = "spiffe://23333-4444-555555555555.consul/ns/de20xfault/dc/dc1/svc/we%+2Fbe%2Fb%20x";
+    assert!(matches!(
+        crash.parse::<SpiffeId>().unwrap_err(),
+        SpiffeError::BadEncoding {
+            field: "service",
+            ..
+        }
+    ));
+    for escape in ["%+f", "%-1", "%+0", "% f"] {
+        let s = format!("spiffe://{TD}/ns/default/dc/dc1/svc/a{escape}b");
+        assert!(s.parse::<SpiffeId>().is_err(), "{s}");
+    }
+}
+
 #[test]
 fn scheme_and_host_are_case_folded() {
     let id: ServiceId = "SPIFFE://ABC.Consul/ns/default/dc/dc1/svc/Web"
