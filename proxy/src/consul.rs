@@ -378,7 +378,7 @@ impl ConsulClient {
     }
 }
 
-fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
+pub(crate) fn query_meta(headers: &reqwest::header::HeaderMap) -> QueryMeta {
     let text = |name: &str| {
         headers
             .get(name)

@@ -222,6 +222,36 @@ pub(crate) async fn start(ctx: &WatchContext, service: &str) -> Option<Watched<T
     Some(Watched { state, task })
 }
 
+/// For `fuzz/`: the roots step alone.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_roots(answer: &CaRoots) -> Result<(), String> {
+    roots_from(answer, 1).map(drop).map_err(|e| e.to_string())
+}
+
+/// For `fuzz/`: the checks and the build a new leaf goes through before it is presented. A
+/// state that builds must name `service`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_tls_state(
+    leaf: &LeafCert,
+    roots: &CaRoots,
+    service: &str,
+) -> Result<(), String> {
+    let roots = roots_from(roots, 1).map_err(|e| e.to_string())?;
+    let leaf = leaf_from(leaf, 1).map_err(|e| e.to_string())?;
+    check_leaf(&leaf, &roots, service).map_err(|e| e.to_string())?;
+    let state = TlsState::build(&leaf, &roots).map_err(|e| e.to_string())?;
+    let named = state
+        .local
+        .as_ref()
+        .map(|id| id.service.to_ascii_lowercase());
+    assert_eq!(
+        named.as_deref(),
+        Some(service.to_ascii_lowercase().as_str()),
+        "a state that passed the checks presents another service"
+    );
+    Ok(())
+}
+
 /// Owns the two watches and the published state.
 struct IdentityWatch {
     ctx: WatchContext,

@@ -17,6 +17,9 @@ mod connections;
 pub mod consul;
 mod copy;
 mod discovery;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod inbound;
 mod intentions;

@@ -102,6 +102,15 @@ impl Entry {
     }
 }
 
+/// The protocol a config entry of either kind sets, if any (for `fuzz/`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn from_entry(entry: &ConfigEntry) -> Option<Protocol> {
+    match entry.kind.as_str() {
+        "proxy-defaults" => Entry::ProxyDefaults.protocol(Some(entry)),
+        _ => Entry::ServiceDefaults.protocol(Some(entry)),
+    }
+}
+
 /// Fetches both entries for `service` (retrying while the agent fails) and returns the
 /// protocol with the task that keeps it current.
 pub(crate) async fn start(ctx: &WatchContext, service: &str) -> Option<Watched<Protocol>> {
