@@ -477,6 +477,8 @@ impl IdentityWatch {
             .0
             .index;
         let mut safety_fetched: Option<String> = None;
+        // The last leaf refused (wrong service, unknown CA, unusable): not logged again.
+        let mut refused: Option<String> = None;
         loop {
             let (serial, cert_pem, not_before, not_after) = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
@@ -531,11 +533,18 @@ impl IdentityWatch {
             if answer.body.cert_pem == cert_pem {
                 continue;
             }
+            if refused.as_deref() == Some(answer.body.cert_pem.as_str()) {
+                // The same unusable leaf again: said once already.
+                tracing::debug!("the agent answers the leaf already refused");
+                let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
+                continue;
+            }
             let leaf = match leaf_from(&answer.body, answer.meta.index) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
                         "ignoring an unusable leaf; keeping the current certificate");
+                    refused = Some(answer.body.cert_pem.clone());
                     let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
                     continue;
                 }
@@ -558,6 +567,7 @@ impl IdentityWatch {
                 Err(e) => {
                     tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
                         "ignoring an unusable leaf; keeping the current certificate");
+                    refused = Some(answer.body.cert_pem.clone());
                     let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
                 }
             }

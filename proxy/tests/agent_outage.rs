@@ -126,10 +126,12 @@ async fn start_up_waits_for_an_agent_that_is_down() {
 async fn an_interrupted_start_up_removes_its_registrations() {
     let agent = agent(true).await;
     // Registration works; the intentions never come, so start-up stops just after registering.
-    let url = failing_agent(&agent.url(), |path| {
-        path.starts_with("/v1/connect/intentions/match")
-    })
-    .await;
+    let misbehaving = MisbehavingAgent::start(&agent.url()).await;
+    misbehaving.set(
+        "/v1/connect/intentions/match",
+        Misbehavior::Status(500, "rpc error: injected"),
+    );
+    let url = misbehaving.url.clone();
     let (app_port, _) = http_app("hello world").await;
     let mut c = config(&url, "static-server");
     c.service_port = Some(app_port);

@@ -341,63 +341,174 @@ pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> bool {
     ) && buf == msg
 }
 
-/// An agent in front of `agent_url` that forwards every call as it came, except those whose
-/// path (and query) `fails` picks: they get a 500 `rpc error: injected` at once, as a Consul
-/// agent with trouble answers. Returns its URL.
-pub async fn failing_agent(agent_url: &str, fails: fn(&str) -> bool) -> String {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
+/// What the misbehaving agent does with a call whose path starts with a rule's prefix.
+#[derive(Debug, Clone)]
+pub enum Misbehavior {
+    /// This status and body at once, as a Consul agent with trouble answers.
+    Status(u16, &'static str),
+    /// 200 with a body that is not JSON, and an index that moved on.
+    Garbage,
+    /// Forwards after this long.
+    Slow(Duration),
+    /// Closes the connection without an answer (a blocking query reset).
+    Reset,
+    /// Answers what `base` answers for `path` (another agent, another service's leaf), without
+    /// the blocking parameters, as if the index moved on.
+    From { base: String, path: String },
+    /// Forwards, but the index in the answer has gone back to 1.
+    IndexBack,
+}
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let upstream = agent_url.trim_end_matches('/').to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let upstream = upstream.clone();
-                        async move {
-                            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                            if fails(target) {
-                                let mut answer = hyper::Response::new(Full::new(Bytes::from(
-                                    "rpc error: injected",
-                                )));
-                                *answer.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                                return Ok::<_, hyper::Error>(answer);
-                            }
-                            let url = format!("{upstream}{target}");
-                            let method = req.method().clone();
-                            let headers = req.headers().clone();
-                            let body = req.into_body().collect().await?.to_bytes();
-                            let sent = http()
-                                .request(method, url)
-                                .headers(headers)
-                                .body(body)
-                                .send()
-                                .await
-                                .expect("the agent behind answers");
-                            let mut answer = hyper::Response::builder().status(sent.status());
-                            for (k, v) in sent.headers() {
-                                // The body is sent whole: hyper sets its own framing.
-                                if !matches!(
-                                    k.as_str(),
-                                    "content-length" | "transfer-encoding" | "connection"
-                                ) {
-                                    answer = answer.header(k, v);
+/// An agent in front of a real one that forwards every call as it came, except those a rule
+/// picks (by path prefix); the rules can change while the proxies run.
+pub struct MisbehavingAgent {
+    pub url: String,
+    rules: Arc<std::sync::Mutex<Vec<(String, Misbehavior)>>>,
+    /// Fired when the rules change: every call in flight (a blocking query) is reset, so the
+    /// next one meets the new rules.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl MisbehavingAgent {
+    /// Starts one in front of `agent_url`, forwarding everything.
+    pub async fn start(agent_url: &str) -> MisbehavingAgent {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = agent_url.trim_end_matches('/').to_string();
+        let rules: Arc<std::sync::Mutex<Vec<(String, Misbehavior)>>> = Arc::default();
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (shared, notify) = (rules.clone(), changed.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (upstream, rules, notify) = (upstream.clone(), shared.clone(), notify.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (upstream, rules, notify) =
+                                (upstream.clone(), rules.clone(), notify.clone());
+                            let reset = async move {
+                                notify.notified().await;
+                                Err::<hyper::Response<Full<Bytes>>, _>(std::io::Error::other(
+                                    "the rules changed",
+                                ))
+                            };
+                            let answer = async move {
+                                let path = req.uri().path().to_string();
+                                let target = req
+                                    .uri()
+                                    .path_and_query()
+                                    .map_or("/", |p| p.as_str())
+                                    .to_string();
+                                let rule = rules
+                                    .lock()
+                                    .unwrap()
+                                    .iter()
+                                    .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                                    .map(|(_, m)| m.clone());
+                                let mut url = format!("{upstream}{target}");
+                                let mut index_back = false;
+                                let mut moved_on = false;
+                                match rule {
+                                    Some(Misbehavior::Status(code, body)) => {
+                                        let mut answer =
+                                            hyper::Response::new(Full::new(Bytes::from(body)));
+                                        *answer.status_mut() =
+                                            hyper::StatusCode::from_u16(code).unwrap();
+                                        return Ok(answer);
+                                    }
+                                    Some(Misbehavior::Garbage) => {
+                                        let answer = hyper::Response::builder()
+                                            .header("X-Consul-Index", "999999")
+                                            .header("Content-Type", "application/json")
+                                            .body(Full::new(Bytes::from_static(
+                                                b"\x00{\"Roots\": [tru",
+                                            )))
+                                            .unwrap();
+                                        return Ok(answer);
+                                    }
+                                    Some(Misbehavior::Reset) => {
+                                        return Err(std::io::Error::other("reset by the test"));
+                                    }
+                                    Some(Misbehavior::Slow(d)) => tokio::time::sleep(d).await,
+                                    Some(Misbehavior::From { base, path }) => {
+                                        url = format!("{base}{path}");
+                                        moved_on = true;
+                                    }
+                                    Some(Misbehavior::IndexBack) => index_back = true,
+                                    None => {}
+                                }
+                                let method = req.method().clone();
+                                let headers = req.headers().clone();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map_err(std::io::Error::other)?
+                                    .to_bytes();
+                                let sent = http()
+                                    .request(method, url)
+                                    .headers(headers)
+                                    .body(body)
+                                    .send()
+                                    .await
+                                    .map_err(std::io::Error::other)?;
+                                let mut answer = hyper::Response::builder().status(sent.status());
+                                for (k, v) in sent.headers() {
+                                    // The body is sent whole: hyper sets its own framing.
+                                    let framing = matches!(
+                                        k.as_str(),
+                                        "content-length" | "transfer-encoding" | "connection"
+                                    );
+                                    let index = k.as_str().eq_ignore_ascii_case("x-consul-index");
+                                    if !framing && !(index && (index_back || moved_on)) {
+                                        answer = answer.header(k, v);
+                                    }
+                                }
+                                if index_back {
+                                    answer = answer.header("X-Consul-Index", "1");
+                                } else if moved_on {
+                                    answer = answer.header("X-Consul-Index", "999999");
+                                }
+                                let body = sent.bytes().await.unwrap_or_default();
+                                Ok(answer.body(Full::new(body)).unwrap())
+                            };
+                            async move {
+                                tokio::select! {
+                                    answered = answer => answered,
+                                    reset = reset => reset,
                                 }
                             }
-                            let body = sent.bytes().await.unwrap_or_default();
-                            Ok(answer.body(Full::new(body)).unwrap())
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MisbehavingAgent {
+            url,
+            rules,
+            changed,
         }
-    });
-    url
+    }
+
+    /// From now on, calls whose path starts with `prefix` get `what` (replacing a rule for the
+    /// same prefix).
+    pub fn set(&self, prefix: &str, what: Misbehavior) {
+        let mut rules = self.rules.lock().unwrap();
+        rules.retain(|(p, _)| p != prefix);
+        rules.push((prefix.to_string(), what));
+        drop(rules);
+        self.changed.notify_waiters();
+    }
+
+    /// Forwards everything again.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+        self.changed.notify_waiters();
+    }
 }
