@@ -8,6 +8,11 @@ use tandem_proxy::{Config, StartError};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc returns the pages of freed memory to the kernel within milliseconds; glibc's malloc
+/// kept what thousands of closed connections had used resident (`tests/hostile.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `EX_USAGE` from sysexits.h: malformed command line or environment.
 const EXIT_USAGE: u8 = 64;
 

@@ -4,100 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-struct Running {
-    child: Child,
-    public: Option<SocketAddr>,
-    admin: SocketAddr,
-}
-
-/// Starts the binary and reads its "tandem-proxy ready ..." line.
-fn spawn(args: &[&str]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem-proxy"));
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TANDEM_") || k.starts_with("CONSUL_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd.spawn().expect("the proxy binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the proxy prints its ready line");
-    let field = |key: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-            .unwrap_or_default()
-    };
-    assert!(
-        line.starts_with("tandem-proxy ready"),
-        "unexpected first line: {line:?}"
-    );
-    Running {
-        public: field("public=").parse().ok(),
-        admin: field("admin=").parse().unwrap(),
-        child,
-    }
-}
-
-/// Starts the binary as `static-server` in front of `app`, with the agent at `url`, its
-/// listeners on free ports and the `extra` flags.
-fn spawn_server(url: &str, app: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "--service",
-        "static-server",
-        "--service-port",
-        app,
-        "--public-listener",
-        "127.0.0.1:0",
-        "--admin-listener",
-        "127.0.0.1:0",
-        "--advertise-address",
-        "127.0.0.1",
-        "--consul-http-addr",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    spawn(&args)
-}
-
-/// Sends SIGTERM to the running binary.
-fn sigterm(proxy: &Running) {
-    let pid = proxy.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-/// Waits for the process to exit, up to `limit`; returns its exit code.
-async fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_connections_and_exits_0() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::future::Future;
+use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -510,5 +511,92 @@ impl MisbehavingAgent {
     pub fn clear(&self) {
         self.rules.lock().unwrap().clear();
         self.changed.notify_waiters();
+    }
+}
+
+/// The proxy binary, running, with the addresses its ready line gave.
+pub struct Running {
+    pub child: std::process::Child,
+    pub public: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Starts the binary and reads its "tandem-proxy ready ..." line.
+pub fn spawn(args: &[&str]) -> Running {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-proxy"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TANDEM_") || k.starts_with("CONSUL_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("the proxy binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the proxy prints its ready line");
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert!(
+        line.starts_with("tandem-proxy ready"),
+        "unexpected first line: {line:?}"
+    );
+    Running {
+        public: field("public=").parse().ok(),
+        admin: field("admin=").parse().unwrap(),
+        child,
+    }
+}
+
+/// Starts the binary as `static-server` in front of `app`, with the agent at `url`, its
+/// listeners on free ports and the `extra` flags.
+pub fn spawn_server(url: &str, app: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "--service",
+        "static-server",
+        "--service-port",
+        app,
+        "--public-listener",
+        "127.0.0.1:0",
+        "--admin-listener",
+        "127.0.0.1:0",
+        "--advertise-address",
+        "127.0.0.1",
+        "--consul-http-addr",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// Sends SIGTERM to the running binary.
+pub fn sigterm(proxy: &Running) {
+    let pid = proxy.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits for the process to exit, up to `limit`; returns its exit code.
+pub async fn exit_code(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
