@@ -30,16 +30,19 @@ pub(crate) struct AdminState {
     config_json: std::sync::Mutex<String>,
     /// Fired by `POST /shutdown`.
     pub shutdown_requested: CancellationToken,
+    /// Every task of the proxy, counted at each scrape.
+    tasks: TaskTracker,
 }
 
 impl AdminState {
-    pub(crate) fn new(metrics: Arc<Metrics>, config_json: String) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, config_json: String, tasks: TaskTracker) -> Self {
         AdminState {
             metrics,
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_json: std::sync::Mutex::new(config_json),
             shutdown_requested: CancellationToken::new(),
+            tasks,
         }
     }
 
@@ -122,7 +125,10 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 http::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(state.metrics.encode())))
+            .body(Full::new(Bytes::from({
+                state.metrics.set_tasks(state.tasks.len());
+                state.metrics.encode()
+            })))
             .expect("static response parts are valid"),
         (&Method::GET, "/config") => Response::builder()
             .status(StatusCode::OK)

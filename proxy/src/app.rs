@@ -125,6 +125,7 @@ pub async fn start_with(
     let state = Arc::new(AdminState::new(
         ctx.metrics.clone(),
         config_json(&settings, &listeners, None),
+        tasks.clone(),
     ));
     tasks.spawn(admin::serve(
         admin_listener,

@@ -118,6 +118,7 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Histogram,
     http_denied: Family<DeniedLabels, Counter>,
+    tasks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,7 +167,13 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: request_histogram(),
             http_denied: Family::default(),
+            tasks: Gauge::default(),
         };
+        registry.register(
+            "tasks",
+            "Live tasks of the proxy (watches, accept loops, one or two per connection): flat under a steady load, or something is leaking",
+            m.tasks.clone(),
+        );
         registry.register(
             "http_requests",
             "Inbound HTTP requests of a service whose protocol is http, http2 or grpc, by method and status code",
@@ -468,6 +475,11 @@ impl Metrics {
 
     pub(crate) fn registered(&self) {
         self.registrations.inc();
+    }
+
+    /// The proxy's live tasks now (watches, accept loops, connections).
+    pub(crate) fn set_tasks(&self, n: usize) {
+        self.tasks.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {

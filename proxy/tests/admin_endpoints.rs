@@ -119,6 +119,8 @@ async fn metrics_parse_and_follow_the_traffic() {
         .as_secs_f64();
     assert!(metric(&s, "tandem_certificate_expiry_timestamp_seconds", &[]) > now);
     assert_eq!(metric(&s, "tandem_ready", &[]), 1.0);
+    // The watches, the accept loops and the admin connection at least.
+    assert!(metric(&s, "tandem_tasks", &[]) >= 5.0, "{s}");
     assert_eq!(metric(&s, "tandem_trust_roots", &[]), 1.0);
     assert_eq!(
         metric(
