@@ -129,7 +129,12 @@ impl Inbound {
         let remaining = limits.handshake_timeout.saturating_sub(conn.age());
         let handshake = tokio::time::timeout(remaining, acceptor.accept(stream)).await;
         let mut stream = match handshake {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                let resumed =
+                    s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                metrics.handshake_done(Direction::Inbound, resumed);
+                s
+            }
             Ok(Err(e)) => {
                 let reason = connections::handshake_reason(&e);
                 metrics.handshake_failed(Direction::Inbound, reason);

@@ -44,6 +44,12 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    direction: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DecisionLabels {
     decision: &'static str,
 }
@@ -96,6 +102,7 @@ pub struct Metrics {
     bytes_received: Family<DirectionLabels, Counter>,
     bytes_sent: Family<DirectionLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
+    handshakes: Family<KindLabels, Counter>,
     authorizations: Family<DecisionLabels, Counter>,
     revoked: Counter,
     refused: Family<ReasonLabels, Counter>,
@@ -145,6 +152,7 @@ impl Metrics {
             bytes_received: Family::default(),
             bytes_sent: Family::default(),
             handshake_failures: Family::default(),
+            handshakes: Family::default(),
             authorizations: Family::default(),
             revoked: Counter::default(),
             refused: Family::default(),
@@ -213,6 +221,11 @@ impl Metrics {
             "bytes_sent",
             "Bytes written back to the connection's initiator",
             m.bytes_sent.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "Finished mTLS handshakes, by direction and kind: full (certificates sent and verified) or resumed (a session ticket of an earlier full handshake)",
+            m.handshakes.clone(),
         );
         registry.register(
             "tls_handshake_failures",
@@ -354,6 +367,16 @@ impl Metrics {
             .inc();
         self.bytes_received.get_or_create(&l).inc_by(received);
         self.bytes_sent.get_or_create(&l).inc_by(sent);
+    }
+
+    /// A finished mTLS handshake: `resumed` when a session ticket skipped the certificates.
+    pub(crate) fn handshake_done(&self, d: Direction, resumed: bool) {
+        self.handshakes
+            .get_or_create(&KindLabels {
+                direction: d.as_str(),
+                kind: if resumed { "resumed" } else { "full" },
+            })
+            .inc();
     }
 
     pub(crate) fn handshake_failed(&self, d: Direction, reason: &'static str) {

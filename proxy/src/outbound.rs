@@ -163,7 +163,14 @@ impl Outbound {
         )
         .await
         {
-            Ok(Ok(tls)) => Ok(tls),
+            Ok(Ok(tls)) => {
+                let resumed =
+                    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                self.data
+                    .metrics
+                    .handshake_done(Direction::Outbound, resumed);
+                Ok(tls)
+            }
             Ok(Err(e)) => {
                 let reason = connections::handshake_reason(&e);
                 self.data

@@ -1,0 +1,73 @@
+//! TLS 1.3 session resumption between two proxies: a second connection to the same instance
+//! resumes (no certificates sent or verified), the resumed session carries the identity verified
+//! at its full handshake (intentions still decide it), and after a rotation the next handshake
+//! is full again (a session is never carried across a leaf or root change).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+async fn handshakes(proxy: &tandem_proxy::Proxy, direction: &str, kind: &str) -> f64 {
+    metric(
+        &metrics(proxy).await,
+        "tandem_tls_handshakes_total",
+        &[("direction", direction), ("kind", kind)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_resumes_with_the_identity_of_the_first() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let (app_port, _) = http_app("hello world").await;
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("traffic", || async { get(upstream).await == "hello world" }).await;
+    for _ in 0..5 {
+        assert_eq!(get(upstream).await, "hello world");
+    }
+    let resumed = handshakes(&server, "inbound", "resumed").await;
+    assert!(resumed >= 4.0, "the later connections resumed: {resumed}");
+    assert!(handshakes(&client, "outbound", "resumed").await >= 4.0);
+
+    // A resumed session is still the caller it was verified as: a deny for static-client
+    // refuses it.
+    set_intention(&url, "static-client", "static-server", "deny").await;
+    wait_for("the deny applied", || async {
+        get(upstream).await.is_empty()
+    })
+    .await;
+    let before = handshakes(&server, "inbound", "resumed").await;
+    assert!(get(upstream).await.is_empty());
+    assert!(
+        handshakes(&server, "inbound", "resumed").await > before,
+        "the refused connection was a resumed one"
+    );
+    delete_intention(&url, "static-client", "static-server").await;
+    wait_for("allowed again", || async {
+        get(upstream).await == "hello world"
+    })
+    .await;
+
+    // A new root re-issues both leaves: the next handshake is a full one.
+    let full_before = handshakes(&server, "inbound", "full").await;
+    let status = http_put(
+        &format!("{url}/v1/connect/ca/configuration"),
+        serde_json::json!({"Provider": "consul", "Config": {"PrivateKeyType": "ec", "PrivateKeyBits": 256}}),
+    )
+    .await;
+    assert_eq!(status, 200, "CA rotated");
+    wait_for("a full handshake after the rotation", || async {
+        let _ = get(upstream).await;
+        handshakes(&server, "inbound", "full").await > full_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(upstream).await, "hello world");
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
