@@ -46,6 +46,27 @@ async fn keep_alive_app() -> (u16, Arc<AtomicUsize>) {
     (port, connections)
 }
 
+/// The keep-alive app, `static-server`'s proxy in front of it and `static-client`'s with its
+/// upstream listener, once the agent lists the server; and the app's connection count.
+async fn pair(
+    agent_url: &str,
+) -> (
+    tandem_proxy::Proxy,
+    tandem_proxy::Proxy,
+    SocketAddr,
+    Arc<AtomicUsize>,
+) {
+    let (app_port, app_connections) = keep_alive_app().await;
+    let server = server_proxy(agent_url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(agent_url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("the server listed", || async {
+        passing_instances(agent_url, "static-server").await > 0
+    })
+    .await;
+    (server, client, upstream, app_connections)
+}
+
 async fn put_config(agent_url: &str, entry: Value) {
     let status = http_put(&format!("{agent_url}/v1/config"), entry).await;
     assert_eq!(status, 200, "config entry written");
@@ -112,14 +133,7 @@ async fn l7_intentions_decide_each_request_on_one_connection() {
         ]),
     )
     .await;
-    let (app_port, app_connections) = keep_alive_app().await;
-    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
-    let client = client_proxy(&url, "static-client", "static-server").await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    wait_for("the server listed", || async {
-        passing_instances(&url, "static-server").await > 0
-    })
-    .await;
+    let (server, client, upstream, app_connections) = pair(&url).await;
 
     let mut conn = Http1::connect(upstream).await;
     assert_eq!(conn.get("/").await, (200, "hello world".into()));
@@ -197,14 +211,7 @@ async fn a_denied_grpc_call_gets_permission_denied_and_an_allowed_one_reaches_th
         json!([{"Action": "deny", "HTTP": {"PathPrefix": "/admin.Admin/"}}]),
     )
     .await;
-    let (app_port, _) = keep_alive_app().await;
-    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
-    let client = client_proxy(&url, "static-client", "static-server").await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    wait_for("the server listed", || async {
-        passing_instances(&url, "static-server").await > 0
-    })
-    .await;
+    let (server, client, upstream, _) = pair(&url).await;
 
     let tcp = TcpStream::connect(upstream).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
@@ -248,14 +255,7 @@ async fn a_protocol_change_applies_to_new_connections() {
     .await;
     // An L4 deny: on an HTTP service every request is answered 403.
     set_intention(&url, "static-client", "static-server", "deny").await;
-    let (app_port, _) = keep_alive_app().await;
-    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
-    let client = client_proxy(&url, "static-client", "static-server").await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    wait_for("the server listed", || async {
-        passing_instances(&url, "static-server").await > 0
-    })
-    .await;
+    let (server, client, upstream, _) = pair(&url).await;
     let mut before = Http1::connect(upstream).await;
     assert_eq!(before.get("/").await, (403, "RBAC: access denied".into()));
 
@@ -283,14 +283,7 @@ async fn a_drain_closes_idle_keep_alive_connections_instead_of_waiting_out_the_d
         json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
     )
     .await;
-    let (app_port, _) = keep_alive_app().await;
-    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
-    let client = client_proxy(&url, "static-client", "static-server").await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    wait_for("the server listed", || async {
-        passing_instances(&url, "static-server").await > 0
-    })
-    .await;
+    let (server, client, upstream, _) = pair(&url).await;
     let mut conn = Http1::connect(upstream).await;
     assert_eq!(conn.get("/").await, (200, "hello world".into()));
 
