@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
-pub use tandem_contract::{ServiceName, Upstream, ADMIN_LISTENER_PORT, PUBLIC_LISTENER_PORT};
+pub(crate) use tandem_contract::{
+    ServiceName, Upstream, ADMIN_LISTENER_PORT, PUBLIC_LISTENER_PORT,
+};
 
 /// `"true"` enables injection, `"false"` disables it; any spelling Go's `strconv.ParseBool` takes.
 pub const CONNECT_INJECT: &str = "consul.hashicorp.com/connect-inject";
 /// Written as `injected`; any non-empty value means "already injected".
-pub const CONNECT_INJECT_STATUS: &str = "consul.hashicorp.com/connect-inject-status";
+pub(crate) const CONNECT_INJECT_STATUS: &str = "consul.hashicorp.com/connect-inject-status";
 /// The Consul service name (default: the first container's name).
 pub const CONNECT_SERVICE: &str = "consul.hashicorp.com/connect-service";
 /// The port the application listens on: a number or a container port's name.
@@ -21,7 +23,7 @@ pub const CONNECT_SERVICE_PORT: &str = "consul.hashicorp.com/connect-service-por
 pub const CONNECT_SERVICE_UPSTREAMS: &str = "consul.hashicorp.com/connect-service-upstreams";
 
 /// The value written to [`CONNECT_INJECT_STATUS`].
-pub const STATUS_INJECTED: &str = "injected";
+pub(crate) const STATUS_INJECTED: &str = "injected";
 
 /// A pod annotation with a value the injector cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +69,7 @@ pub struct ConnectSettings {
 }
 
 /// The pod's annotations (an absent or `null` map reads as empty).
-pub fn of(pod: &Value) -> Map<String, Value> {
+pub(crate) fn of(pod: &Value) -> Map<String, Value> {
     pod.pointer("/metadata/annotations")
         .and_then(Value::as_object)
         .cloned()
@@ -75,7 +77,7 @@ pub fn of(pod: &Value) -> Map<String, Value> {
 }
 
 /// A string annotation; a non-string value is reported as the bad value.
-pub fn string_value<'a>(
+pub(crate) fn string_value<'a>(
     annotations: &'a Map<String, Value>,
     key: &'static str,
 ) -> Result<Option<&'a str>, AnnotationError> {
@@ -92,7 +94,7 @@ pub fn string_value<'a>(
 
 /// Resolves `connect-service`, `connect-service-port` and `connect-service-upstreams`
 /// against the pod's containers.
-pub fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError> {
+pub(crate) fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError> {
     let annotations = of(pod);
     let containers = containers(pod);
 

@@ -10,8 +10,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use crate::decision::{NamespaceList, Policy};
 use crate::patch::SidecarOptions;
 
-pub const DEFAULT_PROXY_IMAGE: &str = concat!("tandem-proxy:", env!("CARGO_PKG_VERSION"));
-pub const DEFAULT_INJECTOR_IMAGE: &str = concat!("tandem-injector:", env!("CARGO_PKG_VERSION"));
+pub(crate) const DEFAULT_PROXY_IMAGE: &str = concat!("tandem-proxy:", env!("CARGO_PKG_VERSION"));
+pub(crate) const DEFAULT_INJECTOR_IMAGE: &str =
+    concat!("tandem-injector:", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Parser)]
 #[command(
@@ -201,7 +202,7 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailurePolicy::Fail => "Fail",
             FailurePolicy::Ignore => "Ignore",
@@ -254,7 +255,7 @@ pub struct InstallArgs {
 }
 
 /// `500ms`, `2s`, `1m`, `1h`.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::annotations::{self, AnnotationError, CONNECT_INJECT, CONNECT_INJECT_STATUS};
 
 /// Namespaces that are never injected, whatever the flags say.
-pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
+pub(crate) const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
 
 /// A comma-separated namespace list: `a,b`, or `*` for every namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub struct Policy {
 
 /// The outcome for one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Inject,
     Skip(SkipReason),
 }
@@ -104,7 +104,11 @@ impl fmt::Display for SkipReason {
 /// Decides for a pod admitted into `namespace` (the request's namespace, never the pod's, which
 /// is empty at admission). Only an unparseable `connect-inject` is an error, and only when the
 /// earlier checks did not already skip the pod.
-pub fn decide(policy: &Policy, namespace: &str, pod: &Value) -> Result<Decision, AnnotationError> {
+pub(crate) fn decide(
+    policy: &Policy,
+    namespace: &str,
+    pod: &Value,
+) -> Result<Decision, AnnotationError> {
     if SYSTEM_NAMESPACES.contains(&namespace) {
         return Ok(Decision::Skip(SkipReason::SystemNamespace));
     }

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::{Injector, MutateError, Outcome};
 
+pub use crate::yaml::read::ReadError;
+
 /// A manifest that cannot be read or an object that the injector rejects. Each message already
 /// includes its cause (the field is `error`, not `source`, so that an error chain printed with
 /// `{:#}` says it once).
@@ -20,7 +22,7 @@ pub enum InjectError {
         error: serde_json::Error,
     },
     #[error("not valid YAML: {error}")]
-    Yaml { error: crate::yaml::ReadError },
+    Yaml { error: ReadError },
     #[error("{object}: {error}")]
     Rejected { object: String, error: MutateError },
     #[error("{object}: the patch does not apply: {error}")]
@@ -111,7 +113,7 @@ pub fn render(format: Format, docs: &[Value]) -> String {
 }
 
 /// Injects one object in place: a Pod, a workload's pod template, or the items of a List.
-pub fn inject_object(
+pub(crate) fn inject_object(
     injector: &Injector,
     default_namespace: &str,
     obj: &mut Value,

@@ -14,9 +14,9 @@ use crate::cli::FailurePolicy;
 use crate::tls::{GeneratedCa, TlsError};
 
 /// Name of every object `install` creates (namespace aside).
-pub const NAME: &str = "tandem-injector";
+pub(crate) const NAME: &str = "tandem-injector";
 /// Port the injector listens on inside its pod.
-pub const CONTAINER_PORT: u16 = 8443;
+pub(crate) const CONTAINER_PORT: u16 = 8443;
 const CERT_DIR: &str = "/etc/tandem-injector/tls";
 const INJECTOR_UID: i64 = 65532;
 

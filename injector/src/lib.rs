@@ -15,7 +15,7 @@ pub mod patch;
 pub mod review;
 pub mod tls;
 pub mod webhook;
-pub mod yaml;
+mod yaml;
 
 use serde_json::Value;
 

@@ -17,9 +17,9 @@ use crate::annotations::{
 /// The injected container's name.
 pub const SIDECAR_NAME: &str = "tandem-proxy";
 /// Where the proxy binary sits in its image; the readiness probe execs it.
-pub const PROXY_BINARY: &str = "/tandem-proxy";
+pub(crate) const PROXY_BINARY: &str = "/tandem-proxy";
 /// UID and GID the sidecar runs as.
-pub const SIDECAR_UID: i64 = 5995;
+pub(crate) const SIDECAR_UID: i64 = 5995;
 
 /// How the sidecar is built (from the command line, identical for every pod).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +59,12 @@ pub struct PodShapeError {
 }
 
 /// Escapes a map key for use as one JSON-pointer segment (RFC 6901).
-pub fn escape_key(key: &str) -> String {
+pub(crate) fn escape_key(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
 /// The patch for a pod that [`crate::decision::decide`] chose to inject.
-pub fn build(
+pub(crate) fn build(
     pod: &Value,
     settings: &ConnectSettings,
     options: &SidecarOptions,
@@ -138,7 +138,7 @@ pub fn build(
 
 /// Applies `ops` to `doc` with the `json-patch` crate (what `inject` does, and what the API
 /// server does with the webhook's answer).
-pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchError> {
+pub(crate) fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchError> {
     let value = serde_json::to_value(ops).expect("invariant: patch ops serialize to JSON");
     let patch: json_patch::Patch = serde_json::from_value(value)
         .expect("invariant: add ops with JSON-pointer paths are a valid patch");
@@ -147,7 +147,7 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchEr
 
 /// `<NAME>_CONNECT_SERVICE_HOST` / `_PORT` for every upstream, in annotation order (names from
 /// [`annotations::env_prefixes`]).
-pub fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
+pub(crate) fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
     let prefixes = annotations::env_prefixes(&settings.upstreams);
     settings
         .upstreams

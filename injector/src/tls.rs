@@ -86,7 +86,7 @@ pub fn server_config(
 
 /// A certificate pair read from files: the config built from it and the raw bytes read, to
 /// notice the next change.
-pub struct LoadedPair {
+pub(crate) struct LoadedPair {
     pub config: Arc<ServerConfig>,
     pub bytes: Vec<u8>,
 }
@@ -107,7 +107,7 @@ pub struct CertFiles {
 
 impl CertFiles {
     /// Reads both files (their raw bytes, to notice changes) and builds a config.
-    pub fn load(&self) -> Result<LoadedPair, TlsError> {
+    pub(crate) fn load(&self) -> Result<LoadedPair, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
         self.pair(cert, key)
@@ -115,7 +115,7 @@ impl CertFiles {
 
     /// Reads the files again: `Ok(None)` when their bytes are the ones in `seen`, the new
     /// config and bytes when they changed and parse, an error (naming the files) otherwise.
-    pub fn reload_if_changed(&self, seen: &[u8]) -> Result<Option<LoadedPair>, TlsError> {
+    pub(crate) fn reload_if_changed(&self, seen: &[u8]) -> Result<Option<LoadedPair>, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
         if cert.len() + key.len() == seen.len() && seen.starts_with(&cert) && seen.ends_with(&key) {
@@ -136,7 +136,7 @@ impl CertFiles {
     /// Polls the files every `interval` and publishes a new config when their content changes
     /// and parses. A bad or half-written pair keeps the config that is being served (and is
     /// logged once, not at every poll).
-    pub async fn watch(
+    pub(crate) async fn watch(
         self,
         mut seen: Vec<u8>,
         interval: Duration,
@@ -254,7 +254,7 @@ impl GeneratedCa {
 }
 
 /// Re-issues the serving certificate from `ca` when two thirds of its life have passed.
-pub async fn renew_generated(
+pub(crate) async fn renew_generated(
     ca: Arc<GeneratedCa>,
     hosts: Vec<String>,
     validity: Duration,
