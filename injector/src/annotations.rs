@@ -29,8 +29,12 @@ pub(crate) const STATUS_INJECTED: &str = "injected";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid annotation {annotation}={value:?}: {reason}")]
 pub struct AnnotationError {
+    /// The annotation's key, e.g. [`CONNECT_SERVICE_PORT`].
     pub annotation: &'static str,
+    /// Its value as written: JSON text for a non-string value; when it was not set, the
+    /// default that could not be used (empty for the service name).
     pub value: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -62,9 +66,11 @@ pub fn env_prefix(name: &ServiceName) -> String {
 /// What the annotations (and the pod's containers, for the defaults) say the sidecar must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectSettings {
+    /// `connect-service`, or the first container's name.
     pub service: ServiceName,
     /// The port inbound connections are forwarded to; `None` means no inbound listener.
     pub service_port: Option<u16>,
+    /// `connect-service-upstreams`, in the order written.
     pub upstreams: Vec<Upstream>,
 }
 

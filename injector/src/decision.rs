@@ -13,11 +13,14 @@ pub(crate) const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
 /// A comma-separated namespace list: `a,b`, or `*` for every namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamespaceList {
+    /// `*`.
     All,
+    /// The names listed (trimmed, never empty).
     Only(Vec<String>),
 }
 
 impl NamespaceList {
+    /// Whether `namespace` is in the list (exact match).
     pub fn contains(&self, namespace: &str) -> bool {
         match self {
             NamespaceList::All => true,
@@ -76,13 +79,20 @@ pub(crate) enum Decision {
     Skip(SkipReason),
 }
 
+/// Why a pod is admitted without the sidecar (its `Display` is the log line's reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
+    /// `kube-system` or `kube-public`.
     SystemNamespace,
+    /// In `--deny-namespaces`.
     DeniedNamespace,
+    /// Not in `--allow-namespaces`.
     NamespaceNotAllowed,
+    /// `connect-inject-status` is already set (the pod went through an injector).
     AlreadyInjected,
+    /// `connect-inject` is false.
     AnnotatedFalse,
+    /// No `connect-inject` and `--default-inject` is off.
     NotAnnotated,
 }
 

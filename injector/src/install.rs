@@ -23,12 +23,19 @@ const INJECTOR_UID: i64 = 65532;
 /// What `install` needs to render.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
+    /// Namespace of every object (created first; never injected).
     pub namespace: String,
+    /// Image of the sidecar the webhook injects (its `--proxy-image`).
     pub proxy_image: String,
+    /// Image the webhook's Deployment runs.
     pub injector_image: String,
+    /// Replicas of that Deployment.
     pub replicas: u32,
+    /// The webhook configuration's `failurePolicy`.
     pub failure_policy: FailurePolicy,
+    /// The webhook configuration's `timeoutSeconds` (1-30).
     pub timeout_seconds: u32,
+    /// Lifetime of the generated CA and serving certificate (made at render time).
     pub cert_validity: Duration,
     /// Extra `serve` flags (default-inject, namespaces, Consul address, native sidecar).
     pub serve_args: Vec<String>,

@@ -24,6 +24,7 @@ pub(crate) const SIDECAR_UID: i64 = 5995;
 /// How the sidecar is built (from the command line, identical for every pod).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarOptions {
+    /// Image of the `tandem-proxy` container.
     pub proxy_image: String,
     /// `CONSUL_HTTP_ADDR` for the proxy; `None` means the node's agent, `http://$(HOST_IP):8500`.
     pub consul_http_addr: Option<String>,
@@ -34,8 +35,11 @@ pub struct SidecarOptions {
 /// One JSON-patch operation (always `add`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatchOp {
+    /// Always `add`.
     pub op: &'static str,
+    /// JSON pointer of the location added to (`/-` appends to an array).
     pub path: String,
+    /// What is added there.
     pub value: Value,
 }
 
@@ -54,7 +58,9 @@ impl PatchOp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot inject this pod: {field} {problem}")]
 pub struct PodShapeError {
+    /// The field, dotted with indexes, e.g. `spec.containers[1].name`.
     pub field: String,
+    /// What is wrong with it, e.g. `is not an object`.
     pub problem: String,
 }
 
