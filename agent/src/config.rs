@@ -32,7 +32,7 @@ impl Default for Config {
 }
 
 /// Consul names the node after the host; fall back to a fixed name.
-pub fn default_node_name() -> String {
+pub(crate) fn default_node_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())

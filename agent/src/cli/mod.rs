@@ -1,9 +1,9 @@
 //! Command line: `tandem-agent dev` flags and the `consul intention` and `consul config`
 //! work-alikes.
 
-pub mod columnize;
+mod columnize;
 pub mod config;
-pub mod consul_client;
+mod consul_client;
 mod goflag;
 pub mod intention;
 
