@@ -16,26 +16,26 @@ use tokio::time::Instant;
 use crate::state::{Agent, State};
 
 /// `default_query_time`.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// `max_query_time`.
-pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 /// The leaf endpoint's own default and maximum (`leafcert.DefaultQueryTimeout`).
-pub const LEAF_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const LEAF_WAIT: Duration = Duration::from_secs(600);
 
 /// The number of requests parked in a blocking wait (one per agent).
 #[derive(Debug, Default)]
-pub struct Waiters(AtomicUsize);
+pub(crate) struct Waiters(AtomicUsize);
 
 impl Waiters {
     /// Requests parked right now.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 
     /// Counts the caller as parked until the guard is dropped. Take it only after the
     /// request has subscribed to changes and found its result not ready, so that a write
     /// made after [`Waiters::count`] shows it parked always wakes it.
-    pub fn park(&self) -> Parked<'_> {
+    pub(crate) fn park(&self) -> Parked<'_> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Parked(&self.0)
     }
@@ -43,7 +43,7 @@ impl Waiters {
 
 /// A request counted as parked (see [`Waiters::park`]); uncounted on drop, which also covers
 /// a client that hangs up while waiting.
-pub struct Parked<'a>(&'a AtomicUsize);
+pub(crate) struct Parked<'a>(&'a AtomicUsize);
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
@@ -53,7 +53,7 @@ impl Drop for Parked<'_> {
 
 /// How long a blocking query may hold: `wait` (default 5 min) capped at 10 min, plus jitter of
 /// up to a sixteenth, as Consul's `RPCQueryTimeout` does.
-pub fn query_timeout(wait: Option<Duration>) -> Duration {
+pub(crate) fn query_timeout(wait: Option<Duration>) -> Duration {
     let base = match wait {
         Some(w) if !w.is_zero() => w.min(MAX_WAIT),
         _ => DEFAULT_WAIT,
@@ -68,7 +68,7 @@ pub fn query_timeout(wait: Option<Duration>) -> Duration {
 }
 
 /// The leaf endpoint's timeout: `wait` capped at (and defaulting to) 10 minutes, no jitter.
-pub fn leaf_timeout(wait: Option<Duration>) -> Duration {
+pub(crate) fn leaf_timeout(wait: Option<Duration>) -> Duration {
     match wait {
         Some(w) if !w.is_zero() => w.min(LEAF_WAIT),
         _ => LEAF_WAIT,
@@ -78,7 +78,7 @@ pub fn leaf_timeout(wait: Option<Duration>) -> Duration {
 /// Waits until `index_of` passes `min_index` (absent or 0: at once) or the [`query_timeout`] for
 /// `wait` passes, then evaluates `query` once and returns its result with the index at that
 /// moment (never 0). Only the cheap index is recomputed on every wake-up.
-pub async fn block_on_index<T>(
+pub(crate) async fn block_on_index<T>(
     agent: &Agent,
     min_index: Option<u64>,
     wait: Option<Duration>,
@@ -100,7 +100,7 @@ pub async fn block_on_index<T>(
 }
 
 /// Evaluates `query` until `ready` accepts its result or the timeout passes.
-pub async fn block_until<T>(
+pub(crate) async fn block_until<T>(
     agent: &Agent,
     timeout: Duration,
     mut query: impl FnMut(&State) -> T,

@@ -19,7 +19,7 @@ const MIN_LEAF_TTL: Duration = Duration::from_secs(3600);
 const MAX_LEAF_TTL: Duration = Duration::from_secs(8760 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-pub enum CaSetupError {
+pub(crate) enum CaSetupError {
     #[error("cannot derive the trust domain from cluster id {cluster_id}: {source}")]
     TrustDomain {
         cluster_id: String,
@@ -32,7 +32,7 @@ pub enum CaSetupError {
 /// A CA request refused: status code and text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct CaRequestError {
+pub(crate) struct CaRequestError {
     pub status: u16,
     pub message: String,
 }
@@ -55,7 +55,7 @@ impl From<CaError> for CaRequestError {
     }
 }
 
-pub struct Root {
+pub(crate) struct Root {
     pub authority: Arc<CertificateAuthority>,
     pub active: bool,
     pub create_index: u64,
@@ -63,14 +63,14 @@ pub struct Root {
 }
 
 impl Root {
-    pub fn info(&self) -> &RootInfo {
+    pub(crate) fn info(&self) -> &RootInfo {
         self.authority.root()
     }
 }
 
 /// A leaf in the agent's cache.
 #[derive(Clone, Debug)]
-pub struct Leaf {
+pub(crate) struct Leaf {
     pub issued: IssuedLeaf,
     pub service: String,
     pub service_uri: String,
@@ -82,7 +82,7 @@ pub struct Leaf {
     pub renew_at: SystemTime,
 }
 
-pub struct Ca {
+pub(crate) struct Ca {
     trust_domain: TrustDomain,
     cluster_id: String,
     datacenter: String,
@@ -99,13 +99,13 @@ pub struct Ca {
 
 /// Whether a leaf came from the cache (`X-Cache: HIT`) or was just issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheResult {
+pub(crate) enum CacheResult {
     Hit,
     Miss,
 }
 
 impl Ca {
-    pub fn new(settings: &Settings, tx: &mut Txn) -> Result<Self, CaSetupError> {
+    pub(crate) fn new(settings: &Settings, tx: &mut Txn) -> Result<Self, CaSetupError> {
         let cluster_id = uuid::Uuid::new_v4().to_string();
         let trust_domain = TrustDomain::from_cluster_id(&cluster_id).map_err(|source| {
             CaSetupError::TrustDomain {
@@ -140,44 +140,48 @@ impl Ca {
         })
     }
 
-    pub fn trust_domain(&self) -> &TrustDomain {
+    pub(crate) fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
     /// The cluster UUID (`ExternalTrustDomain` in roots).
-    pub fn cluster_id(&self) -> &str {
+    pub(crate) fn cluster_id(&self) -> &str {
         &self.cluster_id
     }
 
-    pub fn roots_index(&self) -> u64 {
+    pub(crate) fn roots_index(&self) -> u64 {
         self.roots_index
     }
 
     /// Roots ordered by ID, as Consul's state store returns them.
-    pub fn roots(&self) -> Vec<&Root> {
+    pub(crate) fn roots(&self) -> Vec<&Root> {
         let mut roots: Vec<&Root> = self.roots.iter().collect();
         roots.sort_by(|a, b| a.info().id.cmp(&b.info().id));
         roots
     }
 
-    pub fn active_root(&self) -> &Root {
+    pub(crate) fn active_root(&self) -> &Root {
         self.roots
             .iter()
             .find(|r| r.active)
             .unwrap_or_else(|| &self.roots[self.roots.len() - 1])
     }
 
-    pub fn config_indexes(&self) -> (u64, u64) {
+    pub(crate) fn config_indexes(&self) -> (u64, u64) {
         (self.config_create_index, self.config_modify_index)
     }
 
     /// The provider `Config` map as Consul shows it (keys sorted, as Go prints maps).
-    pub fn config_map(&self) -> Value {
+    pub(crate) fn config_map(&self) -> Value {
         crate::json::sorted(&Value::Object(self.config.clone()))
     }
 
     /// The cached leaf for `service` if still good; otherwise issues a new one.
-    pub fn leaf(&mut self, service: &str, tx: &mut Txn) -> Result<(Leaf, CacheResult), CaError> {
+    pub(crate) fn leaf(
+        &mut self,
+        service: &str,
+        tx: &mut Txn,
+    ) -> Result<(Leaf, CacheResult), CaError> {
         let active_id = self.active_root().info().id.clone();
         if let Some(leaf) = self.leaves.get(service) {
             if leaf.root_id == active_id && SystemTime::now() < leaf.renew_at {
@@ -189,13 +193,13 @@ impl Ca {
     }
 
     /// Drops the agent's leaf cache (an agent restart).
-    pub fn forget_leaves(&mut self) {
+    pub(crate) fn forget_leaves(&mut self) {
         self.leaves.clear();
     }
 
     /// `PUT /v1/connect/ca/configuration`: applies the config and rotates to a new root; the old
     /// roots stay listed (inactive) and every cached leaf is re-issued by the new root.
-    pub fn reconfigure(&mut self, body: &Value, tx: &mut Txn) -> Result<(), CaRequestError> {
+    pub(crate) fn reconfigure(&mut self, body: &Value, tx: &mut Txn) -> Result<(), CaRequestError> {
         let fields = Fields::new(body, "CAConfiguration")?;
         let provider = fields.string_or_default("Provider")?;
         if provider != "consul" {

@@ -8,7 +8,9 @@ use std::time::Duration;
 pub struct Config {
     /// Where the HTTP API listens; port 0 picks a free port.
     pub http_addr: SocketAddr,
+    /// The datacenter the agent reports and puts in SPIFFE IDs (default `dc1`).
     pub datacenter: String,
+    /// The one node's name (default: the host name, else `tandem-dev`).
     pub node_name: String,
     /// The intention default when nothing matches (`--default-intention allow|deny`).
     pub default_allow: bool,
@@ -32,7 +34,7 @@ impl Default for Config {
 }
 
 /// Consul names the node after the host; fall back to a fixed name.
-pub fn default_node_name() -> String {
+pub(crate) fn default_node_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Parses a Go duration string (`300ms`, `1.5h`, `1m30s`, `0`). Negative durations are refused.
-pub fn parse(input: &str) -> Result<Duration, String> {
+pub(crate) fn parse(input: &str) -> Result<Duration, String> {
     let s = input.strip_prefix('+').unwrap_or(input);
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -67,7 +67,7 @@ pub fn parse(input: &str) -> Result<Duration, String> {
 }
 
 /// Formats like Go's `Duration.String()`.
-pub fn format(duration: Duration) -> String {
+pub(crate) fn format(duration: Duration) -> String {
     let nanos = duration.as_nanos();
     if nanos == 0 {
         return "0s".to_string();

@@ -1,7 +1,7 @@
 //! Error lists as Consul's Go libraries print them, for answers that collect several problems.
 
 /// `hashicorp/go-multierror`'s default format: `1 error occurred:\n\t* ...\n\n`.
-pub fn multierror(errors: &[String]) -> String {
+pub(crate) fn multierror(errors: &[String]) -> String {
     match errors {
         [one] => format!("1 error occurred:\n\t* {one}\n\n"),
         many => {
@@ -16,7 +16,7 @@ pub fn multierror(errors: &[String]) -> String {
 }
 
 /// `mitchellh/mapstructure`'s decode error: the problems sorted, one `* ` line each.
-pub fn mapstructure(errors: &[String]) -> String {
+pub(crate) fn mapstructure(errors: &[String]) -> String {
     let mut points: Vec<String> = errors.iter().map(|e| format!("* {e}")).collect();
     points.sort();
     format!(

@@ -7,7 +7,7 @@
 //! upstream and check decoders also accept snake_case; [`Fields`] gives that lookup with typed
 //! accessors whose errors read like Go's.
 
-pub mod strict;
+pub(crate) mod strict;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Serialises `value` with 4-space indentation and Go's escaping; `trailing_newline` for `?pretty`.
-pub fn encode<T: Serialize + ?Sized>(value: &T, trailing_newline: bool) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, trailing_newline: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
@@ -40,7 +40,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, trailing_newline: bool) -> Vec<u
 }
 
 /// Recursively sorts object keys, as Go does when it marshals a `map[string]interface{}`.
-pub fn sorted(value: &Value) -> Value {
+pub(crate) fn sorted(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
             let ordered: BTreeMap<&String, Value> =
@@ -53,7 +53,7 @@ pub fn sorted(value: &Value) -> Value {
 }
 
 /// RFC 3339 with only the fractional digits needed, UTC: Go's `time.Time` JSON form.
-pub fn go_time(at: SystemTime) -> String {
+pub(crate) fn go_time(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let Ok(stamp) = time::OffsetDateTime::from_unix_timestamp(since.as_secs() as i64) else {
         return "0001-01-01T00:00:00Z".to_string();
@@ -80,10 +80,10 @@ pub fn go_time(at: SystemTime) -> String {
 /// A JSON decode error worded like Go's `encoding/json`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct DecodeError(pub String);
+pub(crate) struct DecodeError(pub String);
 
 /// Parses a request body as JSON; an empty body is Go's `EOF`.
-pub fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError("EOF".to_string()));
     }
@@ -110,7 +110,7 @@ fn go_syntax_error(body: &[u8], error: &serde_json::Error) -> String {
     }
 }
 
-pub fn json_kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -130,14 +130,14 @@ fn normalise(key: &str) -> String {
 
 /// Case-insensitive (and snake_case tolerant) typed view of a JSON object.
 #[derive(Clone, Copy)]
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     map: Option<&'a Map<String, Value>>,
     go_struct: &'static str,
 }
 
 impl<'a> Fields<'a> {
     /// `value` must be an object (`null` reads as an empty object, as in Go).
-    pub fn new(value: &'a Value, go_struct: &'static str) -> Result<Self, DecodeError> {
+    pub(crate) fn new(value: &'a Value, go_struct: &'static str) -> Result<Self, DecodeError> {
         match value {
             Value::Object(map) => Ok(Fields {
                 map: Some(map),
@@ -157,7 +157,7 @@ impl<'a> Fields<'a> {
     /// Go's `DisallowUnknownFields`, as Consul decodes request bodies: the first key (in the
     /// order sent) that matches none of `known` case-insensitively is refused. `known` lists the
     /// Go field names and the snake_case aliases Consul's decoders accept for this struct.
-    pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), DecodeError> {
+    pub(crate) fn refuse_unknown(&self, known: &[&str]) -> Result<(), DecodeError> {
         let Some(map) = self.map else { return Ok(()) };
         match map
             .keys()
@@ -178,7 +178,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of `name` (last matching key wins, like Go); `null` counts as absent.
-    pub fn raw(&self, name: &str) -> Option<&'a Value> {
+    pub(crate) fn raw(&self, name: &str) -> Option<&'a Value> {
         let wanted = normalise(name);
         let map = self.map?;
         let mut found = None;
@@ -190,7 +190,7 @@ impl<'a> Fields<'a> {
         found.filter(|v| !v.is_null())
     }
 
-    pub fn string(&self, name: &str) -> Result<Option<String>, DecodeError> {
+    pub(crate) fn string(&self, name: &str) -> Result<Option<String>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -198,11 +198,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn string_or_default(&self, name: &str) -> Result<String, DecodeError> {
+    pub(crate) fn string_or_default(&self, name: &str) -> Result<String, DecodeError> {
         Ok(self.string(name)?.unwrap_or_default())
     }
 
-    pub fn int(&self, name: &str) -> Result<Option<i64>, DecodeError> {
+    pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
@@ -216,7 +216,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn boolean(&self, name: &str) -> Result<bool, DecodeError> {
+    pub(crate) fn boolean(&self, name: &str) -> Result<bool, DecodeError> {
         match self.raw(name) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -224,7 +224,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>, DecodeError> {
+    pub(crate) fn strings(&self, name: &str) -> Result<Option<Vec<String>>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::Array(items)) => items
@@ -239,7 +239,10 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn string_map(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, DecodeError> {
+    pub(crate) fn string_map(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::Object(map)) => map
@@ -255,7 +258,7 @@ impl<'a> Fields<'a> {
     }
 
     /// An opaque JSON object (`Proxy.Config`, `Upstream.Config`), kept with sorted keys.
-    pub fn opaque_object(&self, name: &str) -> Result<Option<Value>, DecodeError> {
+    pub(crate) fn opaque_object(&self, name: &str) -> Result<Option<Value>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(value @ Value::Object(_)) => Ok(Some(sorted(value))),
@@ -263,7 +266,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn object(
+    pub(crate) fn object(
         &self,
         name: &str,
         go_struct: &'static str,
@@ -275,7 +278,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn objects(
+    pub(crate) fn objects(
         &self,
         name: &str,
         go_struct: &'static str,
@@ -294,7 +297,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A duration given as a Go duration string or as integer nanoseconds.
-    pub fn duration(&self, name: &str) -> Result<Option<Duration>, DecodeError> {
+    pub(crate) fn duration(&self, name: &str) -> Result<Option<Duration>, DecodeError> {
         match self.raw(name) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),

@@ -45,6 +45,7 @@ pub async fn start(config: Config) -> anyhow::Result<DevAgent> {
 }
 
 impl DevAgent {
+    /// The address the HTTP API is bound to (the real port when `http_addr` had port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

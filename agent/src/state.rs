@@ -17,7 +17,7 @@ use crate::queries::Queries;
 
 /// What the agent was started with (the parts handlers read).
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub datacenter: String,
     pub node_name: String,
     pub node_id: String,
@@ -26,7 +26,7 @@ pub struct Settings {
     pub require_token: Option<String>,
 }
 
-pub struct State {
+pub(crate) struct State {
     pub catalog: Catalog,
     pub intentions: Intentions,
     pub config: ConfigEntries,
@@ -38,13 +38,13 @@ impl State {
     /// The index of Consul 1.10's `config-entries` table: intentions are `service-intentions`
     /// config entries there, so a write to either moves the index that both intention queries
     /// and config entry queries answer with and block on.
-    pub fn config_entries_index(&self) -> u64 {
+    pub(crate) fn config_entries_index(&self) -> u64 {
         self.intentions.table_index().max(self.config.table_index())
     }
 }
 
 /// The shared agent: settings, state and the change channel.
-pub struct Agent {
+pub(crate) struct Agent {
     pub settings: Settings,
     state: Mutex<State>,
     index: Mutex<u64>,
@@ -58,20 +58,20 @@ pub struct Agent {
 
 /// One write's view of the index: the first call to [`Txn::index`] allocates the next index,
 /// later calls in the same write return the same one.
-pub struct Txn {
+pub(crate) struct Txn {
     next: u64,
     used: bool,
 }
 
 impl Txn {
-    pub fn index(&mut self) -> u64 {
+    pub(crate) fn index(&mut self) -> u64 {
         self.used = true;
         self.next
     }
 }
 
 impl Agent {
-    pub fn new(settings: Settings) -> Result<Arc<Self>, crate::ca::CaSetupError> {
+    pub(crate) fn new(settings: Settings) -> Result<Arc<Self>, crate::ca::CaSetupError> {
         let mut tx = Txn {
             next: 1,
             used: false,
@@ -115,12 +115,12 @@ impl Agent {
     }
 
     /// Runs `f` on a consistent snapshot of the state.
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.lock())
     }
 
     /// Runs a write; if it allocated an index, publishes it and wakes every blocking query.
-    pub fn write<R>(&self, f: impl FnOnce(&mut State, &mut Txn) -> R) -> R {
+    pub(crate) fn write<R>(&self, f: impl FnOnce(&mut State, &mut Txn) -> R) -> R {
         let mut state = self.lock();
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let mut tx = Txn {
@@ -136,7 +136,7 @@ impl Agent {
     }
 
     /// A receiver that sees every index published after this call.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
@@ -150,7 +150,7 @@ impl Agent {
 #[cfg(any(test, feature = "fuzzing"))]
 impl Txn {
     /// A transaction that allocates `next`, for unit tests of the stores (and `crate::fuzzing`).
-    pub fn for_tests(next: u64) -> Self {
+    pub(crate) fn for_tests(next: u64) -> Self {
         Txn { next, used: false }
     }
 }

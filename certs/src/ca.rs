@@ -58,10 +58,13 @@ pub struct RootInfo {
     pub id: String,
     /// Always [`ROOT_NAME`].
     pub name: String,
+    /// The root certificate's serial (the first of this CA's counter).
     pub serial_number: u64,
     /// Colon-hex of the root's SubjectKeyId (32 bytes, SHA-256 of the public key).
     pub signing_key_id: String,
+    /// Start of validity: when the root was made (whole seconds).
     pub not_before: SystemTime,
+    /// End of validity: [`ROOT_CERT_TTL`] after `not_before`.
     pub not_after: SystemTime,
     /// PEM, ending with a newline.
     pub root_cert_pem: String,
@@ -70,26 +73,40 @@ pub struct RootInfo {
 /// A freshly issued leaf, shaped like Consul's `IssuedCert`.
 #[derive(Clone, Debug)]
 pub struct IssuedLeaf {
+    /// The leaf alone, PEM, ending with a newline (signed directly by the root: no
+    /// intermediates).
     pub cert_pem: String,
     /// SEC1 `-----BEGIN EC PRIVATE KEY-----` PEM, as Consul returns it.
     pub private_key_pem: String,
     /// Colon-hex of the serial number bytes (`"08"`, `"01:0a"`).
     pub serial_number: String,
+    /// The leaf's NotBefore: [`LEAF_BACKDATE`] before it was issued (whole seconds).
     pub valid_after: SystemTime,
+    /// The leaf's NotAfter: `valid_after` plus the TTL asked for.
     pub valid_before: SystemTime,
 }
 
 /// Why the CA could not make a root or a leaf.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
+    /// rcgen failed to make a key or sign a certificate.
     #[error("cannot generate certificate material: {0}")]
     Crypto(#[from] rcgen::Error),
+    /// The cluster id is shorter than 8 characters or has one outside `[0-9A-Za-z-]`; carries it.
     #[error("invalid cluster id {0:?}: expected at least 8 characters of [0-9a-z-]")]
     InvalidClusterId(String),
+    /// A leaf was asked for a service in another trust domain.
     #[error("SPIFFE ID {id} is not in this CA's trust domain {expected}")]
-    WrongTrustDomain { id: String, expected: TrustDomain },
+    WrongTrustDomain {
+        /// The SPIFFE ID asked for.
+        id: String,
+        /// This CA's trust domain.
+        expected: TrustDomain,
+    },
+    /// A leaf TTL under one second; carries it.
     #[error("invalid leaf TTL {0:?}: must be at least one second")]
     InvalidTtl(Duration),
+    /// The serial counter reached `u64::MAX` (a rotated CA continues the same counter).
     #[error("the serial number counter of this CA is exhausted")]
     SerialExhausted,
 }
@@ -170,14 +187,17 @@ impl CertificateAuthority {
         })
     }
 
+    /// This CA's root certificate and its Consul `CARoot` fields.
     pub fn root(&self) -> &RootInfo {
         &self.root
     }
 
+    /// The trust domain the root names and every leaf must be in.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
+    /// The cluster id the CA was generated for (Consul's `ClusterID`), as given.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
     }

@@ -55,11 +55,15 @@ impl fmt::Display for TrustDomain {
 /// A Connect service identity: `spiffe://<td>[/ap/<partition>]/ns/<ns>/dc/<dc>/svc/<service>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceId {
+    /// The URI's host: the cluster that issued the identity.
     pub trust_domain: TrustDomain,
     /// `None` when the URI has no `/ap/` segment (Consul's `default` partition).
     pub partition: Option<String>,
+    /// The Consul namespace, percent-decoded (`default` in Consul CE).
     pub namespace: String,
+    /// The datacenter the service is registered in, percent-decoded.
     pub datacenter: String,
+    /// The service name, percent-decoded (`svc/we%2Fb` is `we/b`).
     pub service: String,
 }
 
@@ -135,20 +139,29 @@ pub enum SpiffeId {
     Service(ServiceId),
     /// Client agent: `spiffe://<td>[/ap/<p>]/agent/client/dc/<dc>/id/<node>`
     Agent {
+        /// The URI's host.
         trust_domain: TrustDomain,
+        /// `None` without an `/ap/` segment (the `default` partition).
         partition: Option<String>,
+        /// The agent's datacenter, percent-decoded.
         datacenter: String,
+        /// The agent's node ID, percent-decoded.
         node: String,
     },
     /// Server agent: `spiffe://<td>/agent/server/dc/<dc>`
     Server {
+        /// The URI's host.
         trust_domain: TrustDomain,
+        /// The server's datacenter, percent-decoded.
         datacenter: String,
     },
     /// Mesh gateway: `spiffe://<td>[/ap/<p>]/gateway/mesh/dc/<dc>`
     MeshGateway {
+        /// The URI's host.
         trust_domain: TrustDomain,
+        /// `None` without an `/ap/` segment (the `default` partition).
         partition: Option<String>,
+        /// The gateway's datacenter, percent-decoded.
         datacenter: String,
     },
     /// The CA (signing) identity: `spiffe://<td>`
@@ -283,31 +296,42 @@ impl FromStr for SpiffeId {
 /// Why a string is not a SPIFFE ID Consul would accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeError {
+    /// No `scheme://` at all; carries the input.
     #[error("{0:?} is not a URI (expected spiffe://<trust-domain>/...)")]
     NotAUri(String),
+    /// A URI whose scheme is not `spiffe` (compared case-insensitively); carries the input.
     #[error("SPIFFE ID must have 'spiffe' scheme: {0:?}")]
     WrongScheme(String),
+    /// A `?` or `#` anywhere after the scheme; carries the input.
     #[error("SPIFFE ID {0:?} must not have a query or fragment")]
     QueryOrFragment(String),
+    /// The host (or a [`TrustDomain`] parsed on its own) is empty or has a character other
+    /// than letters, digits, `.`, `-`, `_`; carries the host as given.
     #[error(
         "invalid trust domain {0:?}: expected a non-empty host of letters, digits, '.', '-', '_'"
     )]
     InvalidTrustDomain(String),
+    /// The path is none of the forms Consul uses (or has an empty segment); carries the input.
     #[error("SPIFFE ID is not in the expected format: {0:?}")]
     UnexpectedFormat(String),
+    /// A path segment that is not `%XX`-encoded UTF-8.
     #[error("invalid {field} in SPIFFE ID {id:?}: bad percent-encoding in {segment:?}")]
     BadEncoding {
+        /// The whole input.
         id: String,
+        /// Which segment: `partition`, `namespace`, `datacenter`, `service` or `node`.
         field: &'static str,
+        /// The segment as written, still encoded.
         segment: String,
     },
+    /// A valid SPIFFE ID of another form where a service ID was required (parsing a
+    /// [`ServiceId`]); carries the input.
     #[error(
         "SPIFFE ID {0:?} is not a service identity (expected .../ns/<ns>/dc/<dc>/svc/<service>)"
     )]
     NotAService(String),
 }
 
-/// `/ap/<partition>` when a partition is set.
 /// `spiffe://<trust-domain>`, then `/ap/<partition>` when there is one.
 fn write_root(
     f: &mut fmt::Formatter<'_>,

@@ -62,6 +62,7 @@ impl TestPki {
     /// The datacenter of every test identity.
     pub const DATACENTER: &'static str = "dc1";
 
+    /// A new PKI with a random cluster id and fresh keys.
     pub fn new() -> Self {
         let cluster_id = random_uuid();
         let trust_domain =
@@ -73,6 +74,8 @@ impl TestPki {
         TestPki { ca, other_ca }
     }
 
+    /// `<random cluster id>.consul`, the trust domain of every identity but
+    /// [`TestIdentity::WrongTrustDomain`].
     pub fn trust_domain(&self) -> &TrustDomain {
         self.ca.trust_domain()
     }

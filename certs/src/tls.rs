@@ -168,6 +168,8 @@ impl TrustRoots {
         })
     }
 
+    /// The trust domain a peer's SPIFFE ID must be in (the server side checks it; the client
+    /// side compares paths only).
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
@@ -254,7 +256,9 @@ pub struct LeafInfo {
     pub spiffe: SpiffeId,
     /// Colon-hex serial, as Consul's `SerialNumber` / `ClientCertSerial`.
     pub serial_number: String,
+    /// Start of validity (whole seconds).
     pub not_before: SystemTime,
+    /// End of validity (whole seconds).
     pub not_after: SystemTime,
     /// Colon-hex AuthorityKeyId: compare with the active root's `SigningKeyID` to see whether
     /// the leaf was signed by it.
@@ -279,43 +283,77 @@ pub fn leaf_info(cert_pem_or_der: impl AsRef<[u8]>) -> Result<LeafInfo, TlsError
 /// Why a credential, a trust set or a peer was not acceptable.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A PEM block that does not decode.
     #[error("invalid {what} PEM: {reason}")]
-    Pem { what: &'static str, reason: String },
+    Pem {
+        /// Which input: `certificate`, `certificate chain` or `private key`.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A certificate input with no `CERTIFICATE` block; carries which input.
     #[error("{0} PEM holds no CERTIFICATE block")]
     NoCertificate(&'static str),
+    /// The key PEM has no private-key block of a known kind.
     #[error(
         "key PEM holds no private key (expected an EC PRIVATE KEY, PRIVATE KEY or RSA PRIVATE KEY block)"
     )]
     NoPrivateKey,
+    /// The key decodes but ring cannot sign with it (e.g. an unsupported curve).
     #[error("private key is not usable with the ring provider: {0}")]
     UnusableKey(rustls::Error),
+    /// The key is not the one the leaf certificate was issued for.
     #[error("private key does not match the certificate's public key")]
     KeyMismatch,
+    /// A root that does not decode or that webpki will not use as a trust anchor.
     #[error("invalid trust root (PEM #{index}): {reason}")]
-    InvalidRoot { index: usize, reason: String },
+    InvalidRoot {
+        /// Which of the PEM strings given to [`TrustRoots::from_pems`] holds it, from 0.
+        index: usize,
+        /// The decoder's or webpki's message.
+        reason: String,
+    },
+    /// [`TrustRoots::from_pems`] found no certificate at all.
     #[error("no trust roots: at least one CA root certificate is required")]
     NoTrustRoots,
+    /// rustls refused the protocol versions or suites (a bug in this module, not in the input).
     #[error("cannot build TLS config: {0}")]
     Config(rustls::Error),
+    /// rustls could not build its client verifier from the roots.
     #[error("cannot build client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The connection has no peer certificate (handshake not done, or none sent).
     #[error("peer presented no certificate")]
     NoPeerCertificate,
+    /// The certificate (or its SAN extension) is not valid X.509 DER; carries the parser's
+    /// message.
     #[error("cannot parse certificate: {0}")]
     BadCertificate(String),
+    /// The certificate has no URI SAN.
     #[error("certificate has no URI SAN (expected a SPIFFE ID)")]
     NoSpiffeId,
+    /// The first URI SAN is not a SPIFFE ID Consul would accept.
     #[error("certificate URI SAN is not a valid SPIFFE ID: {0}")]
     Spiffe(#[from] SpiffeError),
+    /// The first URI SAN is a SPIFFE ID of another kind (agent, server, CA); carries it.
     #[error("peer SPIFFE ID {0} is not a service identity")]
     NotAService(String),
+    /// A client's service ID is from another cluster than the roots (server side).
     #[error("peer SPIFFE ID {actual} is not in trust domain {expected}")]
     WrongTrustDomain {
+        /// The peer's SPIFFE ID.
         actual: String,
+        /// The roots' trust domain.
         expected: TrustDomain,
     },
+    /// An upstream presented another service's identity (client side).
     #[error("peer SPIFFE ID {actual} does not name the expected service {expected}")]
-    UnexpectedService { actual: String, expected: String },
+    UnexpectedService {
+        /// The peer's SPIFFE ID.
+        actual: String,
+        /// The SPIFFE ID the client config was built for.
+        expected: String,
+    },
 }
 
 fn certs_from_pem(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {

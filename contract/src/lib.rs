@@ -164,11 +164,14 @@ pub const PREPARED_QUERY_PREFIX: &str = "prepared_query:";
 /// `prepared_query:NAME:PORT`; a local listener on `127.0.0.1:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Upstream {
+    /// Whether `name` is a service or a prepared query.
     pub destination: Destination,
     /// The service, or the prepared query's name (queries are named like services).
     pub name: ServiceName,
     /// 1-65535 when parsed; 0 (the OS picks) only when built in code, for tests.
     pub local_port: u16,
+    /// The datacenter to discover a service in (`?dc=`); `None` is the agent's own. Always
+    /// `None` for a prepared query (the query decides).
     pub datacenter: Option<Datacenter>,
 }
 
@@ -197,7 +200,9 @@ impl Upstream {
 /// Why one upstream entry was refused: the entry as written and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
+    /// The entry as written (one item of the list).
     pub entry: String,
+    /// What is wrong with it, e.g. `has no local port (want NAME:PORT[:DATACENTER])`.
     pub problem: String,
 }
 

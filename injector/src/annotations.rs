@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
-pub use tandem_contract::{ServiceName, Upstream, ADMIN_LISTENER_PORT, PUBLIC_LISTENER_PORT};
+pub(crate) use tandem_contract::{
+    ServiceName, Upstream, ADMIN_LISTENER_PORT, PUBLIC_LISTENER_PORT,
+};
 
 /// `"true"` enables injection, `"false"` disables it; any spelling Go's `strconv.ParseBool` takes.
 pub const CONNECT_INJECT: &str = "consul.hashicorp.com/connect-inject";
 /// Written as `injected`; any non-empty value means "already injected".
-pub const CONNECT_INJECT_STATUS: &str = "consul.hashicorp.com/connect-inject-status";
+pub(crate) const CONNECT_INJECT_STATUS: &str = "consul.hashicorp.com/connect-inject-status";
 /// The Consul service name (default: the first container's name).
 pub const CONNECT_SERVICE: &str = "consul.hashicorp.com/connect-service";
 /// The port the application listens on: a number or a container port's name.
@@ -21,14 +23,18 @@ pub const CONNECT_SERVICE_PORT: &str = "consul.hashicorp.com/connect-service-por
 pub const CONNECT_SERVICE_UPSTREAMS: &str = "consul.hashicorp.com/connect-service-upstreams";
 
 /// The value written to [`CONNECT_INJECT_STATUS`].
-pub const STATUS_INJECTED: &str = "injected";
+pub(crate) const STATUS_INJECTED: &str = "injected";
 
 /// A pod annotation with a value the injector cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid annotation {annotation}={value:?}: {reason}")]
 pub struct AnnotationError {
+    /// The annotation's key, e.g. [`CONNECT_SERVICE_PORT`].
     pub annotation: &'static str,
+    /// Its value as written: JSON text for a non-string value; when it was not set, the
+    /// default that could not be used (empty for the service name).
     pub value: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -60,14 +66,16 @@ pub fn env_prefix(name: &ServiceName) -> String {
 /// What the annotations (and the pod's containers, for the defaults) say the sidecar must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectSettings {
+    /// `connect-service`, or the first container's name.
     pub service: ServiceName,
     /// The port inbound connections are forwarded to; `None` means no inbound listener.
     pub service_port: Option<u16>,
+    /// `connect-service-upstreams`, in the order written.
     pub upstreams: Vec<Upstream>,
 }
 
 /// The pod's annotations (an absent or `null` map reads as empty).
-pub fn of(pod: &Value) -> Map<String, Value> {
+pub(crate) fn of(pod: &Value) -> Map<String, Value> {
     pod.pointer("/metadata/annotations")
         .and_then(Value::as_object)
         .cloned()
@@ -75,7 +83,7 @@ pub fn of(pod: &Value) -> Map<String, Value> {
 }
 
 /// A string annotation; a non-string value is reported as the bad value.
-pub fn string_value<'a>(
+pub(crate) fn string_value<'a>(
     annotations: &'a Map<String, Value>,
     key: &'static str,
 ) -> Result<Option<&'a str>, AnnotationError> {
@@ -92,7 +100,7 @@ pub fn string_value<'a>(
 
 /// Resolves `connect-service`, `connect-service-port` and `connect-service-upstreams`
 /// against the pod's containers.
-pub fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError> {
+pub(crate) fn connect_settings(pod: &Value) -> Result<ConnectSettings, AnnotationError> {
     let annotations = of(pod);
     let containers = containers(pod);
 

@@ -10,9 +10,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use crate::decision::{NamespaceList, Policy};
 use crate::patch::SidecarOptions;
 
-pub const DEFAULT_PROXY_IMAGE: &str = concat!("tandem-proxy:", env!("CARGO_PKG_VERSION"));
-pub const DEFAULT_INJECTOR_IMAGE: &str = concat!("tandem-injector:", env!("CARGO_PKG_VERSION"));
+/// `--proxy-image` of `inject` and `install`: the proxy of this release.
+pub(crate) const DEFAULT_PROXY_IMAGE: &str = concat!("tandem-proxy:", env!("CARGO_PKG_VERSION"));
+/// `install --injector-image`: the injector of this release.
+pub(crate) const DEFAULT_INJECTOR_IMAGE: &str =
+    concat!("tandem-injector:", env!("CARGO_PKG_VERSION"));
 
+/// The whole command line (`tandem-injector <COMMAND>`).
 #[derive(Debug, Parser)]
 #[command(
     name = "tandem-injector",
@@ -25,10 +29,12 @@ pub const DEFAULT_INJECTOR_IMAGE: &str = concat!("tandem-injector:", env!("CARGO
         The annotations are documented in docs/annotations.md."
 )]
 pub struct Cli {
+    /// Which command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The three commands and their flags.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook over HTTPS.
@@ -72,6 +78,8 @@ pub struct InjectionArgs {
 }
 
 impl InjectionArgs {
+    /// Who is injected: `--default-inject` and the namespace lists (entries trimmed, empty
+    /// ones dropped).
     pub fn policy(&self) -> Policy {
         Policy {
             default_inject: self.default_inject,
@@ -85,6 +93,8 @@ impl InjectionArgs {
         }
     }
 
+    /// What the injected container looks like, with `proxy_image` (each command has its own
+    /// `--proxy-image`).
     pub fn sidecar(&self, proxy_image: &str) -> SidecarOptions {
         SidecarOptions {
             proxy_image: proxy_image.to_string(),
@@ -118,6 +128,7 @@ impl InjectionArgs {
     }
 }
 
+/// `serve`: the webhook's listener and certificate, and what it injects.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("tls").required(true).args(["tls_cert_file", "tls_auto_hosts"])))]
 pub struct ServeArgs {
@@ -165,10 +176,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TANDEM_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
 
+    /// What is injected where.
     #[command(flatten)]
     pub injection: InjectionArgs,
 }
 
+/// `inject`: the manifest to read and what to inject into it.
 #[derive(Debug, Args)]
 pub struct InjectArgs {
     /// The manifest to read (YAML or JSON; several documents or a List); "-" is stdin.
@@ -188,10 +201,12 @@ pub struct InjectArgs {
     #[arg(long, env = "TANDEM_PROXY_IMAGE", value_name = "IMAGE", default_value = DEFAULT_PROXY_IMAGE)]
     pub proxy_image: String,
 
+    /// What is injected where.
     #[command(flatten)]
     pub injection: InjectionArgs,
 }
 
+/// The webhook configuration's `failurePolicy` (`install --failure-policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailurePolicy {
     /// Pod creation fails while the webhook cannot be reached (no pod slips through un-injected).
@@ -201,7 +216,7 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailurePolicy::Fail => "Fail",
             FailurePolicy::Ignore => "Ignore",
@@ -209,6 +224,7 @@ impl FailurePolicy {
     }
 }
 
+/// `install`: where and how the webhook runs, and the flags its `serve` gets.
 #[derive(Debug, Args)]
 pub struct InstallArgs {
     /// Namespace the injector runs in (created; never injected).
@@ -249,12 +265,13 @@ pub struct InstallArgs {
     #[arg(long, env = "TANDEM_CERT_VALIDITY_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub cert_validity_days: u32,
 
+    /// What is injected where (passed on to the Deployment's `serve`).
     #[command(flatten)]
     pub injection: InjectionArgs,
 }
 
 /// `500ms`, `2s`, `1m`, `1h`.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (number, unit) = raw.split_at(split);

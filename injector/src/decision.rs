@@ -8,16 +8,19 @@ use serde_json::Value;
 use crate::annotations::{self, AnnotationError, CONNECT_INJECT, CONNECT_INJECT_STATUS};
 
 /// Namespaces that are never injected, whatever the flags say.
-pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
+pub(crate) const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
 
 /// A comma-separated namespace list: `a,b`, or `*` for every namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamespaceList {
+    /// `*`.
     All,
+    /// The names listed (trimmed, never empty).
     Only(Vec<String>),
 }
 
 impl NamespaceList {
+    /// Whether `namespace` is in the list (exact match).
     pub fn contains(&self, namespace: &str) -> bool {
         match self {
             NamespaceList::All => true,
@@ -71,18 +74,25 @@ pub struct Policy {
 
 /// The outcome for one pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Inject,
     Skip(SkipReason),
 }
 
+/// Why a pod is admitted without the sidecar (its `Display` is the log line's reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
+    /// `kube-system` or `kube-public`.
     SystemNamespace,
+    /// In `--deny-namespaces`.
     DeniedNamespace,
+    /// Not in `--allow-namespaces`.
     NamespaceNotAllowed,
+    /// `connect-inject-status` is already set (the pod went through an injector).
     AlreadyInjected,
+    /// `connect-inject` is false.
     AnnotatedFalse,
+    /// No `connect-inject` and `--default-inject` is off.
     NotAnnotated,
 }
 
@@ -104,7 +114,11 @@ impl fmt::Display for SkipReason {
 /// Decides for a pod admitted into `namespace` (the request's namespace, never the pod's, which
 /// is empty at admission). Only an unparseable `connect-inject` is an error, and only when the
 /// earlier checks did not already skip the pod.
-pub fn decide(policy: &Policy, namespace: &str, pod: &Value) -> Result<Decision, AnnotationError> {
+pub(crate) fn decide(
+    policy: &Policy,
+    namespace: &str,
+    pod: &Value,
+) -> Result<Decision, AnnotationError> {
     if SYSTEM_NAMESPACES.contains(&namespace) {
         return Ok(Decision::Skip(SkipReason::SystemNamespace));
     }

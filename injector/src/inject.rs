@@ -9,23 +9,41 @@ use serde_json::Value;
 
 use crate::{Injector, MutateError, Outcome};
 
+pub use crate::yaml::read::ReadError;
+
 /// A manifest that cannot be read or an object that the injector rejects. Each message already
 /// includes its cause (the field is `error`, not `source`, so that an error chain printed with
 /// `{:#}` says it once).
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
+    /// JSON input with a document that does not parse.
     #[error("document {index}: not valid JSON: {error}")]
     Json {
+        /// Which document, from 0.
         index: usize,
+        /// The parser's error.
         error: serde_json::Error,
     },
+    /// YAML input that does not parse.
     #[error("not valid YAML: {error}")]
-    Yaml { error: crate::yaml::ReadError },
+    Yaml {
+        /// The reader's error.
+        error: ReadError,
+    },
+    /// The webhook would refuse this pod (a bad annotation, or a pod the patch cannot fit).
     #[error("{object}: {error}")]
-    Rejected { object: String, error: MutateError },
+    Rejected {
+        /// `kind/name`, e.g. `deployment/web`.
+        object: String,
+        /// Why.
+        error: MutateError,
+    },
+    /// The patch built for the object does not apply to it (a bug: the patch is built for it).
     #[error("{object}: the patch does not apply: {error}")]
     Apply {
+        /// `kind/name`.
         object: String,
+        /// What `json-patch` said.
         error: json_patch::PatchError,
     },
 }
@@ -33,14 +51,18 @@ pub enum InjectError {
 /// The input's format; the output uses the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One JSON value or several concatenated; written back pretty-printed.
     Json,
+    /// One or more YAML documents; written back separated by `---`.
     Yaml,
 }
 
 /// What happened to one object, for the summary on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// `kind/name` in lower case, e.g. `deployment/web` (`<unnamed>` without a name).
     pub object: String,
+    /// `injected (service web)` or `skipped: <why>`.
     pub result: String,
 }
 
@@ -90,7 +112,7 @@ pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
 }
 
 /// Writes documents back: pretty JSON, or YAML documents separated by `---` that YAML 1.1
-/// readers (kubectl) and 1.2 readers read the same way ([`crate::yaml`]).
+/// readers (kubectl) and 1.2 readers read the same way.
 pub fn render(format: Format, docs: &[Value]) -> String {
     match format {
         Format::Json => docs
@@ -111,7 +133,7 @@ pub fn render(format: Format, docs: &[Value]) -> String {
 }
 
 /// Injects one object in place: a Pod, a workload's pod template, or the items of a List.
-pub fn inject_object(
+pub(crate) fn inject_object(
     injector: &Injector,
     default_namespace: &str,
     obj: &mut Value,

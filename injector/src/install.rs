@@ -14,21 +14,28 @@ use crate::cli::FailurePolicy;
 use crate::tls::{GeneratedCa, TlsError};
 
 /// Name of every object `install` creates (namespace aside).
-pub const NAME: &str = "tandem-injector";
+pub(crate) const NAME: &str = "tandem-injector";
 /// Port the injector listens on inside its pod.
-pub const CONTAINER_PORT: u16 = 8443;
+pub(crate) const CONTAINER_PORT: u16 = 8443;
 const CERT_DIR: &str = "/etc/tandem-injector/tls";
 const INJECTOR_UID: i64 = 65532;
 
 /// What `install` needs to render.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
+    /// Namespace of every object (created first; never injected).
     pub namespace: String,
+    /// Image of the sidecar the webhook injects (its `--proxy-image`).
     pub proxy_image: String,
+    /// Image the webhook's Deployment runs.
     pub injector_image: String,
+    /// Replicas of that Deployment.
     pub replicas: u32,
+    /// The webhook configuration's `failurePolicy`.
     pub failure_policy: FailurePolicy,
+    /// The webhook configuration's `timeoutSeconds` (1-30).
     pub timeout_seconds: u32,
+    /// Lifetime of the generated CA and serving certificate (made at render time).
     pub cert_validity: Duration,
     /// Extra `serve` flags (default-inject, namespaces, Consul address, native sidecar).
     pub serve_args: Vec<String>,

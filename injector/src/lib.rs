@@ -15,7 +15,7 @@ pub mod patch;
 pub mod review;
 pub mod tls;
 pub mod webhook;
-pub mod yaml;
+mod yaml;
 
 use serde_json::Value;
 
@@ -33,9 +33,13 @@ pub struct Injector {
 /// What happens to one pod.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// Admitted unchanged.
     Skipped(SkipReason),
+    /// Admitted with the sidecar.
     Patched {
+        /// The JSON patch (RFC 6902) that adds it.
         ops: Vec<PatchOp>,
+        /// What the annotations said, for the log line.
         settings: ConnectSettings,
     },
 }
@@ -43,23 +47,23 @@ pub enum Outcome {
 /// Why a pod is rejected (`allowed: false`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MutateError {
+    /// An annotation with a value that cannot be used.
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
+    /// A pod the patch cannot be written for.
     #[error(transparent)]
     Shape(#[from] PodShapeError),
 }
 
 impl Injector {
+    /// An injector that applies `policy` and injects the sidecar `sidecar` describes.
     pub fn new(policy: Policy, sidecar: SidecarOptions) -> Self {
         Injector { policy, sidecar }
     }
 
+    /// Who is injected (logged at start-up).
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    pub fn sidecar(&self) -> &SidecarOptions {
-        &self.sidecar
     }
 
     /// Decides for `pod` admitted into `namespace` and, when injecting, builds the patch.

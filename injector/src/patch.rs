@@ -17,13 +17,14 @@ use crate::annotations::{
 /// The injected container's name.
 pub const SIDECAR_NAME: &str = "tandem-proxy";
 /// Where the proxy binary sits in its image; the readiness probe execs it.
-pub const PROXY_BINARY: &str = "/tandem-proxy";
+pub(crate) const PROXY_BINARY: &str = "/tandem-proxy";
 /// UID and GID the sidecar runs as.
-pub const SIDECAR_UID: i64 = 5995;
+pub(crate) const SIDECAR_UID: i64 = 5995;
 
 /// How the sidecar is built (from the command line, identical for every pod).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarOptions {
+    /// Image of the `tandem-proxy` container.
     pub proxy_image: String,
     /// `CONSUL_HTTP_ADDR` for the proxy; `None` means the node's agent, `http://$(HOST_IP):8500`.
     pub consul_http_addr: Option<String>,
@@ -34,8 +35,11 @@ pub struct SidecarOptions {
 /// One JSON-patch operation (always `add`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatchOp {
+    /// Always `add`.
     pub op: &'static str,
+    /// JSON pointer of the location added to (`/-` appends to an array).
     pub path: String,
+    /// What is added there.
     pub value: Value,
 }
 
@@ -54,17 +58,19 @@ impl PatchOp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot inject this pod: {field} {problem}")]
 pub struct PodShapeError {
+    /// The field, dotted with indexes, e.g. `spec.containers[1].name`.
     pub field: String,
+    /// What is wrong with it, e.g. `is not an object`.
     pub problem: String,
 }
 
 /// Escapes a map key for use as one JSON-pointer segment (RFC 6901).
-pub fn escape_key(key: &str) -> String {
+pub(crate) fn escape_key(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
 /// The patch for a pod that [`crate::decision::decide`] chose to inject.
-pub fn build(
+pub(crate) fn build(
     pod: &Value,
     settings: &ConnectSettings,
     options: &SidecarOptions,
@@ -138,7 +144,7 @@ pub fn build(
 
 /// Applies `ops` to `doc` with the `json-patch` crate (what `inject` does, and what the API
 /// server does with the webhook's answer).
-pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchError> {
+pub(crate) fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchError> {
     let value = serde_json::to_value(ops).expect("invariant: patch ops serialize to JSON");
     let patch: json_patch::Patch = serde_json::from_value(value)
         .expect("invariant: add ops with JSON-pointer paths are a valid patch");
@@ -147,7 +153,7 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), json_patch::PatchEr
 
 /// `<NAME>_CONNECT_SERVICE_HOST` / `_PORT` for every upstream, in annotation order (names from
 /// [`annotations::env_prefixes`]).
-pub fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
+pub(crate) fn upstream_env(settings: &ConnectSettings) -> Vec<Value> {
     let prefixes = annotations::env_prefixes(&settings.upstreams);
     settings
         .upstreams

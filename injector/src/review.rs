@@ -9,20 +9,27 @@ use serde_json::{json, Value};
 
 use crate::{Injector, Outcome};
 
+/// The `apiVersion` of an `AdmissionReview` from Kubernetes 1.16 on.
 pub const API_V1: &str = "admission.k8s.io/v1";
+/// The older `apiVersion` still answered (the reply uses the request's version).
 pub const API_V1BETA1: &str = "admission.k8s.io/v1beta1";
 
 /// A request body that is not an `AdmissionReview` the webhook can answer (HTTP 400).
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
+    /// The body does not parse as JSON.
     #[error("the body is not JSON: {0}")]
     NotJson(#[from] serde_json::Error),
+    /// `apiVersion` is neither [`API_V1`] nor [`API_V1BETA1`] (empty if absent); carries it.
     #[error("apiVersion {0:?} is not supported (want {API_V1} or {API_V1BETA1})")]
     UnsupportedApiVersion(String),
+    /// `kind` is not `AdmissionReview` (empty if absent); carries it.
     #[error("kind {0:?} is not AdmissionReview")]
     WrongKind(String),
+    /// `request` is absent or not an object.
     #[error("the AdmissionReview has no request")]
     MissingRequest,
+    /// `request.uid` is absent or empty: the answer could not name the request.
     #[error("the AdmissionReview request has no uid")]
     MissingUid,
 }
@@ -30,10 +37,15 @@ pub enum ReviewError {
 /// What was decided for one review, for logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Allowed unchanged: the object is not a core-group `Pod` (or is a subresource).
     NotAPod,
+    /// Allowed unchanged: the operation is not `CREATE`.
     NotACreate,
+    /// Allowed unchanged: the policy or the pod's annotations say not to inject; carries why.
     Skipped(String),
+    /// Allowed with the sidecar patch.
     Injected,
+    /// Denied (`allowed: false`); carries the message the API server shows the user.
     Rejected(String),
 }
 

@@ -17,25 +17,48 @@ use tokio_util::sync::CancellationToken;
 /// A TLS problem, naming the file or host involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the file system said.
         source: std::io::Error,
     },
+    /// The certificate PEM holds no `CERTIFICATE` block.
     #[error("{what}: no PEM certificate found")]
-    NoCertificate { what: String },
+    NoCertificate {
+        /// Where the PEM came from (the `what` given to [`server_config`]).
+        what: String,
+    },
+    /// The key PEM holds no private key block.
     #[error("{what}: no PEM private key found")]
-    NoKey { what: String },
+    NoKey {
+        /// Where the PEM came from.
+        what: String,
+    },
+    /// A PEM block that does not decode.
     #[error("{what}: bad PEM: {source}")]
     Pem {
+        /// Where the PEM came from.
         what: String,
+        /// The decoder's error.
         source: std::io::Error,
     },
+    /// rustls refused the pair (e.g. the key does not match the certificate).
     #[error("{what}: certificate and key rejected: {source}")]
-    Rustls { what: String, source: rustls::Error },
+    Rustls {
+        /// Where the pair came from.
+        what: String,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// rcgen could not make a key or certificate (e.g. a host name that is not a valid SAN).
     #[error("cannot generate a certificate for {hosts:?}: {source}")]
     Generate {
+        /// The certificate's names (the CA's common name for the CA itself).
         hosts: Vec<String>,
+        /// rcgen's reason.
         source: rcgen::Error,
     },
 }
@@ -86,8 +109,10 @@ pub fn server_config(
 
 /// A certificate pair read from files: the config built from it and the raw bytes read, to
 /// notice the next change.
-pub struct LoadedPair {
+pub(crate) struct LoadedPair {
+    /// The serving config built from the pair.
     pub config: Arc<ServerConfig>,
+    /// The certificate file's bytes followed by the key file's.
     pub bytes: Vec<u8>,
 }
 
@@ -101,13 +126,15 @@ impl std::fmt::Debug for LoadedPair {
 /// A certificate file and its key file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
+    /// The certificate chain, PEM, leaf first.
     pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
 }
 
 impl CertFiles {
     /// Reads both files (their raw bytes, to notice changes) and builds a config.
-    pub fn load(&self) -> Result<LoadedPair, TlsError> {
+    pub(crate) fn load(&self) -> Result<LoadedPair, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
         self.pair(cert, key)
@@ -115,7 +142,7 @@ impl CertFiles {
 
     /// Reads the files again: `Ok(None)` when their bytes are the ones in `seen`, the new
     /// config and bytes when they changed and parse, an error (naming the files) otherwise.
-    pub fn reload_if_changed(&self, seen: &[u8]) -> Result<Option<LoadedPair>, TlsError> {
+    pub(crate) fn reload_if_changed(&self, seen: &[u8]) -> Result<Option<LoadedPair>, TlsError> {
         let cert = read(&self.cert)?;
         let key = read(&self.key)?;
         if cert.len() + key.len() == seen.len() && seen.starts_with(&cert) && seen.ends_with(&key) {
@@ -136,7 +163,7 @@ impl CertFiles {
     /// Polls the files every `interval` and publishes a new config when their content changes
     /// and parses. A bad or half-written pair keeps the config that is being served (and is
     /// logged once, not at every poll).
-    pub async fn watch(
+    pub(crate) async fn watch(
         self,
         mut seen: Vec<u8>,
         interval: Duration,
@@ -184,8 +211,11 @@ pub struct GeneratedCa {
 /// A serving certificate and its key, PEM.
 #[derive(Clone)]
 pub struct ServingCert {
+    /// The certificate alone (signed by the CA, which is not appended).
     pub cert_pem: String,
+    /// Its P-256 key, PKCS#8 PEM.
     pub key_pem: String,
+    /// The end of its validity.
     pub not_after: SystemTime,
 }
 
@@ -254,7 +284,7 @@ impl GeneratedCa {
 }
 
 /// Re-issues the serving certificate from `ca` when two thirds of its life have passed.
-pub async fn renew_generated(
+pub(crate) async fn renew_generated(
     ca: Arc<GeneratedCa>,
     hosts: Vec<String>,
     validity: Duration,

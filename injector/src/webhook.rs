@@ -28,6 +28,7 @@ use crate::Injector;
 
 /// Largest `AdmissionReview` accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client gets this long to send a request's headers, and again its body (the API server
 /// gives up on a webhook after at most 30 s anyway).
@@ -38,36 +39,53 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum TlsSource {
     /// PEM files, polled every `reload_interval` and reloaded when they change.
     Files {
+        /// The certificate and key files.
         files: CertFiles,
+        /// How often they are read again to see whether they changed.
         reload_interval: Duration,
     },
     /// A CA made at start-up; its certificate is written to `ca_bundle_out`.
     Generated {
+        /// DNS names and IP addresses the serving certificate is for.
         hosts: Vec<String>,
+        /// Where the CA certificate (PEM, the webhook's `caBundle`) is written.
         ca_bundle_out: PathBuf,
+        /// Lifetime of each serving certificate; a new one is issued after two thirds of it.
         validity: Duration,
     },
 }
 
+/// Everything [`start`] needs: `serve`'s flags, parsed.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Address of the HTTPS listener (port 0 lets the OS pick).
     pub listen: SocketAddr,
+    /// Where the serving certificate comes from.
     pub tls: TlsSource,
+    /// What each admitted pod gets.
     pub injector: Injector,
 }
 
+/// Why the webhook could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// The certificate could not be loaded or made.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The generated CA's certificate could not be written.
     #[error("cannot write the CA bundle to {path}: {source}")]
     WriteCaBundle {
+        /// The `ca_bundle_out` path.
         path: PathBuf,
+        /// What the file system said.
         source: std::io::Error,
     },
+    /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said.
         source: std::io::Error,
     },
 }

@@ -8,8 +8,6 @@
 //! settings, the Consul client, and the pieces a test assembles an inbound path from. Everything
 //! else is the crate's own.
 
-#![warn(unreachable_pub, missing_docs)]
-
 mod admin;
 mod app;
 pub mod config;

@@ -13,7 +13,7 @@ use crate::state::Txn;
 
 impl Catalog {
     /// `PUT /v1/agent/check/register`: a check on the node or on a registered service.
-    pub fn register_check(
+    pub(crate) fn register_check(
         &mut self,
         definition: CheckDefinition,
         tx: &mut Txn,
@@ -59,7 +59,11 @@ impl Catalog {
     }
 
     /// `PUT /v1/agent/check/deregister/:id`.
-    pub fn deregister_check(&mut self, check_id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
+    pub(crate) fn deregister_check(
+        &mut self,
+        check_id: &str,
+        tx: &mut Txn,
+    ) -> Result<(), RegisterError> {
         let Some(check) = self
             .checks
             .get(check_id)
@@ -80,7 +84,13 @@ impl Catalog {
     }
 
     /// Records a probe result; the index moves only if status or output changed.
-    pub fn set_check_result(&mut self, check_id: &str, status: &str, output: &str, tx: &mut Txn) {
+    pub(crate) fn set_check_result(
+        &mut self,
+        check_id: &str,
+        status: &str,
+        output: &str,
+        tx: &mut Txn,
+    ) {
         let Some(check) = self.checks.get(check_id) else {
             return;
         };
@@ -93,7 +103,7 @@ impl Catalog {
     }
 
     /// `PUT /v1/agent/check/{pass,warn,fail,update}/:id` on a TTL check.
-    pub fn update_ttl(
+    pub(crate) fn update_ttl(
         &mut self,
         check_id: &str,
         status: &str,
@@ -123,13 +133,13 @@ impl Catalog {
     }
 
     /// The TTL deadline and reset signal of a check, `None` once the check is gone.
-    pub fn ttl_timer(&self, check_id: &str) -> Option<(Option<Instant>, Arc<Notify>)> {
+    pub(crate) fn ttl_timer(&self, check_id: &str) -> Option<(Option<Instant>, Arc<Notify>)> {
         let check = self.checks.get(check_id)?;
         Some((check.ttl_deadline, check.ttl_reset.clone()?))
     }
 
     /// Turns a TTL check critical once its deadline has passed.
-    pub fn expire_ttl(&mut self, check_id: &str, tx: &mut Txn) {
+    pub(crate) fn expire_ttl(&mut self, check_id: &str, tx: &mut Txn) {
         let Some(check) = self.checks.get_mut(check_id) else {
             return;
         };

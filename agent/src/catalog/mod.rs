@@ -9,10 +9,10 @@ use crate::checks::{Check, CheckDefinition, CheckKind, OwnedTask, PASSING};
 use crate::service::{self, RegisterError, Registration, Service, SIDECAR_PORTS};
 use crate::state::Txn;
 
-pub const SERF_CHECK_ID: &str = "serfHealth";
+pub(crate) const SERF_CHECK_ID: &str = "serfHealth";
 
 #[derive(Clone, Debug)]
-pub struct ServiceEntry {
+pub(crate) struct ServiceEntry {
     pub service: Service,
     pub create_index: u64,
     pub modify_index: u64,
@@ -22,7 +22,7 @@ pub struct ServiceEntry {
 
 /// The node record every health/catalog entry carries.
 #[derive(Clone, Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub id: String,
     pub name: String,
     pub address: String,
@@ -31,7 +31,7 @@ pub struct Node {
     pub modify_index: u64,
 }
 
-pub struct Catalog {
+pub(crate) struct Catalog {
     pub node: Node,
     services: BTreeMap<String, ServiceEntry>,
     checks: BTreeMap<String, Check>,
@@ -43,10 +43,10 @@ pub struct Catalog {
 
 /// What a registration changed, so the caller can start check runners outside the lock.
 #[derive(Debug, Default)]
-pub struct NewChecks(pub Vec<(String, CheckKind)>);
+pub(crate) struct NewChecks(pub Vec<(String, CheckKind)>);
 
 impl Catalog {
-    pub fn new(node: Node, tx: &mut Txn) -> Self {
+    pub(crate) fn new(node: Node, tx: &mut Txn) -> Self {
         let index = tx.index();
         let serf = Check {
             id: SERF_CHECK_ID.to_string(),
@@ -82,28 +82,31 @@ impl Catalog {
         }
     }
 
-    pub fn service(&self, id: &str) -> Option<&ServiceEntry> {
+    pub(crate) fn service(&self, id: &str) -> Option<&ServiceEntry> {
         self.services.get(id)
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
+    pub(crate) fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.services.values()
     }
 
     /// All checks, node checks (`serfHealth`) included, ordered by ID.
-    pub fn checks(&self) -> impl Iterator<Item = &Check> {
+    pub(crate) fn checks(&self) -> impl Iterator<Item = &Check> {
         self.checks.values()
     }
 
-    pub fn check(&self, id: &str) -> Option<&Check> {
+    pub(crate) fn check(&self, id: &str) -> Option<&Check> {
         self.checks.get(id)
     }
 
-    pub fn node_checks(&self) -> impl Iterator<Item = &Check> {
+    pub(crate) fn node_checks(&self) -> impl Iterator<Item = &Check> {
         self.checks.values().filter(|c| c.service_id.is_empty())
     }
 
-    pub fn service_checks<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Check> {
+    pub(crate) fn service_checks<'a>(
+        &'a self,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a Check> {
         self.checks
             .values()
             .filter(move |c| c.service_id == service_id)
@@ -112,7 +115,7 @@ impl Catalog {
     /// Instances named `name` (case-insensitive, as Consul's catalog indexes are) or, with
     /// `connect`, the mesh endpoints for `name`: its connect proxies and Connect-native
     /// instances.
-    pub fn instances(&self, name: &str, connect: bool) -> Vec<&ServiceEntry> {
+    pub(crate) fn instances(&self, name: &str, connect: bool) -> Vec<&ServiceEntry> {
         self.services
             .values()
             .filter(|e| {
@@ -128,7 +131,7 @@ impl Catalog {
     }
 
     /// Index a blocking query on service `name` (or its mesh endpoints) waits past.
-    pub fn service_index(&self, name: &str, connect: bool) -> u64 {
+    pub(crate) fn service_index(&self, name: &str, connect: bool) -> u64 {
         let key = index_key(name, connect);
         self.name_index
             .get(&key)
@@ -136,12 +139,12 @@ impl Catalog {
             .unwrap_or(self.table_index)
     }
 
-    pub fn table_index(&self) -> u64 {
+    pub(crate) fn table_index(&self) -> u64 {
         self.table_index
     }
 
     /// Registers a service (and its sidecar); returns the checks that need a runner.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         registration: Registration,
         replace_existing_checks: bool,
@@ -270,14 +273,14 @@ impl Catalog {
     }
 
     /// Hands the runner for `check_id` to the catalog (dropped, and so stopped, with the check).
-    pub fn adopt_runner(&mut self, check_id: &str, task: OwnedTask) {
+    pub(crate) fn adopt_runner(&mut self, check_id: &str, task: OwnedTask) {
         if self.checks.contains_key(check_id) {
             self.runners.insert(check_id.to_string(), task);
         }
     }
 
     /// Removes a service, its checks and a sidecar registered with it.
-    pub fn deregister(&mut self, id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
+    pub(crate) fn deregister(&mut self, id: &str, tx: &mut Txn) -> Result<(), RegisterError> {
         if !self.services.contains_key(id) {
             // Consul 1.10 logs "Service does not exist" and answers 200.
             return Ok(());
@@ -308,7 +311,7 @@ impl Catalog {
     }
 
     /// Drops every service and service check (an agent restart); the node stays.
-    pub fn clear(&mut self, tx: &mut Txn) {
+    pub(crate) fn clear(&mut self, tx: &mut Txn) {
         let index = tx.index();
         let services: Vec<Service> = self.services.values().map(|e| e.service.clone()).collect();
         for service in &services {

@@ -11,11 +11,11 @@ use tokio::time::Instant;
 
 use crate::json::{DecodeError, Fields};
 
-pub use runner::{spawn_runner, OwnedTask};
+pub(crate) use runner::{spawn_runner, OwnedTask};
 
-pub const PASSING: &str = "passing";
-pub const WARNING: &str = "warning";
-pub const CRITICAL: &str = "critical";
+pub(crate) const PASSING: &str = "passing";
+pub(crate) const WARNING: &str = "warning";
+pub(crate) const CRITICAL: &str = "critical";
 
 /// Consul's default TCP/HTTP check timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +24,7 @@ const OUTPUT_MAX: usize = 4096;
 
 /// The keys Consul 1.10 accepts in a check of a service registration (`structs.CheckType`,
 /// with the snake_case aliases its decoder knows); anything else is `json: unknown field`.
-pub const CHECK_TYPE_FIELDS: &[&str] = &[
+pub(crate) const CHECK_TYPE_FIELDS: &[&str] = &[
     "CheckID",
     "Name",
     "Status",
@@ -66,7 +66,7 @@ pub const CHECK_TYPE_FIELDS: &[&str] = &[
 
 /// The keys of a `PUT /v1/agent/check/register` body (`structs.CheckDefinition`): `ID` and
 /// `Token` instead of `CheckID` and the proxy fields.
-pub const CHECK_DEFINITION_FIELDS: &[&str] = &[
+pub(crate) const CHECK_DEFINITION_FIELDS: &[&str] = &[
     "ID",
     "Name",
     "Notes",
@@ -107,7 +107,7 @@ pub const CHECK_DEFINITION_FIELDS: &[&str] = &[
 
 /// A check as given in a registration (`structs.CheckType` / `CheckDefinition`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct CheckDefinition {
+pub(crate) struct CheckDefinition {
     pub id: String,
     pub name: String,
     pub notes: String,
@@ -124,7 +124,7 @@ pub struct CheckDefinition {
 }
 
 impl CheckDefinition {
-    pub fn decode(f: &Fields<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(f: &Fields<'_>) -> Result<Self, DecodeError> {
         let id = match f.string("CheckID")? {
             Some(id) => id,
             None => f.string_or_default("ID")?,
@@ -190,14 +190,14 @@ impl CheckDefinition {
     }
 
     /// Whether an initial `Status` given with the check is one Consul accepts.
-    pub fn status_is_valid(&self) -> bool {
+    pub(crate) fn status_is_valid(&self) -> bool {
         self.status
             .as_deref()
             .is_none_or(|s| [PASSING, WARNING, CRITICAL].contains(&s))
     }
 
     /// `CheckType.Validate` plus this agent's limits; the text follows Consul's.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.unsupported == Some("script") {
             return Err("Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".into());
         }
@@ -229,7 +229,7 @@ impl CheckDefinition {
         Ok(())
     }
 
-    pub fn kind(&self) -> CheckKind {
+    pub(crate) fn kind(&self) -> CheckKind {
         if let Some(http) = &self.http {
             CheckKind::Http {
                 probe: http.clone(),
@@ -254,7 +254,7 @@ impl CheckDefinition {
 
 /// What an HTTP check requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpProbe {
+pub(crate) struct HttpProbe {
     pub url: String,
     pub method: String,
     pub headers: Vec<(String, String)>,
@@ -264,7 +264,7 @@ pub struct HttpProbe {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     /// The node's `serfHealth`, always passing on a single-node agent.
     Serf,
     Ttl(Duration),
@@ -285,7 +285,7 @@ pub enum CheckKind {
 
 /// A registered check with its current state (`structs.HealthCheck`).
 #[derive(Clone, Debug)]
-pub struct Check {
+pub(crate) struct Check {
     pub id: String,
     pub name: String,
     pub status: String,
@@ -309,7 +309,7 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self.kind {
             CheckKind::Serf => "",
             CheckKind::Ttl(_) => "ttl",
@@ -321,7 +321,7 @@ impl Check {
 }
 
 /// Truncates check output the way Consul does for oversized TTL updates.
-pub fn limit_output(output: &str) -> String {
+pub(crate) fn limit_output(output: &str) -> String {
     if output.len() <= OUTPUT_MAX {
         return output.to_string();
     }

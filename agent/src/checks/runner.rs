@@ -10,7 +10,7 @@ use crate::state::Agent;
 
 /// A task that is aborted when its owner drops this handle.
 #[derive(Debug)]
-pub struct OwnedTask(JoinHandle<()>);
+pub(crate) struct OwnedTask(JoinHandle<()>);
 
 impl Drop for OwnedTask {
     fn drop(&mut self) {
@@ -20,7 +20,11 @@ impl Drop for OwnedTask {
 
 /// Starts the task that drives `check_id` (TCP probing or TTL expiry); `None` for checks that
 /// are evaluated inline (alias, serf).
-pub fn spawn_runner(agent: &Arc<Agent>, check_id: &str, kind: &CheckKind) -> Option<OwnedTask> {
+pub(crate) fn spawn_runner(
+    agent: &Arc<Agent>,
+    check_id: &str,
+    kind: &CheckKind,
+) -> Option<OwnedTask> {
     let weak = Arc::downgrade(agent);
     let id = check_id.to_string();
     match kind.clone() {

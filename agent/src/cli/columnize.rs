@@ -2,7 +2,7 @@
 //! cells trimmed, columns padded to their widest cell, joined by two spaces, the last column
 //! unpadded, and the whole text trimmed.
 
-pub fn format(rows: &[String], delimiter: char) -> String {
+pub(crate) fn format(rows: &[String], delimiter: char) -> String {
     let cells: Vec<Vec<&str>> = rows
         .iter()
         .map(|r| r.split(delimiter).map(str::trim).collect())

@@ -10,7 +10,7 @@ use serde_json::Value;
 /// Where the consul CLI finds its agent when nothing is configured.
 const DEFAULT_ADDR: &str = "127.0.0.1:8500";
 
-pub struct ConsulClient {
+pub(crate) struct ConsulClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
@@ -18,7 +18,7 @@ pub struct ConsulClient {
 
 /// What went wrong on a call, worded as the Go `api` package words it.
 #[derive(Debug)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The request never got an answer: `Put "http://...": dial tcp ...`.
     Transport(String),
     /// A non-200 answer: `Unexpected response code: 500 (body)`.
@@ -38,7 +38,7 @@ impl fmt::Display for ClientError {
 
 impl ConsulClient {
     /// `addr` as in `CONSUL_HTTP_ADDR` (`host:port`, `http://host:port`, `https://...`).
-    pub fn new(addr: Option<&str>, token: Option<String>) -> Result<Self, String> {
+    pub(crate) fn new(addr: Option<&str>, token: Option<String>) -> Result<Self, String> {
         let addr = addr.filter(|a| !a.is_empty()).unwrap_or(DEFAULT_ADDR);
         let base = match addr.split_once("://") {
             None => format!("http://{addr}"),
@@ -59,7 +59,7 @@ impl ConsulClient {
 
     /// Reads `CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN` and `CONSUL_HTTP_TOKEN_FILE`; explicit
     /// `-http-addr`/`-token`/`-token-file` values win.
-    pub fn from_env(
+    pub(crate) fn from_env(
         addr: Option<String>,
         token: Option<String>,
         token_file: Option<String>,
@@ -80,7 +80,7 @@ impl ConsulClient {
     }
 
     /// One API call; `Ok` only for 200. `Ok(None)` for a 404 when `not_found_ok`.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

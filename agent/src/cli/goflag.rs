@@ -9,7 +9,7 @@ use super::consul_client::ConsulClient;
 
 /// Go `flag` parsing: single or double dash, `-f=v` or `-f v`, stops at the first non-flag.
 #[derive(Debug, Default)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     bools: HashMap<String, bool>,
     pub values: HashMap<String, Vec<String>>,
     pub positional: Vec<String>,
@@ -30,7 +30,11 @@ const CLIENT_FLAGS: &[&str] = &[
     "tls-server-name",
 ];
 
-pub fn parse_flags(args: &[String], bools: &[&str], values: &[&str]) -> Result<Parsed, String> {
+pub(crate) fn parse_flags(
+    args: &[String],
+    bools: &[&str],
+    values: &[&str],
+) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     let mut i = 0;
     while i < args.len() {
@@ -88,15 +92,15 @@ pub fn parse_flags(args: &[String], bools: &[&str], values: &[&str]) -> Result<P
 }
 
 impl Parsed {
-    pub fn flag(&self, name: &str) -> bool {
+    pub(crate) fn flag(&self, name: &str) -> bool {
         self.bools.get(name).copied().unwrap_or(false)
     }
 
-    pub fn value(&self, name: &str) -> Option<String> {
+    pub(crate) fn value(&self, name: &str) -> Option<String> {
         self.values.get(name).and_then(|v| v.last().cloned())
     }
 
-    pub fn client(&self) -> Result<ConsulClient, String> {
+    pub(crate) fn client(&self) -> Result<ConsulClient, String> {
         ConsulClient::from_env(
             self.value("http-addr"),
             self.value("token"),
@@ -106,7 +110,11 @@ impl Parsed {
 
     /// [`Parsed::client`], or the consul CLI's complaint on `err` and `Err(failure)` (the
     /// command's exit code).
-    pub fn client_or_report(&self, failure: i32, err: &mut dyn Write) -> Result<ConsulClient, i32> {
+    pub(crate) fn client_or_report(
+        &self,
+        failure: i32,
+        err: &mut dyn Write,
+    ) -> Result<ConsulClient, i32> {
         self.client().map_err(|e| {
             let _ = writeln!(err, "Error connecting to Consul agent: {e}");
             failure
@@ -115,7 +123,7 @@ impl Parsed {
 }
 
 /// Parses flags or prints Go's complaint and the usage; `Err(code)` ends the command.
-pub fn parse_or_usage(
+pub(crate) fn parse_or_usage(
     args: &[String],
     bools: &[&str],
     values: &[&str],

@@ -1,9 +1,9 @@
 //! Command line: `tandem-agent dev` flags and the `consul intention` and `consul config`
 //! work-alikes.
 
-pub mod columnize;
+mod columnize;
 pub mod config;
-pub mod consul_client;
+mod consul_client;
 mod goflag;
 pub mod intention;
 
@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Config;
 
+/// The whole command line (`tandem-agent <COMMAND>`).
 #[derive(Debug, Parser)]
 #[command(
     name = "tandem-agent",
@@ -26,10 +27,12 @@ and manages intentions and config entries like `consul intention` and `consul co
 any Consul-compatible agent."
 )]
 pub struct Cli {
+    /// Which command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `dev`, `intention` or `config`, with their arguments.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an in-memory, single-node agent serving Consul's HTTP API until SIGINT/SIGTERM.
@@ -54,12 +57,17 @@ pub enum Command {
     },
 }
 
+/// `--default-intention`: whether a connection no intention matches is allowed (`allow`,
+/// Consul's default with ACLs off) or denied (`deny`).
+// Variant doc comments would become per-value text in `dev --help`.
+#[allow(missing_docs)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DefaultIntention {
     Allow,
     Deny,
 }
 
+/// The `dev` flags.
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -99,6 +107,7 @@ fn parse_leaf_ttl(text: &str) -> Result<Duration, String> {
 }
 
 impl DevArgs {
+    /// The agent's [`Config`]; an empty `--require-token` means none.
     pub fn into_config(self) -> Config {
         Config {
             http_addr: self.http_addr,

@@ -14,7 +14,7 @@ use crate::json::DecodeError;
 
 /// Decodes a `PUT /v1/config` body; the error is the text Consul puts after `Request
 /// decoding failed: `.
-pub fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
+pub(crate) fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
     let (object, kind) = kind_of(body)?;
     let kind = kind.map_err(|e| DecodeError(e.to_string()))?;
     let (entry, unsupported) = fill(object, kind)?;
@@ -30,7 +30,7 @@ pub fn decode(body: &Value) -> Result<ConfigEntry, DecodeError> {
 /// for the kinds this agent keeps, the fields decode (same texts as [`decode`]); any other
 /// Consul kind, or a field only Consul keeps, is left to the agent. Returns the kind and the
 /// name as given, for the command's messages.
-pub fn check_for_write(body: &Value) -> Result<(String, String), DecodeError> {
+pub(crate) fn check_for_write(body: &Value) -> Result<(String, String), DecodeError> {
     let (object, kind) = kind_of(body)?;
     match kind {
         Ok(kind) => {

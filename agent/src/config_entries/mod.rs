@@ -11,19 +11,19 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-pub use decode::{check_for_write, decode};
+pub(crate) use decode::{check_for_write, decode};
 
 use crate::intentions::{is_http_like, l7_protocol_error};
 use crate::state::Txn;
 
 /// `structs.ProxyConfigGlobal`: the one name a proxy-defaults entry has.
-pub const GLOBAL: &str = "global";
+pub(crate) const GLOBAL: &str = "global";
 /// `structs.DefaultServiceProtocol`.
 const DEFAULT_PROTOCOL: &str = "tcp";
 
 /// The config entry kinds this agent stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     ProxyDefaults,
     ServiceDefaults,
 }
@@ -40,7 +40,7 @@ const OTHER_KINDS: &[&str] = &[
 ];
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::ProxyDefaults => "proxy-defaults",
             Kind::ServiceDefaults => "service-defaults",
@@ -49,7 +49,7 @@ impl Kind {
 
     /// `MakeConfigEntry`'s kind check (exact, case-sensitive), with our refusal for the kinds
     /// Consul has and this agent does not.
-    pub fn parse(kind: &str) -> Result<Kind, KindError> {
+    pub(crate) fn parse(kind: &str) -> Result<Kind, KindError> {
         match kind {
             "service-defaults" => Ok(Kind::ServiceDefaults),
             "proxy-defaults" => Ok(Kind::ProxyDefaults),
@@ -67,7 +67,7 @@ impl fmt::Display for Kind {
 
 /// A kind this agent cannot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KindError {
+pub(crate) enum KindError {
     /// Not a Consul kind at all (`invalid config entry kind: x`).
     Invalid(String),
     /// A Consul kind this agent does not implement.
@@ -88,21 +88,21 @@ impl fmt::Display for KindError {
 
 /// `structs.TransparentProxyConfig`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TransparentProxy {
+pub(crate) struct TransparentProxy {
     pub outbound_listener_port: i64,
     pub dialed_directly: bool,
 }
 
 /// `structs.ExposeConfig`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Expose {
+pub(crate) struct Expose {
     pub checks: bool,
     pub paths: Vec<ExposePath>,
 }
 
 /// `structs.ExposePath`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExposePath {
+pub(crate) struct ExposePath {
     pub listener_port: i64,
     pub path: String,
     pub local_path_port: i64,
@@ -113,7 +113,7 @@ pub struct ExposePath {
 /// One config entry: the fields of `structs.ServiceConfigEntry` and `ProxyConfigEntry` this
 /// agent keeps (each kind renders only its own).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ConfigEntry {
+pub(crate) struct ConfigEntry {
     pub kind: Kind,
     pub name: String,
     /// service-defaults: the service's protocol (lower-cased; empty means `tcp`).
@@ -134,7 +134,7 @@ pub struct ConfigEntry {
 
 impl ConfigEntry {
     /// An entry of `kind` with nothing set.
-    pub fn empty(kind: Kind) -> Self {
+    pub(crate) fn empty(kind: Kind) -> Self {
         ConfigEntry {
             kind,
             name: String::new(),
@@ -152,7 +152,7 @@ impl ConfigEntry {
     }
 
     /// `Normalize` then `Validate`, as `ConfigEntry.Apply` runs them (500 on a problem).
-    pub fn normalize_and_validate(&mut self) -> Result<(), ConfigError> {
+    pub(crate) fn normalize_and_validate(&mut self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::new(500, m));
         match self.kind {
             Kind::ServiceDefaults => {
@@ -220,13 +220,13 @@ fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
 /// A refused config entry request: status code and Consul's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     pub status: u16,
     pub message: String,
 }
 
 impl ConfigError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         ConfigError {
             status,
             message: message.into(),
@@ -243,23 +243,23 @@ fn key(kind: Kind, name: &str) -> Key {
 
 /// Every stored config entry, in Consul's order (kind, then name ignoring case).
 #[derive(Default)]
-pub struct ConfigEntries {
+pub(crate) struct ConfigEntries {
     entries: BTreeMap<Key, ConfigEntry>,
     table_index: u64,
 }
 
 impl ConfigEntries {
     /// The index of the last write to a config entry (0 before any).
-    pub fn table_index(&self) -> u64 {
+    pub(crate) fn table_index(&self) -> u64 {
         self.table_index
     }
 
-    pub fn get(&self, kind: Kind, name: &str) -> Option<&ConfigEntry> {
+    pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<&ConfigEntry> {
         self.entries.get(&key(kind, name))
     }
 
     /// The entries of `kind`, or of every kind.
-    pub fn list(&self, kind: Option<Kind>) -> impl Iterator<Item = &ConfigEntry> {
+    pub(crate) fn list(&self, kind: Option<Kind>) -> impl Iterator<Item = &ConfigEntry> {
         self.entries
             .values()
             .filter(move |e| kind.is_none_or(|k| e.kind == k))
@@ -268,7 +268,7 @@ impl ConfigEntries {
     /// The protocol `service` speaks, as Consul's discovery chain compiles it: its
     /// service-defaults `Protocol` when it has that entry (empty meaning `tcp`), else
     /// proxy-defaults' `Config.protocol`, else `tcp`.
-    pub fn protocol(&self, service: &str) -> String {
+    pub(crate) fn protocol(&self, service: &str) -> String {
         protocol_in(&self.entries, service)
     }
 
@@ -276,7 +276,7 @@ impl ConfigEntries {
     /// the check-and-set does not hold (`cas=0`: only if absent; else only if `ModifyIndex`
     /// is `N`). `l7_destinations` are the services L7 intentions protect: the write is refused
     /// if it would leave one of them without an HTTP-like protocol.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         mut entry: ConfigEntry,
         cas: Option<u64>,
@@ -309,7 +309,7 @@ impl ConfigEntries {
     /// `DELETE /v1/config/:kind/:name`: nothing to do for a missing entry; refused if an L7
     /// intention's destination would lose its HTTP-like protocol. A proxy-defaults entry is
     /// always `global`, whatever name is given (Consul normalises the name before deleting).
-    pub fn delete(
+    pub(crate) fn delete(
         &mut self,
         kind: Kind,
         name: &str,

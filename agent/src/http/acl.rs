@@ -9,7 +9,7 @@ const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 
 /// A permission an endpoint needs, with the resource it is checked on.
 #[derive(Clone, Copy, Debug)]
-pub enum Access<'a> {
+pub(crate) enum Access<'a> {
     ServiceRead(&'a str),
     ServiceWrite(&'a str),
     NodeWrite(&'a str),
@@ -59,7 +59,7 @@ fn caller(agent: &Agent, req: &Request) -> Caller {
 }
 
 /// Refuses the request with 403 unless the caller holds `access`.
-pub fn require(agent: &Agent, req: &Request, access: Access<'_>) -> Result<(), ApiError> {
+pub(crate) fn require(agent: &Agent, req: &Request, access: Access<'_>) -> Result<(), ApiError> {
     match caller(agent, req) {
         Caller::Anyone => Ok(()),
         Caller::Unknown => Err(ApiError::new(403, "ACL not found")),
@@ -75,7 +75,7 @@ pub fn require(agent: &Agent, req: &Request, access: Access<'_>) -> Result<(), A
 
 /// Like [`require`], for the checks where Consul 1.10 answers the bare
 /// `acl.ErrPermissionDenied` (config entries): 403 `Permission denied`, naming nothing.
-pub fn require_bare(agent: &Agent, req: &Request) -> Result<(), ApiError> {
+pub(crate) fn require_bare(agent: &Agent, req: &Request) -> Result<(), ApiError> {
     match caller(agent, req) {
         Caller::Anyone => Ok(()),
         Caller::Unknown => Err(ApiError::new(403, "ACL not found")),
@@ -85,7 +85,7 @@ pub fn require_bare(agent: &Agent, req: &Request) -> Result<(), ApiError> {
 
 /// For endpoints Consul filters rather than refuses: `Ok(false)` means "show nothing" (and set
 /// `X-Consul-Results-Filtered-By-ACLs`), an unknown token is still a 403.
-pub fn may_read(agent: &Agent, req: &Request) -> Result<bool, ApiError> {
+pub(crate) fn may_read(agent: &Agent, req: &Request) -> Result<bool, ApiError> {
     match caller(agent, req) {
         Caller::Anyone => Ok(true),
         Caller::Anonymous => Ok(false),

@@ -18,7 +18,7 @@ use crate::state::Agent;
 /// The server RPC address the single dev node reports as leader.
 const SERVER_ADDR: &str = "127.0.0.1:8300";
 
-pub fn agent_self(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn agent_self(agent: &Agent, req: &Request) -> Result {
     let settings = &agent.settings;
     acl::require(agent, req, Access::AgentRead(&settings.node_name))?;
     let config = Obj::new()
@@ -78,18 +78,18 @@ pub fn agent_self(agent: &Agent, req: &Request) -> Result {
     Ok(Reply::json(req, &body))
 }
 
-pub fn status_leader(_agent: &Agent, req: &Request) -> Result {
+pub(crate) fn status_leader(_agent: &Agent, req: &Request) -> Result {
     Ok(Reply::json(req, &Value::String(SERVER_ADDR.into())))
 }
 
-pub fn status_peers(_agent: &Agent, req: &Request) -> Result {
+pub(crate) fn status_peers(_agent: &Agent, req: &Request) -> Result {
     Ok(Reply::json(
         req,
         &Value::Array(vec![Value::String(SERVER_ADDR.into())]),
     ))
 }
 
-pub fn register(agent: &Arc<Agent>, req: &Request) -> Result {
+pub(crate) fn register(agent: &Arc<Agent>, req: &Request) -> Result {
     let body = req
         .json()
         .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
@@ -113,13 +113,13 @@ fn start_runners(agent: &Arc<Agent>, new_checks: NewChecks) {
     }
 }
 
-pub fn deregister(agent: &Agent, req: &Request, id: &str) -> Result {
+pub(crate) fn deregister(agent: &Agent, req: &Request, id: &str) -> Result {
     acl::require(agent, req, Access::ServiceWrite(&acl_name(agent, id)))?;
     agent.write(|state, tx| state.catalog.deregister(id, tx))?;
     Ok(Reply::empty())
 }
 
-pub fn services(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn services(agent: &Agent, req: &Request) -> Result {
     let visible = acl::may_read(agent, req)?;
     let dc = &agent.settings.datacenter;
     let body = agent.read(|state| {
@@ -138,7 +138,7 @@ pub fn services(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET /v1/agent/service/:id`, hash-blocking on `?hash=`.
-pub async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
+pub(crate) async fn service(agent: &Agent, req: &Request, id: &str) -> Result {
     let (_, wait) = req.blocking()?;
     acl::require(agent, req, Access::ServiceRead(&acl_name(agent, id)))?;
     let dc = agent.settings.datacenter.clone();
@@ -177,7 +177,7 @@ fn content_hash(value: &Value) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn checks(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn checks(agent: &Agent, req: &Request) -> Result {
     let visible = acl::may_read(agent, req)?;
     let body = agent.read(|state| {
         let mut map = serde_json::Map::new();
@@ -198,7 +198,7 @@ pub fn checks(agent: &Agent, req: &Request) -> Result {
     Ok(filtered(Reply::json(req, &body), visible))
 }
 
-pub fn check_register(agent: &Arc<Agent>, req: &Request) -> Result {
+pub(crate) fn check_register(agent: &Arc<Agent>, req: &Request) -> Result {
     let body = req
         .json()
         .map_err(|e| ApiError::new(400, format!("Request decode failed: {e}")))?;
@@ -239,14 +239,14 @@ pub fn check_register(agent: &Arc<Agent>, req: &Request) -> Result {
     Ok(Reply::empty())
 }
 
-pub fn check_deregister(agent: &Agent, req: &Request, id: &str) -> Result {
+pub(crate) fn check_deregister(agent: &Agent, req: &Request, id: &str) -> Result {
     check_acl(agent, req, id)?;
     agent.write(|state, tx| state.catalog.deregister_check(id, tx))?;
     Ok(Reply::empty())
 }
 
 /// `pass`/`warn`/`fail` (with `?note=`) or `update` (JSON `{Status, Output}`) on a TTL check.
-pub fn check_ttl(agent: &Agent, req: &Request, id: &str, fixed: Option<&str>) -> Result {
+pub(crate) fn check_ttl(agent: &Agent, req: &Request, id: &str, fixed: Option<&str>) -> Result {
     let (status, output) = match fixed {
         Some(status) => (
             status.to_string(),
@@ -292,7 +292,7 @@ fn check_acl(agent: &Agent, req: &Request, id: &str) -> Result<()> {
 }
 
 /// Marks a list the caller's token was not allowed to see.
-pub fn filtered(reply: Reply, visible: bool) -> Reply {
+pub(crate) fn filtered(reply: Reply, visible: bool) -> Reply {
     if visible {
         reply
     } else {

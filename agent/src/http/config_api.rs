@@ -13,7 +13,7 @@ use crate::config_entries::{self, ConfigEntry, Expose, Kind, KindError};
 use crate::state::{Agent, State};
 
 /// `PUT /v1/config[?cas=N]`: `true` when written, `false` when the check-and-set did not hold.
-pub fn apply(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn apply(agent: &Agent, req: &Request) -> Result {
     let decoding_failed =
         |e: String| ApiError::new(400, format!("Bad request: Request decoding failed: {e}"));
     let body = req.json().map_err(|e| decoding_failed(e.0))?;
@@ -33,7 +33,7 @@ pub fn apply(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET` and `DELETE` below `/v1/config/` (`rest` is what follows it).
-pub async fn specific(agent: &Agent, req: &Request, rest: &str) -> Result {
+pub(crate) async fn specific(agent: &Agent, req: &Request, rest: &str) -> Result {
     let (kind, name) = match rest.split_once('/') {
         Some((kind, name)) => (kind, Some(name)),
         None => (rest, None),
@@ -145,7 +145,7 @@ fn with_query_meta(error: ApiError, index: u64) -> ApiError {
 /// `structs.ServiceConfigEntry` / `structs.ProxyConfigEntry` as Consul sends them: Go field
 /// order, `omitempty` where the struct has it (the `TransparentProxy`, `MeshGateway` and
 /// `Expose` structs always print), `Config` with sorted keys and `null` when unset.
-pub fn entry_json(entry: &ConfigEntry) -> Value {
+pub(crate) fn entry_json(entry: &ConfigEntry) -> Value {
     let mut obj = Obj::new()
         .put("Kind", entry.kind.as_str())
         .put("Name", entry.name.as_str());

@@ -17,7 +17,7 @@ use crate::json::Fields;
 use crate::state::Agent;
 
 /// `GET /v1/agent/connect/ca/roots` and `GET /v1/connect/ca/roots[?pem=true]`.
-pub async fn roots(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn roots(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let pem = req.path == "/v1/connect/ca/roots" && req.flag("pem").unwrap_or(false);
     let (index, (body, chain)) = blocking::block_on_index(
@@ -57,7 +57,7 @@ pub async fn roots(agent: &Agent, req: &Request) -> Result {
 
 /// `GET /v1/agent/connect/ca/leaf/:service`: issued on first request, cached, re-issued on
 /// root rotation or in the renewal window; blocks on the leaf's `ModifyIndex`.
-pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
+pub(crate) async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
     let (min_index, wait) = req.blocking()?;
     if service.is_empty() {
         // Consul 1.10 builds the SPIFFE ID first and fails on the empty service name.
@@ -101,7 +101,7 @@ pub async fn leaf(agent: &Agent, req: &Request, service: &str) -> Result {
 }
 
 /// `POST /v1/agent/connect/authorize`.
-pub fn authorize(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn authorize(agent: &Agent, req: &Request) -> Result {
     let decode =
         |e: crate::json::DecodeError| ApiError::new(400, format!("Request decode failed: {e}"));
     let body = req.json().map_err(decode)?;
@@ -158,7 +158,7 @@ pub fn authorize(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET|PUT /v1/connect/ca/configuration`; a PUT rotates to a new root.
-pub fn configuration(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn configuration(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::GET {
         acl::require(agent, req, Access::OperatorRead)?;
         // Consul sends the CA configuration without query metadata.

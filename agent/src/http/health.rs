@@ -15,7 +15,12 @@ use crate::checks::PASSING;
 use crate::state::Agent;
 
 /// `GET /v1/health/service/:name` and (`connect`) `GET /v1/health/connect/:name`.
-pub async fn health_service(agent: &Agent, req: &Request, name: &str, connect: bool) -> Result {
+pub(crate) async fn health_service(
+    agent: &Agent,
+    req: &Request,
+    name: &str,
+    connect: bool,
+) -> Result {
     let query = ServiceQuery::parse(req, name, connect)?;
     let passing_only = req
         .flag("passing")
@@ -44,7 +49,12 @@ pub async fn health_service(agent: &Agent, req: &Request, name: &str, connect: b
 }
 
 /// `GET /v1/catalog/service/:name` and (`connect`) `/v1/catalog/connect/:name`.
-pub async fn catalog_service(agent: &Agent, req: &Request, name: &str, connect: bool) -> Result {
+pub(crate) async fn catalog_service(
+    agent: &Agent,
+    req: &Request,
+    name: &str,
+    connect: bool,
+) -> Result {
     let query = ServiceQuery::parse(req, name, connect)?;
     let visible = acl::may_read(agent, req)?;
     query
@@ -55,7 +65,7 @@ pub async fn catalog_service(agent: &Agent, req: &Request, name: &str, connect: 
 }
 
 /// `GET /v1/catalog/services`: service name to the union of its instances' tags.
-pub async fn catalog_services(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn catalog_services(agent: &Agent, req: &Request) -> Result {
     let (index, wait) = req.blocking()?;
     let visible = acl::may_read(agent, req)?;
     let (index, body) = blocking::block_on_index(

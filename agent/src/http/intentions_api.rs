@@ -23,7 +23,7 @@ fn required<'a>(req: &'a Request, name: &str) -> Result<&'a str> {
 }
 
 /// `GET` (list, blocking) and legacy `POST` (create) on `/v1/connect/intentions`.
-pub async fn collection(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
         let input = decode_legacy(req)?;
         acl::require(agent, req, Access::IntentionsWrite(&input.destination_name))?;
@@ -51,7 +51,7 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET|PUT|DELETE /v1/connect/intentions/exact?source=&destination=`.
-pub async fn exact(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn exact(agent: &Agent, req: &Request) -> Result {
     let source = parse_target(required(req, "source")?)?;
     let destination = parse_target(required(req, "destination")?)?;
     match req.method.as_str() {
@@ -84,7 +84,7 @@ pub async fn exact(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET /v1/connect/intentions/match?by=source|destination&name=...` (blocking).
-pub async fn matches(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn matches(agent: &Agent, req: &Request) -> Result {
     let by = match required(req, "by")? {
         "source" => MatchBy::Source,
         "destination" => MatchBy::Destination,
@@ -134,7 +134,7 @@ pub async fn matches(agent: &Agent, req: &Request) -> Result {
 }
 
 /// `GET /v1/connect/intentions/check?source=&destination=`: L7 intentions count as deny.
-pub fn check(agent: &Agent, req: &Request) -> Result {
+pub(crate) fn check(agent: &Agent, req: &Request) -> Result {
     let source = parse_target(required(req, "source")?)?;
     let destination = parse_target(required(req, "destination")?)?;
     if let Some(kind) = req
@@ -156,7 +156,7 @@ pub fn check(agent: &Agent, req: &Request) -> Result {
 }
 
 /// Legacy `GET|PUT|DELETE /v1/connect/intentions/:uuid`.
-pub async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
+pub(crate) async fn by_id(agent: &Agent, req: &Request, id: &str) -> Result {
     if id.len() != 36 || uuid::Uuid::parse_str(id).is_err() {
         // Consul 1.10's texts: its state store refuses the ID before anything is looked up.
         let cause = "failed config entry lookup: index error: UUID must be 36 characters";

@@ -9,7 +9,7 @@ mod connect;
 mod health;
 mod intentions_api;
 mod queries_api;
-pub mod views;
+pub(crate) mod views;
 
 // The query-string parsers of the handlers, for `crate::fuzzing`.
 #[cfg(feature = "fuzzing")]
@@ -30,7 +30,7 @@ use crate::json::DecodeError;
 use crate::state::Agent;
 
 /// A request with its body read and its query string decoded.
-pub struct Request {
+pub(crate) struct Request {
     pub method: Method,
     pub path: String,
     query: Vec<(String, String)>,
@@ -41,7 +41,7 @@ pub struct Request {
 impl Request {
     /// A request with its query string (without the `?`) decoded as
     /// `application/x-www-form-urlencoded` (`+` is a space, `%XX` a byte).
-    pub fn new(
+    pub(crate) fn new(
         method: Method,
         path: &str,
         query: Option<&str>,
@@ -65,14 +65,14 @@ impl Request {
     }
 
     /// The first value of query parameter `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn params(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn params(&self, name: &str) -> Vec<&str> {
         self.query
             .iter()
             .filter(|(k, _)| k == name)
@@ -80,12 +80,12 @@ impl Request {
             .collect()
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.query.iter().any(|(k, _)| k == name)
     }
 
     /// Consul's token precedence: `?token=`, `X-Consul-Token`, `Authorization: Bearer`.
-    pub fn token(&self) -> Option<String> {
+    pub(crate) fn token(&self) -> Option<String> {
         if let Some(t) = self.param("token").filter(|t| !t.is_empty()) {
             return Some(t.to_string());
         }
@@ -105,7 +105,9 @@ impl Request {
     }
 
     /// `?index=` and `?wait=` as Consul's `parseWait` reads them.
-    pub fn blocking(&self) -> std::result::Result<(Option<u64>, Option<Duration>), ApiError> {
+    pub(crate) fn blocking(
+        &self,
+    ) -> std::result::Result<(Option<u64>, Option<Duration>), ApiError> {
         let wait = match self.param("wait").filter(|w| !w.is_empty()) {
             None => None,
             Some(w) => {
@@ -129,7 +131,7 @@ impl Request {
     }
 
     /// A boolean flag such as `?passing`: present and empty means true (Go `ParseBool` otherwise).
-    pub fn flag(&self, name: &str) -> std::result::Result<bool, ()> {
+    pub(crate) fn flag(&self, name: &str) -> std::result::Result<bool, ()> {
         match self.param(name) {
             None => Ok(false),
             Some("") => Ok(true),
@@ -139,13 +141,13 @@ impl Request {
         }
     }
 
-    pub fn json(&self) -> std::result::Result<Value, DecodeError> {
+    pub(crate) fn json(&self) -> std::result::Result<Value, DecodeError> {
         crate::json::parse_body(&self.body)
     }
 }
 
 /// A successful answer.
-pub struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     headers: Vec<(&'static str, String)>,
     content_type: Option<&'static str>,
@@ -155,7 +157,7 @@ pub struct Reply {
 impl Reply {
     /// JSON as a dev agent sends it: always pretty (4-space indentation and the trailing
     /// newline), whether or not `?pretty` was asked for.
-    pub fn json(_req: &Request, value: &Value) -> Reply {
+    pub(crate) fn json(_req: &Request, value: &Value) -> Reply {
         Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
@@ -165,7 +167,7 @@ impl Reply {
     }
 
     /// 200 with an empty body (register, deregister, check updates).
-    pub fn empty() -> Reply {
+    pub(crate) fn empty() -> Reply {
         Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
@@ -174,7 +176,7 @@ impl Reply {
         }
     }
 
-    pub fn raw(content_type: &'static str, body: Vec<u8>) -> Reply {
+    pub(crate) fn raw(content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status: StatusCode::OK,
             headers: Vec::new(),
@@ -184,7 +186,7 @@ impl Reply {
     }
 
     /// Query metadata (`setMeta`): the index (never 0), known leader, last contact.
-    pub fn with_index(self, index: u64) -> Reply {
+    pub(crate) fn with_index(self, index: u64) -> Reply {
         self.header("X-Consul-Index", index.max(1).to_string())
             .header("X-Consul-KnownLeader", "true".to_string())
             .header("X-Consul-LastContact", "0".to_string())
@@ -192,11 +194,11 @@ impl Reply {
 
     /// The consistency mode a catalog, health or intention-match query was served with
     /// (`X-Consul-Effective-Consistency`); one node is always its own leader.
-    pub fn leader_consistency(self) -> Reply {
+    pub(crate) fn leader_consistency(self) -> Reply {
         self.header("X-Consul-Effective-Consistency", "leader".to_string())
     }
 
-    pub fn header(mut self, name: &'static str, value: String) -> Reply {
+    pub(crate) fn header(mut self, name: &'static str, value: String) -> Reply {
         self.headers.push((name, value));
         self
     }
@@ -204,7 +206,7 @@ impl Reply {
 
 /// A refused request: status and Consul's plain-text message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: u16,
     pub message: String,
     allow: Option<String>,
@@ -212,7 +214,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -222,7 +224,7 @@ impl ApiError {
     }
 
     /// 405 for `method`, with `allow` as the `Allow` header.
-    pub fn method_not_allowed(method: &Method, allow: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(method: &Method, allow: impl Into<String>) -> Self {
         ApiError {
             allow: Some(allow.into()),
             ..ApiError::new(405, format!("method {method} not allowed"))
@@ -230,7 +232,7 @@ impl ApiError {
     }
 
     /// A header sent with the refusal (Consul sets query metadata before some lookups fail).
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -266,10 +268,10 @@ impl From<crate::ca::CaRequestError> for ApiError {
     }
 }
 
-pub type Result<T = Reply> = std::result::Result<T, ApiError>;
+pub(crate) type Result<T = Reply> = std::result::Result<T, ApiError>;
 
 /// Serves one HTTP request against `agent`.
-pub async fn handle(
+pub(crate) async fn handle(
     agent: Arc<Agent>,
     request: hyper::Request<Incoming>,
 ) -> std::result::Result<hyper::Response<Full<Bytes>>, Infallible> {

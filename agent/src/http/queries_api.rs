@@ -16,7 +16,7 @@ use crate::queries::{Definition, QueryError, StoredQuery};
 use crate::state::Agent;
 
 /// `GET /v1/query` (blocking list) and `POST /v1/query` (create, answers `{"ID": ...}`).
-pub async fn collection(agent: &Agent, req: &Request) -> Result {
+pub(crate) async fn collection(agent: &Agent, req: &Request) -> Result {
     if req.method == http::Method::POST {
         let definition = Definition::decode(&req.body)?;
         acl::require(agent, req, Access::QueryWrite(&definition.name))?;
@@ -51,7 +51,7 @@ pub async fn collection(agent: &Agent, req: &Request) -> Result {
 }
 
 /// Everything below `/v1/query/`: `rest` is the path after that prefix.
-pub async fn specific(agent: &Agent, req: &Request, rest: &str) -> Result {
+pub(crate) async fn specific(agent: &Agent, req: &Request, rest: &str) -> Result {
     let (target, action) = match rest.rsplit_once('/') {
         Some((target, action @ ("execute" | "explain"))) => (target, Some(action)),
         _ => (rest, None),

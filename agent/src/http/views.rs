@@ -13,27 +13,27 @@ use crate::json::go_time;
 use crate::service::{Proxy, Service, Upstream};
 
 /// The Consul version this agent reports about itself (`Config.Version`, node meta).
-pub const CONSUL_VERSION: &str = "1.10.4";
+pub(crate) const CONSUL_VERSION: &str = "1.10.4";
 
 /// What Consul 1.10 names the roots of its built-in CA (later versions say "Primary").
 const ROOT_NAME: &str = "Consul CA Root Cert";
 
 /// An ordered JSON object under construction.
 #[derive(Default)]
-pub struct Obj(Map<String, Value>);
+pub(crate) struct Obj(Map<String, Value>);
 
 impl Obj {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Obj(Map::new())
     }
 
-    pub fn put(mut self, key: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn put(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.0.insert(key.to_string(), value.into());
         self
     }
 
     /// Go's `omitempty` for strings.
-    pub fn put_str(self, key: &str, value: &str) -> Self {
+    pub(crate) fn put_str(self, key: &str, value: &str) -> Self {
         if value.is_empty() {
             self
         } else {
@@ -42,7 +42,7 @@ impl Obj {
     }
 
     /// Go's `omitempty` for numbers.
-    pub fn put_num(self, key: &str, value: i64) -> Self {
+    pub(crate) fn put_num(self, key: &str, value: i64) -> Self {
         if value == 0 {
             self
         } else {
@@ -50,20 +50,20 @@ impl Obj {
         }
     }
 
-    pub fn put_opt(self, key: &str, value: Option<Value>) -> Self {
+    pub(crate) fn put_opt(self, key: &str, value: Option<Value>) -> Self {
         match value {
             Some(v) => self.put(key, v),
             None => self,
         }
     }
 
-    pub fn build(self) -> Value {
+    pub(crate) fn build(self) -> Value {
         Value::Object(self.0)
     }
 }
 
 /// A Go slice: `null` when empty (nil), as Consul sends a list it never allocated.
-pub fn list_or_null(items: impl Iterator<Item = Value>) -> Value {
+pub(crate) fn list_or_null(items: impl Iterator<Item = Value>) -> Value {
     let items: Vec<Value> = items.collect();
     if items.is_empty() {
         Value::Null
@@ -118,7 +118,7 @@ fn mesh_gateway(mode: &str) -> Value {
 }
 
 /// `structs.Node`.
-pub fn node(node: &Node) -> Value {
+pub(crate) fn node(node: &Node) -> Value {
     node_fields(Obj::new(), node)
         .put("Meta", node_meta())
         .put("CreateIndex", node.create_index)
@@ -148,7 +148,7 @@ fn tagged_addresses(service: &Service) -> Option<Value> {
 }
 
 /// `structs.ConnectProxyConfig` (its custom MarshalJSON order).
-pub fn proxy(proxy: &Proxy) -> Value {
+pub(crate) fn proxy(proxy: &Proxy) -> Value {
     let obj = Obj::new().put_opt("TransparentProxy", proxy.transparent_proxy.clone());
     let obj = local_service(obj, proxy).put("Mode", proxy.mode.as_str());
     proxy_tail(obj, proxy, upstream)
@@ -186,7 +186,7 @@ fn proxy_tail(obj: Obj, proxy: &Proxy, upstream_view: fn(&Upstream) -> Value) ->
 }
 
 /// `structs.Upstream`.
-pub fn upstream(u: &Upstream) -> Value {
+pub(crate) fn upstream(u: &Upstream) -> Value {
     let obj = Obj::new()
         .put("DestinationType", u.destination_type.as_str())
         .put_str("DestinationNamespace", &u.destination_namespace)
@@ -233,7 +233,7 @@ fn connect(service: &Service) -> Value {
 }
 
 /// `structs.NodeService` as the health endpoints send it (nil tags normalised to `[]`).
-pub fn node_service(entry: &ServiceEntry) -> Value {
+pub(crate) fn node_service(entry: &ServiceEntry) -> Value {
     let tags = strings(entry.service.tags.as_deref().unwrap_or_default());
     node_service_with_tags(entry, tags)
 }
@@ -260,7 +260,11 @@ fn node_service_with_tags(entry: &ServiceEntry, tags: Value) -> Value {
 }
 
 /// `api.AgentService` (`/v1/agent/services`, `/v1/agent/service/:id`).
-pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Option<&str>) -> Value {
+pub(crate) fn agent_service(
+    entry: &ServiceEntry,
+    datacenter: &str,
+    content_hash: Option<&str>,
+) -> Value {
     let s = &entry.service;
     let mut obj = Obj::new()
         .put_str("Kind", &s.kind)
@@ -292,7 +296,7 @@ pub fn agent_service(entry: &ServiceEntry, datacenter: &str, content_hash: Optio
 }
 
 /// `structs.HealthCheck` (nil service tags normalised to `[]`, as the health endpoints do).
-pub fn health_check(check: &Check, node_name: &str) -> Value {
+pub(crate) fn health_check(check: &Check, node_name: &str) -> Value {
     health_check_with_tags(check, node_name, strings(&check.service_tags))
 }
 
@@ -318,7 +322,11 @@ fn health_check_with_tags(check: &Check, node_name: &str, service_tags: Value) -
 }
 
 /// `structs.CheckServiceNode`.
-pub fn check_service_node(node_value: &Value, entry: &ServiceEntry, checks: Vec<Value>) -> Value {
+pub(crate) fn check_service_node(
+    node_value: &Value,
+    entry: &ServiceEntry,
+    checks: Vec<Value>,
+) -> Value {
     Obj::new()
         .put("Node", node_value.clone())
         .put("Service", node_service(entry))
@@ -329,7 +337,11 @@ pub fn check_service_node(node_value: &Value, entry: &ServiceEntry, checks: Vec<
 /// `structs.CheckServiceNode` as the state store holds it, which is what a prepared query
 /// execution sends: tags never given stay `null` (`Tags`, and `ServiceTags` of the node's
 /// checks and of a service without tags), unlike on the health endpoints.
-pub fn stored_check_service_node(node: &Node, entry: &ServiceEntry, checks: &[&Check]) -> Value {
+pub(crate) fn stored_check_service_node(
+    node: &Node,
+    entry: &ServiceEntry,
+    checks: &[&Check],
+) -> Value {
     let tags = entry.service.tags.as_deref().map_or(Value::Null, strings);
     let checks = checks.iter().map(|c| {
         let untagged = c.service_id.is_empty() || entry.service.tags.is_none();
@@ -348,7 +360,7 @@ pub fn stored_check_service_node(node: &Node, entry: &ServiceEntry, checks: &[&C
 }
 
 /// `structs.ServiceNode` (`/v1/catalog/service/:name`).
-pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
+pub(crate) fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
     let s = &entry.service;
     node_fields(Obj::new(), node)
         .put("NodeMeta", node_meta())
@@ -380,7 +392,7 @@ pub fn service_node(node: &Node, entry: &ServiceEntry) -> Value {
 }
 
 /// `structs.Intention` with its custom MarshalJSON (timestamps first, only when set).
-pub fn intention(i: &Intention) -> Value {
+pub(crate) fn intention(i: &Intention) -> Value {
     let permissions = i.is_l7().then(|| permissions(&i.permissions));
     let meta = (!i.meta.is_empty()).then(|| string_map(&i.meta));
     Obj::new()
@@ -424,7 +436,7 @@ fn root(ca: &Ca, r: &Root) -> Value {
 }
 
 /// `structs.IndexedCARoots`.
-pub fn roots(ca: &Ca) -> Value {
+pub(crate) fn roots(ca: &Ca) -> Value {
     Obj::new()
         .put("ActiveRootID", ca.active_root().info().id.as_str())
         .put("TrustDomain", ca.trust_domain().as_str())
@@ -436,7 +448,7 @@ pub fn roots(ca: &Ca) -> Value {
 }
 
 /// `structs.IssuedCert`.
-pub fn leaf(leaf: &Leaf) -> Value {
+pub(crate) fn leaf(leaf: &Leaf) -> Value {
     Obj::new()
         .put("SerialNumber", leaf.issued.serial_number.as_str())
         .put("CertPEM", leaf.issued.cert_pem.as_str())
@@ -451,7 +463,7 @@ pub fn leaf(leaf: &Leaf) -> Value {
 }
 
 /// `structs.CAConfiguration`.
-pub fn ca_configuration(ca: &Ca) -> Value {
+pub(crate) fn ca_configuration(ca: &Ca) -> Value {
     let (create, modify) = ca.config_indexes();
     Obj::new()
         .put("Provider", "consul")
@@ -464,7 +476,7 @@ pub fn ca_configuration(ca: &Ca) -> Value {
 }
 
 /// `[]*structs.IntentionPermission` as Consul sends it.
-pub fn permissions(permissions: &[Permission]) -> Value {
+pub(crate) fn permissions(permissions: &[Permission]) -> Value {
     Value::Array(permissions.iter().map(permission_json).collect())
 }
 

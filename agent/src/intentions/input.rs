@@ -20,7 +20,7 @@ const META_VALUE_MAX: usize = 512;
 
 /// The fields a write supplies (`PUT exact` body or legacy body).
 #[derive(Clone, Debug, Default)]
-pub struct IntentionInput {
+pub(crate) struct IntentionInput {
     pub source_name: String,
     pub destination_name: String,
     pub source_type: String,
@@ -58,7 +58,7 @@ const WRAPPER: &str = "struct { Hash string; CreatedAt string; UpdatedAt string;
 
 impl IntentionInput {
     /// Decodes a request body; the error is Go's text, which each endpoint prefixes its own way.
-    pub fn decode(body: &Value) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(body: &Value) -> Result<Self, DecodeError> {
         let mut input = IntentionInput::default();
         let object = match body {
             // Go leaves the intention empty; its checks then refuse it.
@@ -103,7 +103,7 @@ impl IntentionInput {
 
     /// `ServiceIntentionsConfigEntry.Validate` for a write by name (`PUT .../exact`), where
     /// `source` is this source's index among the destination's sources (Consul names it).
-    pub fn validate_by_name(&self, source: usize) -> Result<(), IntentionError> {
+    pub(crate) fn validate_by_name(&self, source: usize) -> Result<(), IntentionError> {
         let bad = |m: String| Err(IntentionError::new(500, m));
         if self.destination_name.is_empty() {
             return bad("Name is required".into());
@@ -146,7 +146,7 @@ impl IntentionInput {
     }
 
     /// `Intention.Validate` for the legacy ID API: every problem, as a multierror (500).
-    pub fn validate_legacy(&self) -> Result<(), IntentionError> {
+    pub(crate) fn validate_legacy(&self) -> Result<(), IntentionError> {
         let mut errors = Vec::new();
         if self.source_name.is_empty() {
             errors.push("SourceName must be set".to_string());

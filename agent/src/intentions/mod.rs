@@ -3,7 +3,7 @@
 //! in `input`, L7 permissions in `permissions`.
 
 mod input;
-pub mod permissions;
+pub(crate) mod permissions;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -12,16 +12,16 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-pub use input::IntentionInput;
+pub(crate) use input::IntentionInput;
 use permissions::Permission;
 
 use crate::state::Txn;
 
-pub const WILDCARD: &str = "*";
+pub(crate) const WILDCARD: &str = "*";
 const DEFAULT_NS: &str = "default";
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Intention {
+pub(crate) struct Intention {
     /// Only intentions created through the legacy ID API have one.
     pub id: String,
     pub description: String,
@@ -43,7 +43,7 @@ pub struct Intention {
 
 impl Intention {
     /// `structs.Intention.String()` in CE form, used in authorize reasons and errors.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let id = if self.id.is_empty() {
             String::new()
         } else {
@@ -60,21 +60,21 @@ impl Intention {
         )
     }
 
-    pub fn is_l7(&self) -> bool {
+    pub(crate) fn is_l7(&self) -> bool {
         !self.permissions.is_empty()
     }
 }
 
 /// Which side `/v1/connect/intentions/match` matches on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchBy {
+pub(crate) enum MatchBy {
     Source,
     Destination,
 }
 
 /// The outcome of evaluating intentions for one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub allowed: bool,
     pub reason: String,
 }
@@ -82,7 +82,7 @@ pub struct Decision {
 /// An intention write refused: status code and Consul's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct IntentionError {
+pub(crate) struct IntentionError {
     pub status: u16,
     pub message: String,
 }
@@ -96,38 +96,38 @@ impl IntentionError {
     }
 }
 
-pub struct Intentions {
+pub(crate) struct Intentions {
     entries: Vec<Intention>,
     table_index: u64,
 }
 
 impl Intentions {
-    pub fn new(tx: &mut Txn) -> Self {
+    pub(crate) fn new(tx: &mut Txn) -> Self {
         Intentions {
             entries: Vec::new(),
             table_index: tx.index(),
         }
     }
 
-    pub fn table_index(&self) -> u64 {
+    pub(crate) fn table_index(&self) -> u64 {
         self.table_index
     }
 
     /// Every intention in evaluation order.
-    pub fn list(&self) -> Vec<Intention> {
+    pub(crate) fn list(&self) -> Vec<Intention> {
         let mut all = self.entries.clone();
         all.sort_by(precedence_order);
         all
     }
 
-    pub fn exact(&self, source: &str, destination: &str) -> Option<&Intention> {
+    pub(crate) fn exact(&self, source: &str, destination: &str) -> Option<&Intention> {
         self.entries.iter().find(|i| {
             i.source_name.eq_ignore_ascii_case(source)
                 && i.destination_name.eq_ignore_ascii_case(destination)
         })
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Intention> {
+    pub(crate) fn by_id(&self, id: &str) -> Option<&Intention> {
         self.entries
             .iter()
             .find(|i| !i.id.is_empty() && i.id.eq_ignore_ascii_case(id))
@@ -136,7 +136,7 @@ impl Intentions {
     /// `PUT /v1/connect/intentions/exact`: create or replace the pair's intention. An L7
     /// intention needs an HTTP-like `protocol_of` its destination (service-defaults, else
     /// proxy-defaults, else `tcp`), as Consul's config entry graph check demands.
-    pub fn upsert_exact(
+    pub(crate) fn upsert_exact(
         &mut self,
         source: &str,
         destination: &str,
@@ -193,7 +193,7 @@ impl Intentions {
 
     /// The destinations that have an L7 intention (never `*`), sorted and once each: what a
     /// protocol change must keep HTTP-like.
-    pub fn l7_destinations(&self) -> Vec<String> {
+    pub(crate) fn l7_destinations(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .entries
             .iter()
@@ -206,7 +206,7 @@ impl Intentions {
     }
 
     /// `DELETE /v1/connect/intentions/exact`.
-    pub fn delete_exact(&mut self, source: &str, destination: &str, tx: &mut Txn) {
+    pub(crate) fn delete_exact(&mut self, source: &str, destination: &str, tx: &mut Txn) {
         if self.exact(source, destination).is_some() {
             self.remove_pair(source, destination);
             self.table_index = tx.index();
@@ -214,7 +214,7 @@ impl Intentions {
     }
 
     /// Legacy `POST /v1/connect/intentions`: refuses an existing pair; returns the new ID.
-    pub fn create_legacy(
+    pub(crate) fn create_legacy(
         &mut self,
         input: IntentionInput,
         tx: &mut Txn,
@@ -236,7 +236,7 @@ impl Intentions {
     }
 
     /// Legacy `PUT /v1/connect/intentions/:id`.
-    pub fn update_legacy(
+    pub(crate) fn update_legacy(
         &mut self,
         id: &str,
         input: IntentionInput,
@@ -273,7 +273,7 @@ impl Intentions {
     }
 
     /// Legacy `DELETE /v1/connect/intentions/:id`.
-    pub fn delete_legacy(&mut self, id: &str, tx: &mut Txn) -> Result<(), IntentionError> {
+    pub(crate) fn delete_legacy(&mut self, id: &str, tx: &mut Txn) -> Result<(), IntentionError> {
         let Some(existing) = self.by_id(id).cloned() else {
             return Err(IntentionError::new(
                 500,
@@ -286,7 +286,7 @@ impl Intentions {
     }
 
     /// Intentions that apply to `name` on the given side, in evaluation order.
-    pub fn matching(&self, by: MatchBy, name: &str) -> Vec<Intention> {
+    pub(crate) fn matching(&self, by: MatchBy, name: &str) -> Vec<Intention> {
         let mut found: Vec<Intention> = self
             .entries
             .iter()
@@ -304,7 +304,7 @@ impl Intentions {
     }
 
     /// The first matching intention decides; otherwise the agent default.
-    pub fn decide(&self, source: &str, destination: &str, default_allow: bool) -> Decision {
+    pub(crate) fn decide(&self, source: &str, destination: &str, default_allow: bool) -> Decision {
         let matched = self
             .matching(MatchBy::Destination, destination)
             .into_iter()
@@ -333,19 +333,19 @@ fn same_pair(intention: &Intention, source: &str, destination: &str) -> bool {
 }
 
 /// `structs.IsProtocolHTTPLike`: the protocols L7 permissions can apply to.
-pub fn is_http_like(protocol: &str) -> bool {
+pub(crate) fn is_http_like(protocol: &str) -> bool {
     matches!(protocol, "http" | "http2" | "grpc")
 }
 
 /// Consul's refusal of L7 permissions on a destination whose protocol is not HTTP-like.
-pub fn l7_protocol_error(service: &str, protocol: &str) -> String {
+pub(crate) fn l7_protocol_error(service: &str, protocol: &str) -> String {
     format!("service {service:?} has protocol {protocol:?}, which is incompatible with L7 intentions permissions")
 }
 
 /// The decision when no intention matches, in Consul 1.10's words: an allow default is a dev
 /// agent with ACLs disabled; a deny default (`--default-intention deny`) is what 1.10 says
 /// when its ACL system denies by default.
-pub fn default_decision(default_allow: bool) -> Decision {
+pub(crate) fn default_decision(default_allow: bool) -> Decision {
     if default_allow {
         Decision {
             allowed: true,
@@ -360,7 +360,7 @@ pub fn default_decision(default_allow: bool) -> Decision {
 }
 
 /// Splits Consul's `[partition/][ns/]name` target form; only the default namespace exists here.
-pub fn parse_target(input: &str) -> Result<String, IntentionError> {
+pub(crate) fn parse_target(input: &str) -> Result<String, IntentionError> {
     let parts: Vec<&str> = input.split('/').collect();
     match parts.as_slice() {
         [name] => Ok((*name).to_string()),
@@ -377,7 +377,7 @@ pub fn parse_target(input: &str) -> Result<String, IntentionError> {
 }
 
 /// Precedence per `structs.Intention.UpdatePrecedence` (CE: namespaces are always exact).
-pub fn precedence(source: &str, destination: &str) -> i64 {
+pub(crate) fn precedence(source: &str, destination: &str) -> i64 {
     let dest_exact = if destination == WILDCARD { 1 } else { 2 };
     let source_exact = if source == WILDCARD { 1 } else { 2 };
     let max = match dest_exact {
@@ -389,7 +389,7 @@ pub fn precedence(source: &str, destination: &str) -> i64 {
 }
 
 /// `IntentionPrecedenceSorter`: precedence descending, then names ascending.
-pub fn precedence_order(a: &Intention, b: &Intention) -> Ordering {
+pub(crate) fn precedence_order(a: &Intention, b: &Intention) -> Ordering {
     b.precedence
         .cmp(&a.precedence)
         .then_with(|| a.source_name.cmp(&b.source_name))

@@ -9,7 +9,7 @@ use crate::json::DecodeError;
 
 /// One permission: an action and what HTTP requests it applies to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Permission {
+pub(crate) struct Permission {
     /// `allow` or `deny`.
     pub action: String,
     pub http: Option<HttpPermission>,
@@ -17,7 +17,7 @@ pub struct Permission {
 
 /// `structs.IntentionHTTPPermission`: at most one path match, header matches, methods.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HttpPermission {
+pub(crate) struct HttpPermission {
     pub path_exact: String,
     pub path_prefix: String,
     pub path_regex: String,
@@ -27,7 +27,7 @@ pub struct HttpPermission {
 
 /// `structs.IntentionHTTPHeaderPermission`: a header name and exactly one way to match it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderPermission {
+pub(crate) struct HeaderPermission {
     pub name: String,
     pub present: bool,
     pub exact: String,
@@ -45,7 +45,7 @@ const METHODS: &[&str] = &[
 /// Decodes the `Permissions` value of an intention body (`field` names it for Go's error
 /// texts); `null` is no permissions. A `null` element decodes as an empty permission, which
 /// validation then refuses (Consul 1.10.4 stores a nil pointer and its leader panics).
-pub fn decode(value: &Value, field: &GoField) -> Result<Vec<Permission>, DecodeError> {
+pub(crate) fn decode(value: &Value, field: &GoField) -> Result<Vec<Permission>, DecodeError> {
     let items = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
@@ -154,7 +154,7 @@ fn decode_headers(value: &Value, field: &GoField) -> Result<Vec<HeaderPermission
 }
 
 /// `normalize`: methods upper-cased.
-pub fn normalize(permissions: &mut [Permission]) {
+pub(crate) fn normalize(permissions: &mut [Permission]) {
     for http in permissions.iter_mut().filter_map(|p| p.http.as_mut()) {
         for method in &mut http.methods {
             *method = method.to_ascii_uppercase();
@@ -164,7 +164,7 @@ pub fn normalize(permissions: &mut [Permission]) {
 
 /// The per-permission checks of `ServiceIntentionsConfigEntry.validate` for the source at
 /// `source` (its index among the destination's sources), in Consul's order and words.
-pub fn validate(permissions: &[Permission], source: usize) -> Result<(), String> {
+pub(crate) fn validate(permissions: &[Permission], source: usize) -> Result<(), String> {
     for (j, permission) in permissions.iter().enumerate() {
         let prefix = format!("Sources[{source}].Permissions[{j}]");
         if !matches!(permission.action.as_str(), "allow" | "deny") {

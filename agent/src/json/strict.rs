@@ -14,7 +14,7 @@ use super::{json_kind, DecodeError};
 
 /// One field being decoded: the Go struct that owns it and its dotted path from the top.
 #[derive(Clone, Debug)]
-pub struct GoField {
+pub(crate) struct GoField {
     owner: &'static str,
     path: String,
 }
@@ -22,7 +22,7 @@ pub struct GoField {
 impl GoField {
     /// The field `name` of the top-level struct `owner` (`""` for an anonymous struct, as
     /// Consul's `UnmarshalJSON` wrappers are).
-    pub fn top(owner: &'static str, name: &str) -> Self {
+    pub(crate) fn top(owner: &'static str, name: &str) -> Self {
         GoField {
             owner,
             path: name.to_string(),
@@ -30,7 +30,7 @@ impl GoField {
     }
 
     /// The field `name` of the struct `owner` that this field holds.
-    pub fn child(&self, owner: &'static str, name: &str) -> Self {
+    pub(crate) fn child(&self, owner: &'static str, name: &str) -> Self {
         GoField {
             owner,
             path: format!("{}.{name}", self.path),
@@ -38,7 +38,7 @@ impl GoField {
     }
 
     /// Go's `UnmarshalTypeError` for `found` where a `go_type` was expected.
-    pub fn type_error(&self, found: &Value, go_type: &str) -> DecodeError {
+    pub(crate) fn type_error(&self, found: &Value, go_type: &str) -> DecodeError {
         self.error(json_kind(found), go_type)
     }
 
@@ -50,7 +50,11 @@ impl GoField {
     }
 
     /// A Go string (or a named string type, `go_type`); `None` for `null`.
-    pub fn string(&self, value: &Value, go_type: &str) -> Result<Option<String>, DecodeError> {
+    pub(crate) fn string(
+        &self,
+        value: &Value,
+        go_type: &str,
+    ) -> Result<Option<String>, DecodeError> {
         match value {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s.clone())),
@@ -58,7 +62,7 @@ impl GoField {
         }
     }
 
-    pub fn boolean(&self, value: &Value) -> Result<Option<bool>, DecodeError> {
+    pub(crate) fn boolean(&self, value: &Value) -> Result<Option<bool>, DecodeError> {
         match value {
             Value::Null => Ok(None),
             Value::Bool(b) => Ok(Some(*b)),
@@ -68,7 +72,11 @@ impl GoField {
 
     /// A Go `int` or `uint64` (`go_type`): a fraction or a sign that does not fit is Go's
     /// `cannot unmarshal number 1.5 into ...`.
-    pub fn integer(&self, value: &Value, go_type: &str) -> Result<Option<i128>, DecodeError> {
+    pub(crate) fn integer(
+        &self,
+        value: &Value,
+        go_type: &str,
+    ) -> Result<Option<i128>, DecodeError> {
         match value {
             Value::Null => Ok(None),
             Value::Number(n) => {
@@ -83,7 +91,7 @@ impl GoField {
         }
     }
 
-    pub fn strings(&self, value: &Value) -> Result<Option<Vec<String>>, DecodeError> {
+    pub(crate) fn strings(&self, value: &Value) -> Result<Option<Vec<String>>, DecodeError> {
         match value {
             Value::Null => Ok(None),
             Value::Array(items) => items
@@ -100,7 +108,7 @@ impl GoField {
         }
     }
 
-    pub fn string_map(
+    pub(crate) fn string_map(
         &self,
         value: &Value,
     ) -> Result<Option<BTreeMap<String, String>>, DecodeError> {
@@ -124,7 +132,7 @@ impl GoField {
 /// Walks the keys of a Go struct's JSON object in document order: each key that names one of
 /// `fields` (case-insensitively) is handed to `on_field` with the field's Go name; any other
 /// key is Go's `json: unknown field`.
-pub fn each_field<'v>(
+pub(crate) fn each_field<'v>(
     object: &'v Map<String, Value>,
     fields: &[&'static str],
     mut on_field: impl FnMut(&'static str, &'v Value) -> Result<(), DecodeError>,

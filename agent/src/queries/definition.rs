@@ -11,7 +11,7 @@ use crate::json::{DecodeError, Fields};
 
 /// `structs.PreparedQuery` without its ID and indexes.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Definition {
+pub(crate) struct Definition {
     /// The `ID` the body carried: must be empty on create, ignored on update.
     pub id: String,
     pub name: String,
@@ -24,7 +24,7 @@ pub struct Definition {
 
 /// `structs.QueryTemplateOptions`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Template {
+pub(crate) struct Template {
     pub kind: String,
     pub regexp: String,
     pub remove_empty_tags: bool,
@@ -32,7 +32,7 @@ pub struct Template {
 
 /// `structs.ServiceQuery`: which instances an execution returns.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ServiceQuery {
+pub(crate) struct ServiceQuery {
     pub service: String,
     pub failover_nearest_n: i64,
     pub failover_datacenters: Option<Vec<String>>,
@@ -78,7 +78,7 @@ const SERVICE_FIELDS: &[&str] = &[
 
 impl Definition {
     /// Decodes a request body; errors are Consul's `Request decode failed: ...` (400).
-    pub fn decode(body: &[u8]) -> Result<Self, QueryError> {
+    pub(crate) fn decode(body: &[u8]) -> Result<Self, QueryError> {
         let value = crate::json::parse_body(body).map_err(decode_failed)?;
         Self::from_value(&value).map_err(decode_failed)
     }
@@ -124,7 +124,7 @@ impl Definition {
     }
 
     /// Consul's `parseQuery`, in its order; the text follows `Invalid prepared query: ` (500).
-    pub fn validate(&self) -> Result<(), QueryError> {
+    pub(crate) fn validate(&self) -> Result<(), QueryError> {
         let invalid = |why: String| QueryError::new(500, format!("Invalid prepared query: {why}"));
         if self.name.is_empty() && self.template.kind.is_empty() && self.session.is_empty() {
             return Err(invalid("Must be bound to a session".into()));

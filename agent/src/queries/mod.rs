@@ -11,18 +11,18 @@ use crate::catalog::{Catalog, ServiceEntry};
 use crate::checks::{Check, CRITICAL, PASSING};
 use crate::state::Txn;
 
-pub use definition::{Definition, ServiceQuery};
+pub(crate) use definition::{Definition, ServiceQuery};
 
 /// A refused prepared-query request: status code and Consul's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct QueryError {
+pub(crate) struct QueryError {
     pub status: u16,
     pub message: String,
 }
 
 impl QueryError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         QueryError {
             status,
             message: message.into(),
@@ -30,14 +30,14 @@ impl QueryError {
     }
 
     /// What the HTTP layer answers when a lookup or execution finds no query.
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         QueryError::new(404, "Query not found")
     }
 }
 
 /// A stored query: its definition, the ID it was given and its raft indexes.
 #[derive(Clone, Debug)]
-pub struct StoredQuery {
+pub(crate) struct StoredQuery {
     pub id: String,
     pub definition: Definition,
     pub create_index: u64,
@@ -45,13 +45,13 @@ pub struct StoredQuery {
 }
 
 /// One selected instance: the service entry and its checks (node checks first).
-pub struct Selected<'a> {
+pub(crate) struct Selected<'a> {
     pub entry: &'a ServiceEntry,
     pub checks: Vec<&'a Check>,
 }
 
 #[derive(Default)]
-pub struct Queries {
+pub(crate) struct Queries {
     /// By ID (lowercase); Consul lists queries in ID order.
     by_id: BTreeMap<String, StoredQuery>,
     table_index: u64,
@@ -59,17 +59,17 @@ pub struct Queries {
 
 impl Queries {
     /// Every query, in ID order.
-    pub fn list(&self) -> impl Iterator<Item = &StoredQuery> {
+    pub(crate) fn list(&self) -> impl Iterator<Item = &StoredQuery> {
         self.by_id.values()
     }
 
     /// The index list and read queries block on: the last write to any query.
-    pub fn table_index(&self) -> u64 {
+    pub(crate) fn table_index(&self) -> u64 {
         self.table_index
     }
 
     /// `GET /v1/query/:id`: by ID only; a malformed ID is the state store's index error.
-    pub fn get(&self, id: &str) -> Result<&StoredQuery, QueryError> {
+    pub(crate) fn get(&self, id: &str) -> Result<&StoredQuery, QueryError> {
         if let Some(why) = uuid_index_error(id) {
             return Err(QueryError::new(
                 500,
@@ -83,7 +83,7 @@ impl Queries {
 
     /// What `execute` and `explain` run: the query with this ID if the text looks like one,
     /// else the query of this name (case-insensitive, as Consul's name index is).
-    pub fn resolve(&self, id_or_name: &str) -> Option<&StoredQuery> {
+    pub(crate) fn resolve(&self, id_or_name: &str) -> Option<&StoredQuery> {
         if looks_like_uuid(id_or_name) {
             if let Some(query) = self.by_id.get(&id_or_name.to_ascii_lowercase()) {
                 return Some(query);
@@ -93,7 +93,11 @@ impl Queries {
     }
 
     /// `POST /v1/query`: validates, stores under a new random ID and returns the ID.
-    pub fn create(&mut self, definition: Definition, tx: &mut Txn) -> Result<String, QueryError> {
+    pub(crate) fn create(
+        &mut self,
+        definition: Definition,
+        tx: &mut Txn,
+    ) -> Result<String, QueryError> {
         definition.validate()?;
         self.check_store(None, &definition)?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -113,7 +117,7 @@ impl Queries {
 
     /// `PUT /v1/query/:id`: replaces the definition of an existing query (the ID in the body,
     /// if any, is ignored, as Consul takes the one in the path).
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         id: &str,
         definition: Definition,
@@ -132,7 +136,7 @@ impl Queries {
     }
 
     /// `DELETE /v1/query/:id`.
-    pub fn delete(&mut self, id: &str, tx: &mut Txn) -> Result<(), QueryError> {
+    pub(crate) fn delete(&mut self, id: &str, tx: &mut Txn) -> Result<(), QueryError> {
         let key = self.existing(id)?;
         self.by_id.remove(&key);
         self.table_index = tx.index();
@@ -208,7 +212,7 @@ impl ServiceQuery {
     /// instances or (`Connect`, or `?connect=true`) its mesh endpoints; without critical checks
     /// (with `OnlyPassing`, without any non-passing one), `IgnoreCheckIDs` not counted; then
     /// the node-meta, service-meta and tag filters (`!tag` excludes), tags case-insensitive.
-    pub fn select<'a>(&self, catalog: &'a Catalog, connect: bool) -> Vec<Selected<'a>> {
+    pub(crate) fn select<'a>(&self, catalog: &'a Catalog, connect: bool) -> Vec<Selected<'a>> {
         let ignored = self.ignore_check_ids.as_deref().unwrap_or_default();
         let node_meta = BTreeMap::from([("consul-network-segment".to_string(), String::new())]);
         catalog

@@ -12,10 +12,10 @@ use serde_json::Value;
 use crate::checks::{CheckDefinition, CHECK_TYPE_FIELDS};
 use crate::json::{DecodeError, Fields};
 
-pub use sidecar::{default_sidecar_checks, SidecarRequest, SIDECAR_PORTS};
+pub(crate) use sidecar::{default_sidecar_checks, SidecarRequest, SIDECAR_PORTS};
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Service {
+pub(crate) struct Service {
     /// `""` for a plain service, `connect-proxy`, gateways...
     pub kind: String,
     pub id: String,
@@ -34,14 +34,14 @@ pub struct Service {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceAddress {
+pub(crate) struct ServiceAddress {
     pub address: String,
     pub port: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Weights {
+pub(crate) struct Weights {
     pub passing: i64,
     pub warning: i64,
 }
@@ -57,7 +57,7 @@ impl Default for Weights {
 
 /// `structs.ConnectProxyConfig`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub destination_service_name: String,
     pub destination_service_id: String,
     pub local_service_address: String,
@@ -73,7 +73,7 @@ pub struct Proxy {
 
 /// `structs.Upstream`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub destination_type: String,
     pub destination_namespace: String,
     pub destination_partition: String,
@@ -90,14 +90,14 @@ pub struct Upstream {
 }
 
 impl Service {
-    pub fn is_proxy(&self) -> bool {
+    pub(crate) fn is_proxy(&self) -> bool {
         self.kind == "connect-proxy"
     }
 }
 
 /// A decoded registration: the service, its checks and an optional sidecar to register with it.
 #[derive(Clone, Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub service: Service,
     pub checks: Vec<CheckDefinition>,
     pub sidecar: Option<SidecarRequest>,
@@ -106,7 +106,7 @@ pub struct Registration {
 /// Why a registration was refused: the status code and Consul's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct RegisterError {
+pub(crate) struct RegisterError {
     pub status: u16,
     pub message: String,
 }
@@ -127,7 +127,7 @@ impl From<DecodeError> for RegisterError {
 }
 
 /// Decodes and validates a `ServiceDefinition` body, expanding `Connect.SidecarService`.
-pub fn decode_registration(body: &Value) -> Result<Registration, RegisterError> {
+pub(crate) fn decode_registration(body: &Value) -> Result<Registration, RegisterError> {
     let fields = Fields::new(body, "ServiceDefinition")?;
     let (service, checks, sidecar_fields) = decode_definition(&fields)?;
     if service.name.is_empty() {
@@ -511,7 +511,7 @@ fn validate_upstream(u: &Upstream) -> Result<(), String> {
 }
 
 /// Consul's default tagged addresses: `lan_ipv4`/`wan_ipv4` (or `_ipv6`) from an IP `Address`.
-pub fn add_default_tagged_addresses(service: &mut Service) {
+pub(crate) fn add_default_tagged_addresses(service: &mut Service) {
     let suffix = match service.address.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => "ipv4",
         Ok(IpAddr::V6(_)) => "ipv6",

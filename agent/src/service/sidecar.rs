@@ -8,11 +8,11 @@ use crate::checks::CheckDefinition;
 use crate::json::Fields;
 
 /// Where Consul starts and ends auto-assigned sidecar ports (`sidecar_min_port`/`max_port`).
-pub const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
+pub(crate) const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
 
 /// `Connect.SidecarService` before its port is assigned.
 #[derive(Clone, Debug)]
-pub struct SidecarRequest {
+pub(crate) struct SidecarRequest {
     pub service: Service,
     pub checks: Vec<CheckDefinition>,
     pub port_given: bool,
@@ -82,7 +82,7 @@ pub(super) fn expand_sidecar(
 
 /// The checks Consul adds to a sidecar registered without any: TCP on the proxy port and an
 /// alias of the parent service.
-pub fn default_sidecar_checks(sidecar: &Service, parent: &Service) -> Vec<CheckDefinition> {
+pub(crate) fn default_sidecar_checks(sidecar: &Service, parent: &Service) -> Vec<CheckDefinition> {
     let host = if sidecar.address.is_empty() {
         sidecar.proxy.local_service_address.clone()
     } else {

@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tandem_agent::{Config, DevAgent};
 
-pub async fn agent() -> DevAgent {
+pub(crate) async fn agent() -> DevAgent {
     agent_with(|_| {}).await
 }
 
-pub async fn agent_with(tweak: impl FnOnce(&mut Config)) -> DevAgent {
+pub(crate) async fn agent_with(tweak: impl FnOnce(&mut Config)) -> DevAgent {
     let mut config = Config {
         http_addr: "127.0.0.1:0".parse().expect("literal socket address"),
         node_name: "test-node".into(),
@@ -25,26 +25,26 @@ pub async fn agent_with(tweak: impl FnOnce(&mut Config)) -> DevAgent {
 }
 
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub text: String,
 }
 
 impl Resp {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text))
     }
 
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     }
 
-    pub fn index(&self) -> u64 {
+    pub(crate) fn index(&self) -> u64 {
         self.header("X-Consul-Index")
             .expect("X-Consul-Index is set")
             .parse()
@@ -52,14 +52,14 @@ impl Resp {
     }
 }
 
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub client: reqwest::Client,
     pub token: Option<String>,
 }
 
 impl Api {
-    pub fn new(agent: &DevAgent) -> Self {
+    pub(crate) fn new(agent: &DevAgent) -> Self {
         Api {
             base: agent.url(),
             client: reqwest::Client::new(),
@@ -67,14 +67,14 @@ impl Api {
         }
     }
 
-    pub fn with_token(agent: &DevAgent, token: &str) -> Self {
+    pub(crate) fn with_token(agent: &DevAgent, token: &str) -> Self {
         Api {
             token: Some(token.to_string()),
             ..Api::new(agent)
         }
     }
 
-    pub async fn send(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+    pub(crate) async fn send(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
@@ -94,27 +94,27 @@ impl Api {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.send("GET", path, None).await
     }
 
-    pub async fn put(&self, path: &str, body: &str) -> Resp {
+    pub(crate) async fn put(&self, path: &str, body: &str) -> Resp {
         self.send("PUT", path, Some(body)).await
     }
 
-    pub async fn post(&self, path: &str, body: &str) -> Resp {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> Resp {
         self.send("POST", path, Some(body)).await
     }
 
     /// GET that must answer 200 with JSON.
-    pub async fn json(&self, path: &str) -> Value {
+    pub(crate) async fn json(&self, path: &str) -> Value {
         let resp = self.get(path).await;
         assert_eq!(resp.status, 200, "GET {path}: {}", resp.text);
         resp.json()
     }
 
     /// PUT that must answer 200.
-    pub async fn ok_put(&self, path: &str, body: &str) -> Resp {
+    pub(crate) async fn ok_put(&self, path: &str, body: &str) -> Resp {
         let resp = self.put(path, body).await;
         assert_eq!(resp.status, 200, "PUT {path}: {}", resp.text);
         resp
@@ -122,7 +122,7 @@ impl Api {
 }
 
 /// Polls `check` until it returns `Some`, failing after a generous deadline.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -140,11 +140,11 @@ where
     }
 }
 
-pub fn authorize_body(target: &str, uri: &str) -> String {
+pub(crate) fn authorize_body(target: &str, uri: &str) -> String {
     serde_json::json!({"Target": target, "ClientCertURI": uri, "ClientCertSerial": "01"})
         .to_string()
 }
 
-pub fn service_uri(trust_domain: &str, service: &str) -> String {
+pub(crate) fn service_uri(trust_domain: &str, service: &str) -> String {
     format!("spiffe://{trust_domain}/ns/default/dc/dc1/svc/{service}")
 }

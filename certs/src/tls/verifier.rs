@@ -26,6 +26,8 @@ pub struct SpiffeClientVerifier {
 }
 
 impl SpiffeClientVerifier {
+    /// A verifier trusting `roots` and accepting service IDs in their trust domain. Fails only
+    /// if rustls cannot build its verifier from the roots ([`TlsError::Verifier`]).
     pub fn new(roots: &TrustRoots) -> Result<Self, TlsError> {
         let inner = WebPkiClientVerifier::builder_with_provider(roots.store(), crypto_provider())
             .build()?;
@@ -103,6 +105,7 @@ pub struct SpiffeServerVerifier {
 }
 
 impl SpiffeServerVerifier {
+    /// A verifier trusting `roots` and accepting only a server whose ID matches `expected`.
     pub fn new(roots: &TrustRoots, expected: ServiceId) -> Self {
         SpiffeServerVerifier {
             roots: roots.store(),

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve `text` on `listen`, answering with `status`.
     Serve(Options),
     /// `-version`: print the version and exit 0.
@@ -22,16 +22,21 @@ pub enum Command {
 
 /// The options of a server run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
+    /// `-text`, verbatim (quotes included).
     pub text: String,
+    /// `-listen` as written (default `:5678`); see [`resolve_listen`].
     pub listen: String,
+    /// `-status-code` (default 200).
     pub status: u16,
 }
 
 /// A command line http-echo refuses, with the exit code http-echo uses for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlagError {
+pub(crate) struct FlagError {
+    /// What to print on stderr (with the usage text for a usage error).
     pub message: String,
+    /// 2 for a usage error, 127 for a missing `-text` or stray arguments (as http-echo).
     pub exit_code: i32,
 }
 
@@ -43,7 +48,8 @@ impl fmt::Display for FlagError {
 
 impl std::error::Error for FlagError {}
 
-pub const USAGE: &str = "\
+/// Go's `flag.PrintDefaults` output for http-echo's flags, as `-help` prints it.
+pub(crate) const USAGE: &str = "\
 Usage of http-echo:
   -listen string
         address and port to listen (default \":5678\")
@@ -55,7 +61,7 @@ Usage of http-echo:
         display version information";
 
 /// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command, FlagError>
+pub(crate) fn parse<I, S>(args: I) -> Result<Command, FlagError>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -151,7 +157,7 @@ where
 }
 
 /// Resolves a Go listen address: `:8080` means every IPv4 address, `host:port` is looked up.
-pub fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
     let (host, port) = listen
         .rsplit_once(':')
         .ok_or_else(|| format!("invalid -listen {listen:?}: expected [host]:port, e.g. :8080"))?;

@@ -20,13 +20,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The answer http-echo gives: `text` and a newline, as Go's `fmt.Fprintln` writes it.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     body: Bytes,
     status: StatusCode,
 }
 
 impl Reply {
-    pub fn new(text: &str, status: u16) -> Result<Self, String> {
+    /// Answers `text` with `status`; fails unless `status` is 100-599.
+    pub(crate) fn new(text: &str, status: u16) -> Result<Self, String> {
         let status = StatusCode::from_u16(status)
             .map_err(|_| format!("invalid status code {status}: expected 100-599"))?;
         Ok(Self {
@@ -36,7 +37,7 @@ impl Reply {
     }
 
     /// The response to any request.
-    pub fn response(&self) -> Response<Full<Bytes>> {
+    pub(crate) fn response(&self) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(self.body.clone()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
@@ -54,13 +55,14 @@ impl Reply {
 }
 
 /// A bound listener, ready to serve.
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     reply: Arc<Reply>,
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, reply: Reply) -> io::Result<Self> {
+    /// Binds `addr` (port 0 lets the OS pick).
+    pub(crate) async fn bind(addr: SocketAddr, reply: Reply) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self {
             listener,
@@ -68,12 +70,13 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    /// The address actually bound.
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Serves until `shutdown` completes; open connections are dropped then.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {

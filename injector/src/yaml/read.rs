@@ -23,7 +23,7 @@ use yaml_rust2::scanner::TScalarStyle;
 pub struct ReadError(String);
 
 /// Every document of `text`, as kubectl reads it (empty documents included, as `null`).
-pub fn documents(text: &str) -> Result<Vec<Value>, ReadError> {
+pub(crate) fn documents(text: &str) -> Result<Vec<Value>, ReadError> {
     let mut builder = Builder::default();
     Parser::new_from_str(text)
         .load(&mut builder, true)

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 /// The document as YAML, ending with a newline.
-pub fn to_string(doc: &Value) -> String {
+pub(crate) fn to_string(doc: &Value) -> String {
     let mut out = String::new();
     match doc {
         Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
@@ -27,7 +27,7 @@ pub fn to_string(doc: &Value) -> String {
 }
 
 /// Whether `s` may be written without quotes (see the module docs).
-pub fn is_plain_safe(s: &str) -> bool {
+fn is_plain_safe(s: &str) -> bool {
     const ONE_ONE_WORDS: [&str; 9] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
     let mut chars = s.chars();
     let Some(first) = chars.next() else {

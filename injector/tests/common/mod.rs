@@ -13,19 +13,19 @@ use tandem_injector::decision::Policy;
 use tandem_injector::patch::SidecarOptions;
 use tandem_injector::Injector;
 
-pub const PROXY_IMAGE: &str = "tandem-proxy:test";
+pub(crate) const PROXY_IMAGE: &str = "tandem-proxy:test";
 
 /// The crate's directory (tests never depend on ../shared).
-pub fn crate_dir() -> PathBuf {
+pub(crate) fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn data(path: &str) -> PathBuf {
+pub(crate) fn data(path: &str) -> PathBuf {
     crate_dir().join("tests/data").join(path)
 }
 
 /// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "tandem-injector-{tag}-{}-{}",
@@ -37,7 +37,11 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-pub fn injector(policy: Policy, native_sidecar: bool, consul_http_addr: Option<&str>) -> Injector {
+pub(crate) fn injector(
+    policy: Policy,
+    native_sidecar: bool,
+    consul_http_addr: Option<&str>,
+) -> Injector {
     Injector::new(
         policy,
         SidecarOptions {
@@ -49,13 +53,13 @@ pub fn injector(policy: Policy, native_sidecar: bool, consul_http_addr: Option<&
 }
 
 /// Reads a one-document YAML or JSON file.
-pub fn read_doc(path: &Path) -> Value {
+pub(crate) fn read_doc(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Compares `actual` with the golden file, or rewrites it when `UPDATE_GOLDEN=1`.
-pub fn golden(rel: &str, actual: &Value) {
+pub(crate) fn golden(rel: &str, actual: &Value) {
     let path = crate_dir().join("tests/golden").join(rel);
     let pretty = serde_json::to_string_pretty(actual).expect("serialize") + "\n";
     if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
@@ -81,7 +85,7 @@ pub fn golden(rel: &str, actual: &Value) {
 }
 
 /// Lists the golden files under `dir` (relative to tests/golden), to catch stale ones.
-pub fn golden_files(dir: &str) -> Vec<String> {
+pub(crate) fn golden_files(dir: &str) -> Vec<String> {
     let root = crate_dir().join("tests/golden").join(dir);
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -98,7 +102,7 @@ fn tool_missing(tool: &str, how: &str, err: std::io::Error) -> ! {
 }
 
 /// Applies `patch` to `pod` the way the API server does, with `kubectl patch --local --type=json`.
-pub fn kubectl_patch(pod: &Value, patch: &Value) -> Value {
+pub(crate) fn kubectl_patch(pod: &Value, patch: &Value) -> Value {
     let dir = temp_dir("kubectl");
     let pod_file = dir.join("pod.json");
     let patch_file = dir.join("patch.json");
@@ -126,7 +130,7 @@ pub fn kubectl_patch(pod: &Value, patch: &Value) -> Value {
 /// Validates every object against Kubernetes' schemas (strict: unknown fields are errors).
 /// Objects without a name (generateName) get one, as the API server would assign.
 /// Returns the tool's output; panics with it when any object fails.
-pub fn kubernetes_validate(objects: &[(String, Value)]) -> String {
+pub(crate) fn kubernetes_validate(objects: &[(String, Value)]) -> String {
     let dir = temp_dir("validate");
     let mut files = Vec::new();
     for (i, (label, obj)) in objects.iter().enumerate() {
@@ -185,7 +189,7 @@ fn run_validator(files: &[PathBuf]) -> String {
 }
 
 /// Runs the validator expecting a failure (to prove the check can fail).
-pub fn kubernetes_validate_rejects(obj: &Value) -> String {
+pub(crate) fn kubernetes_validate_rejects(obj: &Value) -> String {
     let dir = temp_dir("validate-bad");
     let file = dir.join("bad.json");
     std::fs::write(&file, serde_json::to_vec_pretty(obj).expect("json")).expect("write");

@@ -8,7 +8,7 @@
 use serde_json::{Map, Number, Value};
 
 /// Parses an HCL document into a JSON object.
-pub fn parse(text: &str) -> Result<Value, String> {
+pub(crate) fn parse(text: &str) -> Result<Value, String> {
     let mut parser = Parser {
         chars: text.chars().collect(),
         pos: 0,
