@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: the real `tandem-agent` dev agent in-process,
 //! proxies on 127.0.0.1:0, small TCP/HTTP apps, and waiting for conditions with a deadline.
 #![allow(dead_code)] // each test file uses a different part of the harness
+#![allow(unreachable_pub)] // a test harness, not API: `pub` only shares it between the test files
 
 use std::future::Future;
 use std::io::BufRead as _;
