@@ -14,7 +14,13 @@ use crate::report::{
     Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, TANDEM,
 };
 use crate::tandem::{Binaries, TandemPair};
-use crate::{injector, machine, pki::BenchPki, policy, procstat};
+use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
+
+/// The scenarios over TCP: fixed rates, saturation, new connections, bulk, memory, policy
+/// propagation and the injector.
+pub const TCP_SCENARIOS: &str = "tcp";
+/// The HTTP scenario ([`crate::http_scenario`]).
+pub const HTTP_SCENARIO: &str = "http";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -24,6 +30,8 @@ pub struct Options {
     pub build: bool,
     /// Subjects to run, by name.
     pub subjects: Vec<String>,
+    /// Scenario groups to run: [`TCP_SCENARIOS`], [`HTTP_SCENARIO`].
+    pub scenarios: Vec<String>,
     /// Where logs and HAProxy configuration go.
     pub work_dir: PathBuf,
     /// The nice level the run was started at (recorded in the report).
@@ -54,16 +62,21 @@ impl Settings {
             injector_concurrency: 16,
             injector_seconds: secs(2.0, 5.0),
             nice: 0,
+            http_serial_seconds: secs(2.0, 10.0),
+            http_concurrent_seconds: secs(1.0, 5.0),
+            http_rounds: if quick { 4 } else { 20 },
+            http_connections: 4,
         }
     }
 }
 
-/// Runs everything and returns the report (the caller prints and writes it).
+/// Runs the selected scenarios and returns the report (the caller prints and writes it).
 ///
-/// All subjects are started first. The fixed-rate runs, where the differences are fractions of
-/// a millisecond, are interleaved: each rate is cut into rounds and every round runs each
-/// subject once, in a rotating order, so drift from other work on the machine lands on all
-/// subjects alike. The throughput scenarios then run one subject after the other.
+/// The TCP scenarios first: all subjects are started first. The fixed-rate runs, where the
+/// differences are fractions of a millisecond, are interleaved: each rate is cut into rounds
+/// and every round runs each subject once, in a rotating order, so drift from other work on the
+/// machine lands on all subjects alike. The throughput scenarios then run one subject after the
+/// other. Then the HTTP scenario, with its own subjects, interleaved the same way.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     // The build runs at the caller's priority; everything after it at the requested one.
     let bins = Binaries::locate(opts.build)?;
@@ -82,6 +95,57 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let versions = versions();
     let pki = BenchPki::generate()?;
 
+    let runs = |group: &str| opts.scenarios.iter().any(|s| s == group);
+    let (subjects, policy, injector) = if runs(TCP_SCENARIOS) {
+        tcp_scenarios(&rt, &bins, &pki, opts, &settings)?
+    } else {
+        (
+            Vec::new(),
+            not_selected(TCP_SCENARIOS),
+            not_selected(TCP_SCENARIOS),
+        )
+    };
+    let http = if runs(HTTP_SCENARIO) {
+        eprintln!("bench: http");
+        Outcome::from_result(http_scenario::run(
+            &rt,
+            &bins,
+            &pki,
+            &http_scenario::selected(&opts.subjects),
+            &opts.work_dir,
+            &settings,
+        ))
+    } else {
+        not_selected(HTTP_SCENARIO)
+    };
+
+    machine.load_average_end = machine::load_average();
+    Ok(Report {
+        date: machine::utc_now(),
+        quick: opts.quick,
+        machine,
+        versions,
+        settings,
+        subjects,
+        policy,
+        injector,
+        http,
+    })
+}
+
+/// The TCP scenarios: every subject started, the fixed rates interleaved, then throughput and
+/// memory one subject after the other, policy propagation, and the injector.
+fn tcp_scenarios(
+    rt: &tokio::runtime::Runtime,
+    bins: &Binaries,
+    pki: &BenchPki,
+    opts: &Options,
+    settings: &Settings,
+) -> anyhow::Result<(
+    Vec<SubjectReport>,
+    Outcome<policy::PolicyResult>,
+    Outcome<injector::InjectorResult>,
+)> {
     let mut live: Vec<Live> = Vec::new();
     let mut failed: Vec<SubjectReport> = Vec::new();
     for name in [DIRECT, TANDEM, HAPROXY] {
@@ -92,8 +156,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         let backend = rt.block_on(Backend::start())?;
         let dir = opts.work_dir.join(name);
         std::fs::create_dir_all(&dir)?;
-        let maxconn = haproxy_maxconn(&settings);
-        match start_subject(name, &bins, &pki, backend.addr(), &dir, maxconn) {
+        let maxconn = haproxy_maxconn(settings);
+        match start_subject(name, bins, pki, backend.addr(), &dir, maxconn) {
             Ok(subject) => live.push(Live::new(name, backend, subject)),
             Err(e) => {
                 eprintln!("bench: {name} did not start: {e:#}");
@@ -116,10 +180,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
     }
     for &rate in &settings.rates {
-        fixed_rate_interleaved(&mut live, &settings, rate);
+        fixed_rate_interleaved(&mut live, settings, rate);
     }
     for l in &mut live {
-        throughput_and_memory(l, &settings);
+        throughput_and_memory(l, settings);
     }
     let mut policy = Outcome::NotRun {
         reason: "the tandem subject did not run".into(),
@@ -148,24 +212,19 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 
     eprintln!("bench: injector");
     let injector = Outcome::from_result(injector::measure(
-        &rt,
-        &bins,
+        rt,
+        bins,
         &opts.work_dir,
         settings.injector_concurrency,
         Duration::from_secs_f64(settings.injector_seconds),
     ));
+    Ok((subjects, policy, injector))
+}
 
-    machine.load_average_end = machine::load_average();
-    Ok(Report {
-        date: machine::utc_now(),
-        quick: opts.quick,
-        machine,
-        versions,
-        settings,
-        subjects,
-        policy,
-        injector,
-    })
+fn not_selected<T>(group: &str) -> Outcome<T> {
+    Outcome::NotRun {
+        reason: format!("the {group} scenarios were not selected (--scenarios)"),
+    }
 }
 
 /// Sets this thread's nice level. Called before any other thread or child exists, so all of

@@ -6,6 +6,9 @@
 //!   request, bulk, idle connections); [`stats`]: schedule and coordinated-omission correction.
 //! - [`echo`]: the backend and its protocol.
 //! - [`haproxy`], [`tandem`]: the two proxy pairs; [`policy`], [`injector`]: scenarios 5 and 6.
+//! - [`http_scenario`]: 1 kB HTTP answers direct, through a Tandem pair as `tcp` and as `http`
+//!   with an L7 intention ([`l7`]), and through the HAProxy pair; [`http_backend`] answers,
+//!   [`http_load`] asks.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
 //!   `perf record`.
 
@@ -13,7 +16,11 @@ pub mod compare;
 pub mod echo;
 pub mod haproxy;
 pub mod http;
+pub mod http_backend;
+pub mod http_load;
+pub mod http_scenario;
 pub mod injector;
+pub mod l7;
 pub mod loadgen;
 pub mod machine;
 pub mod pki;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tandem_bench::compare::{self, Options};
+use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM};
 
@@ -29,7 +29,10 @@ enum Cmd {
     /// processes), haproxy (two haproxy processes doing the same mutual TLS). Scenarios: 1 kB
     /// request/response at 1,000 and 5,000 rps (open loop) and at saturation; a new connection
     /// per request; bulk 1 and 8 streams each way; RSS idle and with open idle connections; CPU
-    /// per 10,000 requests; deny-intention propagation; injector AdmissionReviews/s.
+    /// per 10,000 requests; deny-intention propagation; injector AdmissionReviews/s. Then
+    /// HTTP: 1 kB answers direct, through a Tandem pair as tcp and as http with a
+    /// five-permission L7 intention, and through the HAProxy pair in mode tcp (serial latency,
+    /// requests/s over 4 connections, CPU per 10,000 requests).
     Compare {
         /// Short runs (under 2 minutes, for CI smoke runs): results go to
         /// `bench/results/<date>-quick.json` and docs/PERFORMANCE.md is left alone.
@@ -39,6 +42,11 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "direct,tandem,haproxy",
               value_parser = [DIRECT, TANDEM, HAPROXY])]
         subjects: Vec<String>,
+        /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.
+        /// docs/PERFORMANCE.md is refreshed only when both run.
+        #[arg(long, value_delimiter = ',', default_value = "tcp,http",
+              value_parser = [TCP_SCENARIOS, HTTP_SCENARIO])]
+        scenarios: Vec<String>,
         /// Do not run `cargo build --release` for the agent, proxy and injector binaries first
         /// (they are then expected next to this executable).
         #[arg(long)]
@@ -90,16 +98,28 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (quick, subjects, no_build, results_dir, doc, work_dir, nice) = match Cli::parse().command {
+    let (opts, results_dir, doc) = match Cli::parse().command {
         Cmd::Compare {
             quick,
             subjects,
+            scenarios,
             no_build,
             results_dir,
             doc,
             work_dir,
             nice,
-        } => (quick, subjects, no_build, results_dir, doc, work_dir, nice),
+        } => (
+            Options {
+                quick,
+                build: !no_build,
+                subjects,
+                scenarios,
+                work_dir,
+                nice,
+            },
+            results_dir,
+            doc,
+        ),
         Cmd::Profile {
             subject,
             scenario,
@@ -120,16 +140,16 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let opts = Options {
-        quick,
-        build: !no_build,
-        subjects,
-        work_dir,
-        nice,
-    };
     let report = compare::run(&opts)?;
+    let all = |group: &str| opts.scenarios.iter().any(|s| s == group);
+    let every_scenario = all(TCP_SCENARIOS) && all(HTTP_SCENARIO);
 
-    println!("{}", report.table());
+    if all(TCP_SCENARIOS) {
+        println!("{}", report.table());
+    }
+    if all(HTTP_SCENARIO) {
+        println!("{}", report.http_section());
+    }
     println!(
         "{}",
         tandem_bench::targets::table(&tandem_bench::targets::check(&report))
@@ -137,15 +157,17 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&results_dir)
         .with_context(|| format!("creating {}", results_dir.display()))?;
     let day = &report.date[..10];
-    let file = results_dir.join(if quick {
-        format!("{day}-quick.json")
+    let only = if every_scenario {
+        String::new()
     } else {
-        format!("{day}.json")
-    });
+        format!("-{}", opts.scenarios.join("-"))
+    };
+    let quick = if opts.quick { "-quick" } else { "" };
+    let file = results_dir.join(format!("{day}{only}{quick}.json"));
     std::fs::write(&file, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", file.display()))?;
     eprintln!("bench: wrote {}", file.display());
-    if !quick {
+    if !opts.quick && every_scenario {
         let old = std::fs::read_to_string(&doc).unwrap_or_else(|_| "# Performance\n".into());
         std::fs::write(&doc, splice_generated(&old, &report.markdown()))
             .with_context(|| format!("writing {}", doc.display()))?;

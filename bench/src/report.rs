@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::http_scenario::HttpResult;
 use crate::injector::InjectorResult;
 use crate::loadgen::{BulkResult, Direction, NewConnResult, RateResult, SaturationResult};
 use crate::policy::PolicyResult;
 
+mod http;
 mod markdown;
 
 pub use markdown::splice_generated;
@@ -26,6 +28,15 @@ pub struct Report {
     pub subjects: Vec<SubjectReport>,
     pub policy: Outcome<PolicyResult>,
     pub injector: Outcome<InjectorResult>,
+    /// The HTTP scenario (absent from reports written before it existed).
+    #[serde(default = "not_in_this_run")]
+    pub http: Outcome<HttpResult>,
+}
+
+fn not_in_this_run<T>() -> Outcome<T> {
+    Outcome::NotRun {
+        reason: "not part of this run".into(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +78,18 @@ pub struct Settings {
     /// Nice level of the bench and every process it started (0 = not changed).
     #[serde(default)]
     pub nice: i32,
+    /// HTTP scenario: seconds of serial requests per subject, cut into `http_rounds`
+    /// interleaved slices.
+    #[serde(default)]
+    pub http_serial_seconds: f64,
+    /// HTTP scenario: seconds of the closed loop over `http_connections` per subject, cut into
+    /// `http_rounds` interleaved slices.
+    #[serde(default)]
+    pub http_concurrent_seconds: f64,
+    #[serde(default)]
+    pub http_rounds: usize,
+    #[serde(default)]
+    pub http_connections: usize,
 }
 
 /// A scenario that ran, or why it did not.
@@ -407,6 +430,10 @@ pub(crate) mod tests {
             injector_concurrency: 16,
             injector_seconds: 2.0,
             nice: 0,
+            http_serial_seconds: 2.0,
+            http_concurrent_seconds: 1.0,
+            http_rounds: 4,
+            http_connections: 4,
         };
         let mut direct = SubjectReport {
             name: DIRECT.into(),
@@ -471,6 +498,9 @@ pub(crate) mod tests {
             },
             injector: Outcome::NotRun {
                 reason: "no binary".into(),
+            },
+            http: Outcome::Measured {
+                result: http::tests::sample(),
             },
         }
     }

@@ -13,11 +13,33 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::http;
+use crate::http_load::{HttpConnection, Request};
 use crate::loadgen::one_shot;
 use crate::process::{free_port, wait_listening, ChildProcess};
 
 pub const CLIENT_SERVICE: &str = "bench-client";
 pub const SERVER_SERVICE: &str = "echo";
+
+/// What the backend behind a pair speaks, so start-up knows how to check that the pair answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// [`crate::echo`]: a one-shot 1 kB echo.
+    Echo,
+    /// [`crate::http_backend`]: `GET /bench/1k` answered 200 with 1 kB.
+    Http,
+}
+
+impl BackendKind {
+    /// One request through `target` on a new connection.
+    fn probe(self, target: SocketAddr) -> anyhow::Result<()> {
+        match self {
+            BackendKind::Echo => one_shot(target).map(drop),
+            BackendKind::Http => {
+                HttpConnection::connect(target)?.send_expecting_backend(&Request::bench())
+            }
+        }
+    }
+}
 
 /// Release binaries of the other crates.
 #[derive(Debug, Clone)]
@@ -79,6 +101,8 @@ pub struct TandemPair {
     pub server_side: ChildProcess,
     pub agent: ChildProcess,
     pub agent_addr: SocketAddr,
+    /// The server-side proxy's admin listener (`/metrics`).
+    pub server_admin: SocketAddr,
     /// The client proxy's upstream listener for `echo`: where the load goes.
     pub listen: SocketAddr,
 }
@@ -88,11 +112,31 @@ impl TandemPair {
         Self::start_wrapped(bins, backend, log_dir, &[])
     }
 
+    /// A pair in front of an HTTP backend ([`crate::http_backend`]); the service's protocol is
+    /// whatever the agent says (`tcp` until a `service-defaults` entry is written).
+    pub fn start_http(
+        bins: &Binaries,
+        backend: SocketAddr,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(bins, backend, BackendKind::Http, log_dir, &[])
+    }
+
     /// Like [`TandemPair::start`], with each proxy run under `wrapper` (a command and its
     /// arguments, e.g. `valgrind --tool=massif`); empty = run the proxy directly.
     pub fn start_wrapped(
         bins: &Binaries,
         backend: SocketAddr,
+        log_dir: &Path,
+        wrapper: &[String],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(bins, backend, BackendKind::Echo, log_dir, wrapper)
+    }
+
+    fn start_with(
+        bins: &Binaries,
+        backend: SocketAddr,
+        kind: BackendKind,
         log_dir: &Path,
         wrapper: &[String],
     ) -> anyhow::Result<Self> {
@@ -143,8 +187,8 @@ impl TandemPair {
         // Ready means listening; the client side may still be learning the echo instances.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match one_shot(upstream) {
-                Ok(_) => break,
+            match kind.probe(upstream) {
+                Ok(()) => break,
                 Err(e) if Instant::now() > deadline => {
                     return Err(e.context(format!(
                         "no answer through the tandem pair at {upstream} within 60 s"
@@ -156,6 +200,7 @@ impl TandemPair {
         Ok(Self {
             agent,
             agent_addr,
+            server_admin,
             server_side,
             client_side,
             listen: upstream,
@@ -167,6 +212,18 @@ impl TandemPair {
     pub fn terminate_proxies(&mut self) -> anyhow::Result<()> {
         self.client_side.terminate(Duration::from_secs(60))?;
         self.server_side.terminate(Duration::from_secs(60))
+    }
+
+    /// The server-side proxy's `/metrics` text.
+    pub fn server_metrics(&self) -> anyhow::Result<String> {
+        let r = http::request(self.server_admin, "GET", "/metrics", None)?;
+        anyhow::ensure!(
+            r.status == 200,
+            "GET http://{}/metrics answered {}",
+            self.server_admin,
+            r.status
+        );
+        Ok(r.body)
     }
 
     /// Allows or denies `bench-client -> echo`.

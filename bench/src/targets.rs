@@ -1,6 +1,7 @@
 //! The performance targets, checked against one run's report: met, missed by how much,
 //! or not measured.
 
+use crate::http_scenario::{HAPROXY_TCP, TANDEM_HTTP};
 use crate::loadgen::Direction;
 use crate::report::{Report, SubjectReport, DIRECT, HAPROXY, TANDEM};
 
@@ -171,6 +172,26 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
         ),
         None => TargetCheck::not_measured(t),
     });
+
+    let http = r.http.measured();
+    let t = "HTTP: L7 path (5 permissions) adds < 30 µs p50 over the L4 (tcp) Tandem path, serial";
+    out.push(match http.and_then(|h| h.l7_over_l4_p50_us()) {
+        Some(d) => TargetCheck::new(t, format!("{d:+.0} µs"), Some(d < 30.0)),
+        None => TargetCheck::not_measured(t),
+    });
+    let t = "HTTP: Tandem pair with L7 ahead of the HAProxy pair in mode tcp (serial p50 and p99)";
+    let serial = |name: &str| {
+        let l = http?.subject(name)?.serial.as_ref()?;
+        Some((l.latency.p50_us, l.latency.p99_us))
+    };
+    out.push(match (serial(TANDEM_HTTP), serial(HAPROXY_TCP)) {
+        (Some((t50, t99)), Some((h50, h99))) => TargetCheck::new(
+            t,
+            format!("p50 {t50:.0} vs {h50:.0} µs, p99 {t99:.0} vs {h99:.0} µs"),
+            Some(t50 < h50 && t99 < h99),
+        ),
+        _ => TargetCheck::not_measured(t),
+    });
     out
 }
 
@@ -204,5 +225,27 @@ mod tests {
         let ok = &check(&sample())[0];
         assert_eq!(ok.measured, "tandem +150 µs, haproxy +120 µs");
         assert_eq!(ok.met, Some(false));
+    }
+
+    #[test]
+    fn http_targets_compare_l7_with_l4_and_haproxy() {
+        let checks = check(&sample());
+        let find = |prefix: &str| {
+            checks
+                .iter()
+                .find(|c| c.target.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no target {prefix:?}"))
+        };
+        let l7 = find("HTTP: L7 path");
+        assert_eq!((l7.measured.as_str(), l7.met), ("+20 µs", Some(true)));
+        let vs = find("HTTP: Tandem pair with L7 ahead");
+        assert_eq!(vs.measured, "p50 170 vs 200 µs, p99 280 vs 300 µs");
+        assert_eq!(vs.met, Some(true));
+
+        let mut r = sample();
+        r.http = crate::report::Outcome::NotRun {
+            reason: "not selected".into(),
+        };
+        assert!(check(&r).iter().rev().take(2).all(|c| c.met.is_none()));
     }
 }

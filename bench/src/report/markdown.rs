@@ -34,8 +34,9 @@ impl Report {
              persistent connections; \
              saturation {ss} s; new connection per request with {w} workers for {ns} s; bulk \
              {bs} s per run; idle connections {idle}; {pt} policy tries; injector {ic} \
-             concurrent clients for {is} s; nice level {nice} for the bench and every process \
-             it started.\n\n",
+             concurrent clients for {is} s; HTTP {hs} s serial and {hc} s over {hn} \
+             connections per subject ({hr} interleaved rounds); nice level {nice} for the bench \
+             and every process it started.\n\n",
             rates = s
                 .rates
                 .iter()
@@ -58,6 +59,10 @@ impl Report {
             pt = s.policy_tries,
             ic = s.injector_concurrency,
             is = s.injector_seconds,
+            hs = s.http_serial_seconds,
+            hc = s.http_concurrent_seconds,
+            hn = s.http_connections,
+            hr = s.http_rounds,
             nice = s.nice,
         ));
         out.push_str(&self.table());
@@ -120,6 +125,8 @@ impl Report {
             )),
             Outcome::NotRun { reason } => out.push_str(&format!("not run: {reason}.\n")),
         }
+        out.push_str("\n**HTTP** (1 kB answers, L4 and L7): ");
+        out.push_str(&self.http_section());
         out
     }
 }
