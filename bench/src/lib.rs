@@ -1,4 +1,3 @@
-#![allow(unreachable_pub, missing_docs)] // TODO(lints): bench is being extended on another branch
 //! `tandem-bench`: Tandem side by side with direct TCP and an HAProxy pair doing the same mutual
 //! TLS, on one machine in one run. `cargo run --release -p tandem-bench -- compare [--quick]`.
 //!
@@ -11,6 +10,10 @@
 //!   [`http_load`] asks.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
 //!   `perf record`.
+
+// Its report and settings types have 190 fields, described in docs/PERFORMANCE.md but not
+// yet one by one.
+#![allow(missing_docs)]
 
 pub mod compare;
 pub mod echo;

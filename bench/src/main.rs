@@ -1,4 +1,3 @@
-#![allow(unreachable_pub, missing_docs)] // TODO(lints): bench is being extended on another branch
 //! `tandem-bench compare [--quick]`: runs every scenario against direct TCP, a Tandem pair and an
 //! HAProxy pair, prints one table, writes `bench/results/<date>.json` and refreshes the generated
 //! section of `docs/PERFORMANCE.md`.
