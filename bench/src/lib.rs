@@ -6,7 +6,7 @@
 //! - [`echo`]: the backend and its protocol.
 //! - [`haproxy`], [`tandem`]: the two proxy pairs; [`policy`], [`injector`]: scenarios 5 and 6.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
-//!   `perf record`.
+//!   `perf record`; [`soak`]: a pair for N minutes under load, rotations, restarts and pauses.
 
 pub mod compare;
 pub mod echo;
@@ -21,6 +21,7 @@ pub mod process;
 pub mod procstat;
 pub mod profile;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod tandem;
 pub mod targets;
