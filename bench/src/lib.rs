@@ -9,7 +9,7 @@
 //!   with an L7 intention ([`l7`]), and through the HAProxy pair; [`http_backend`] answers,
 //!   [`http_load`] asks.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
-//!   `perf record`.
+//!   `perf record`; [`soak`]: a pair for N minutes under load, rotations, restarts and pauses.
 
 // Its report and settings types have 190 fields, described in docs/PERFORMANCE.md but not
 // yet one by one.
@@ -32,6 +32,7 @@ pub mod process;
 pub mod procstat;
 pub mod profile;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod tandem;
 pub mod targets;

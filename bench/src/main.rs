@@ -88,6 +88,9 @@ enum Cmd {
         #[arg(long)]
         wrap: Option<String>,
     },
+    /// A Tandem pair for N minutes under steady load through CA rotations, intention flips,
+    /// agent pauses and server restarts; exits non-zero unless the client proxy stays flat.
+    Soak(tandem_bench::soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,6 +139,12 @@ fn main() -> anyhow::Result<()> {
                 wrap,
             })?;
             print!("{summary}");
+            return Ok(());
+        }
+        Cmd::Soak(args) => {
+            if !tandem_bench::soak::main(args)? {
+                std::process::exit(1);
+            }
             return Ok(());
         }
     };

@@ -1,5 +1,5 @@
 //! Per-process memory and CPU from `/proc`: `VmRSS` from `/proc/<pid>/status`, user + system
-//! clock ticks from `/proc/<pid>/stat`.
+//! clock ticks from `/proc/<pid>/stat`, open descriptors from `/proc/<pid>/fd`.
 
 use std::time::Duration;
 
@@ -32,6 +32,13 @@ pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(
         ticks as f64 / ticks_per_sec.max(1) as f64,
     ))
+}
+
+/// Open file descriptors of `pid`: the entries of `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/fd");
+    let dir = std::fs::read_dir(&path).with_context(|| format!("reading {path}"))?;
+    Ok(dir.count() as u64)
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
@@ -77,5 +84,6 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kb(pid).unwrap() > 0);
         cpu_time(pid, clock_ticks_per_sec()).unwrap();
+        assert!(open_fds(pid).unwrap() >= 3);
     }
 }

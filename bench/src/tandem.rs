@@ -259,7 +259,7 @@ fn proxy_command(proxy: &Path, wrapper: &[String]) -> Command {
     }
 }
 
-fn wait_ready(proxy: &mut ChildProcess, admin: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn wait_ready(proxy: &mut ChildProcess, admin: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         proxy.check_running()?;
@@ -278,7 +278,7 @@ fn wait_ready(proxy: &mut ChildProcess, admin: SocketAddr) -> anyhow::Result<()>
     }
 }
 
-fn logs_to(cmd: &mut Command, dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn logs_to(cmd: &mut Command, dir: &Path, name: &str) -> anyhow::Result<()> {
     let path = dir.join(format!("{name}.log"));
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
