@@ -146,9 +146,15 @@ pub(crate) enum IdentityError {
 }
 
 /// Whether `leaf` may be presented as `service`: it names that service in the roots' trust
-/// domain and chains to one of the roots (an agent answering with another service's leaf, or
-/// one from a CA the proxy does not trust, is refused and the current leaf kept).
-fn check_leaf(leaf: &LeafParts, roots: &RootParts, service: &str) -> Result<(), IdentityError> {
+/// domain (in the namespace, partition and datacenter of `current`, the leaf presented now, if
+/// any) and chains to one of the roots. An agent answering with another service's leaf, or one
+/// from a CA the proxy does not trust, is refused and the current leaf kept.
+fn check_leaf(
+    leaf: &LeafParts,
+    roots: &RootParts,
+    service: &str,
+    current: Option<&ServiceId>,
+) -> Result<(), IdentityError> {
     use rustls::server::danger::ClientCertVerifier;
     let named = leaf
         .identity
@@ -158,10 +164,16 @@ fn check_leaf(leaf: &LeafParts, roots: &RootParts, service: &str) -> Result<(), 
         .identity
         .service_id()
         .ok_or(IdentityError::LeafNotAService(named))?;
-    if !id.service.eq_ignore_ascii_case(service) {
+    let same_place = current.is_none_or(|c| {
+        c.namespace.eq_ignore_ascii_case(&id.namespace)
+            && c.datacenter.eq_ignore_ascii_case(&id.datacenter)
+            && c.partition.as_deref().map(str::to_ascii_lowercase)
+                == id.partition.as_deref().map(str::to_ascii_lowercase)
+    });
+    if !id.service.eq_ignore_ascii_case(service) || !same_place {
         return Err(IdentityError::LeafForOtherService {
             found: id.to_string(),
-            expected: service.to_string(),
+            expected: current.map_or_else(|| service.to_string(), |c| c.to_string()),
         });
     }
     let verifier = tls::SpiffeClientVerifier::new(&roots.roots).map_err(IdentityError::Roots)?;
@@ -238,7 +250,7 @@ pub(crate) fn fuzz_tls_state(
 ) -> Result<(), String> {
     let roots = roots_from(roots, 1).map_err(|e| e.to_string())?;
     let leaf = leaf_from(leaf, 1).map_err(|e| e.to_string())?;
-    check_leaf(&leaf, &roots, service).map_err(|e| e.to_string())?;
+    check_leaf(&leaf, &roots, service, None).map_err(|e| e.to_string())?;
     let state = TlsState::build(&leaf, &roots).map_err(|e| e.to_string())?;
     let named = state
         .local
@@ -280,7 +292,7 @@ impl IdentityWatch {
                     .await
                     .map_err(Failure::Consul)?;
                 let leaf = leaf_from(&leaf.body, leaf.meta.index).map_err(Failure::Unusable)?;
-                check_leaf(&leaf, &roots, &service).map_err(Failure::Unusable)?;
+                check_leaf(&leaf, &roots, &service, None).map_err(Failure::Unusable)?;
                 let state = TlsState::build(&leaf, &roots)
                     .map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
                 Ok::<_, Failure>((leaf, roots, state))
@@ -331,7 +343,8 @@ impl IdentityWatch {
         let new_roots = roots.unwrap_or_else(|| parts.1.clone());
         let new_leaf = match leaf {
             Some(leaf) => {
-                check_leaf(&leaf, &new_roots, &self.service)?;
+                let current = parts.0.identity.service_id();
+                check_leaf(&leaf, &new_roots, &self.service, current)?;
                 leaf
             }
             // New roots alone are installed as the agent lists them, even if they no longer
@@ -478,7 +491,7 @@ impl IdentityWatch {
             .index;
         let mut safety_fetched: Option<String> = None;
         // The last leaf refused (wrong service, unknown CA, unusable): not logged again.
-        let mut refused: Option<String> = None;
+        let mut refused: Option<(String, bool)> = None;
         loop {
             let (serial, cert_pem, not_before, not_after) = {
                 let parts = self.parts.lock().expect("identity lock is never poisoned");
@@ -533,8 +546,12 @@ impl IdentityWatch {
             if answer.body.cert_pem == cert_pem {
                 continue;
             }
-            if refused.as_deref() == Some(answer.body.cert_pem.as_str()) {
-                // The same unusable leaf again: said once already.
+            let seen_before = refused
+                .as_ref()
+                .filter(|(pem, _)| *pem == answer.body.cert_pem)
+                .map(|(_, permanent)| *permanent);
+            if seen_before == Some(true) {
+                // The same unusable leaf again (another service's, unparseable): said once.
                 tracing::debug!("the agent answers the leaf already refused");
                 let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
                 continue;
@@ -544,7 +561,7 @@ impl IdentityWatch {
                 Err(e) => {
                     tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
                         "ignoring an unusable leaf; keeping the current certificate");
-                    refused = Some(answer.body.cert_pem.clone());
+                    refused = Some((answer.body.cert_pem.clone(), true));
                     let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
                     continue;
                 }
@@ -565,9 +582,20 @@ impl IdentityWatch {
                     tracing::info!(leaf.serial = %new_serial, "leaf certificate rotated")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
-                        "ignoring an unusable leaf; keeping the current certificate");
-                    refused = Some(answer.body.cert_pem.clone());
+                    // A leaf that does not chain to the roots yet may once the roots watch
+                    // installs its root: ask again without blocking and check it again, each
+                    // second, saying so once. Another service's leaf stays refused.
+                    let permanent = !matches!(e, IdentityError::LeafUntrusted(_));
+                    if seen_before.is_none() {
+                        tracing::warn!(error = %e, leaf.not_after = %humantime::format_rfc3339_seconds(not_after),
+                            "ignoring an unusable leaf; keeping the current certificate");
+                    } else {
+                        tracing::debug!(error = %e, "the leaf still does not verify");
+                    }
+                    if !permanent {
+                        index = 0;
+                    }
+                    refused = Some((answer.body.cert_pem.clone(), permanent));
                     let _ = w.run(tokio::time::sleep(Duration::from_secs(1))).await;
                 }
             }

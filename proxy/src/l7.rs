@@ -33,7 +33,7 @@ use crate::copy::{Activity, Stopper, Transfer};
 use crate::inbound::Inbound;
 use crate::intentions::Action;
 use crate::metrics::Metrics;
-use crate::permissions::RequestView;
+use crate::permissions::{normalize_path, RequestView};
 use crate::protocol::Protocol;
 
 /// The body every answer has: the app's, or the proxy's own (a denial, an app failure).
@@ -113,7 +113,13 @@ impl Requests {
         };
         let this = self.clone();
         let service = hyper::service::service_fn(move |req| this.clone().answer(req));
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // A caller gets 30 s (hyper's default) to send a request's head: trickling it byte by
+        // byte does not hold the connection for the idle timeout.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut shutting_down = false;
@@ -144,9 +150,10 @@ impl Requests {
     /// One request: decided, then forwarded or answered here; counted when its answer ends.
     async fn answer(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Result<Response<Timed>, Infallible> {
         let started = Instant::now();
+        normalize(&mut request);
         let method = request.method().clone();
         let version = request.version();
         let access_log = self.inbound.access_log;
@@ -347,6 +354,39 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The request as it is decided and forwarded: its path normalized as Envoy's `normalize_path`
+/// does (dot segments removed, unreserved characters decoded), and the cookies of an h2 caller
+/// joined into one header (RFC 9113 8.2.3), as an HTTP/1 app and the permissions expect them.
+fn normalize<B>(request: &mut Request<B>) {
+    let path = request.uri().path();
+    let normal = normalize_path(path);
+    if normal != path {
+        let target = match request.uri().query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        let mut parts = request.uri().clone().into_parts();
+        if let Ok(pq) = target.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    if request.headers().get_all(header::COOKIE).iter().count() > 1 {
+        let joined = request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Ok(value) = HeaderValue::from_str(&joined) {
+            request.headers_mut().insert(header::COOKIE, value);
+        }
+    }
+}
+
 /// An HTTP/1.1 request to the app: origin-form target, the authority as `Host`.
 fn to_http1(request: &mut Request<Incoming>) {
     if request.version() == Version::HTTP_2 {
@@ -527,6 +567,22 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-end").unwrap(), "2");
+    }
+
+    #[test]
+    fn a_request_is_decided_and_forwarded_with_its_path_normalized_and_cookies_joined() {
+        let mut request = Request::get("/public/../%61dmin?x=1")
+            .header(header::COOKIE, "a=1")
+            .header(header::COOKIE, "b=2")
+            .body(())
+            .unwrap();
+        request
+            .headers_mut()
+            .append(header::COOKIE, "c=3".parse().unwrap());
+        normalize(&mut request);
+        assert_eq!(request.uri().path(), "/admin");
+        assert_eq!(request.uri().query(), Some("x=1"));
+        assert_eq!(request.headers()[header::COOKIE], "a=1; b=2; c=3");
     }
 
     #[test]

@@ -242,12 +242,14 @@ impl HeaderMatch {
     }
 
     /// Envoy's header matcher: a header sent more than once is matched as its values joined
-    /// with commas; an absent header fails every test (and so passes an inverted one).
+    /// with commas. An absent header fits no test, inverted or not, except an inverted
+    /// `Present` (Envoy's `HeaderUtility::matchHeaders`).
     fn matches(&self, headers: &http::HeaderMap) -> bool {
         let mut values = headers.get_all(&self.name).iter().peekable();
-        let fits = if values.peek().is_none() {
-            false
-        } else {
+        if values.peek().is_none() {
+            return self.invert && matches!(self.test, HeaderTest::Present);
+        }
+        let fits = {
             let joined = values
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .collect::<Vec<_>>()
@@ -261,6 +263,65 @@ impl HeaderMatch {
             }
         };
         fits != self.invert
+    }
+}
+
+/// A request path as Envoy's `normalize_path` makes it before matching and forwarding (RFC 3986
+/// 6.2.2): percent-encoded unreserved characters decoded (`%61` is `a`), other escapes kept
+/// with upper-case hex, and `.` and `..` segments removed. Without it `/public/../admin`,
+/// `/./admin` or `/%61dmin` would pass a deny on `/admin` and reach an app that normalizes.
+pub(crate) fn normalize_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
+            let hex = &path[i + 1..i + 3];
+            let b = u8::from_str_radix(hex, 16).expect("two hex digits");
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(char::from(b));
+            } else {
+                decoded.push('%');
+                decoded.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+            continue;
+        }
+        let ch = path[i..].chars().next().expect("i is on a char boundary");
+        decoded.push(ch);
+        i += ch.len_utf8();
+    }
+    // Remove dot segments (RFC 3986 5.2.4), keeping a trailing slash.
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').collect();
+    let last = segments.len() - 1;
+    for (n, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {
+                if n == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if n == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
     }
 }
 
@@ -323,6 +384,7 @@ mod tests {
         h.insert("user-agent", "curl/8.0".parse().unwrap());
         h.insert("x-team", "web-ops".parse().unwrap());
         h.insert("x-id", "beef".parse().unwrap());
+        h.insert("x-env", "staging".parse().unwrap());
         assert!(p.matches(&view("GET", "/", &h)));
         assert!(!p.matches(&view("POST", "/", &h)), "method not listed");
         h.insert("x-env", "prod".parse().unwrap());
@@ -336,6 +398,38 @@ mod tests {
         );
         h.remove("x-id");
         assert!(!p.matches(&view("GET", "/", &h)), "an absent header fails");
+        h.insert("x-id", "beef".parse().unwrap());
+        h.remove("x-env");
+        assert!(
+            !p.matches(&view("GET", "/", &h)),
+            "an absent header fails an inverted Exact too, as in Envoy"
+        );
+        let absent = compile(json!({"Action": "allow", "HTTP": {
+            "Header": [{"Name": "x-debug", "Present": true, "Invert": true}]}}));
+        assert!(absent.matches(&view("GET", "/", &http::HeaderMap::new())));
+    }
+
+    #[test]
+    fn paths_are_normalized_as_envoy_does() {
+        for (raw, normal) in [
+            ("/", "/"),
+            ("/admin", "/admin"),
+            ("/public/../admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a/b/../../admin/x", "/admin/x"),
+            ("/../../admin", "/admin"),
+            ("/admin/.", "/admin/"),
+            ("/admin/..", "/"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%20b", "/a%20b"),
+            ("/%7e/x", "/~/x"),
+            ("/100%", "/100%"),
+            ("/%zz", "/%zz"),
+            ("/é/../x", "/x"),
+        ] {
+            assert_eq!(normalize_path(raw), normal, "{raw}");
+        }
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub(crate) struct Watcher<'a> {
     /// Whether the failures since the last good answer include the agent being unreachable
     /// (only then is a good answer news for the other watches).
     was_unreachable: bool,
-    /// The kind of the last failure logged at `warn` since the last good answer.
-    logged_kind: Option<String>,
+    /// The kinds of failure logged at `warn` since the last good answer.
+    logged_kinds: std::collections::HashSet<String>,
 }
 
 impl<'a> Watcher<'a> {
@@ -127,7 +127,7 @@ impl<'a> Watcher<'a> {
             last_answer: None,
             agent_back: ctx.link.subscribe(),
             was_unreachable: false,
-            logged_kind: None,
+            logged_kinds: Default::default(),
         }
     }
 
@@ -234,10 +234,10 @@ impl<'a> Watcher<'a> {
         if std::mem::take(&mut self.was_unreachable) {
             tracing::info!(watch = self.name, failures, "consul agent reachable again");
             self.announce_agent_back();
-        } else if self.logged_kind.is_some() {
+        } else if !self.logged_kinds.is_empty() {
             tracing::info!(watch = self.name, failures, "consul query answered again");
         }
-        self.logged_kind = None;
+        self.logged_kinds.clear();
         self.backoff.reset();
         self.ctx.metrics.watch_succeeded(self.name);
     }
@@ -250,11 +250,11 @@ impl<'a> Watcher<'a> {
         let delay = self.backoff.next_delay();
         let stale = self.ctx.metrics.watch_staleness(self.name);
         let kind = error.kind();
-        if self.logged_kind.as_deref() != Some(kind.as_str()) {
+        if !self.logged_kinds.contains(&kind) {
             tracing::warn!(watch = self.name, error = %error, retry.in_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(), stale.secs = stale.map(|d| d.as_secs()),
                 "consul query failed; serving with the last good state and retrying (further failures of this kind are logged at debug)");
-            self.logged_kind = Some(kind);
+            self.logged_kinds.insert(kind);
         } else {
             tracing::debug!(watch = self.name, error = %error, retry.in_ms = delay.as_millis() as u64,
                 failures = self.backoff.failures(), stale.secs = stale.map(|d| d.as_secs()),

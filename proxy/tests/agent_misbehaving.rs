@@ -223,3 +223,43 @@ async fn a_leaf_for_another_service_or_from_an_unknown_ca_is_never_presented() {
     other_ca.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_leaf_whose_new_root_is_not_known_yet_is_installed_once_the_root_is() {
+    let (events, _guard) = Events::capture();
+    let agent = agent(true).await;
+    let url = agent.url();
+    let (fake, server, client, upstream) = pair(&url).await;
+
+    // The roots cannot be read, and the CA rotates: the new leaf chains to a root the proxy
+    // has not seen, so it is refused for now...
+    fake.set(
+        "/v1/agent/connect/ca/roots",
+        Misbehavior::Status(500, "rpc error: injected"),
+    );
+    let status = http_put(
+        &format!("{url}/v1/connect/ca/configuration"),
+        serde_json::json!({"Provider": "consul", "Config": {"PrivateKeyType": "ec", "PrivateKeyBits": 256}}),
+    )
+    .await;
+    assert_eq!(status, 200, "CA rotated");
+    wait_for("the new leaf refused while its root is unknown", || async {
+        events.matching(|e| {
+            e.get("error")
+                .is_some_and(|m| m.contains("does not verify against the trusted roots"))
+        }) > 0
+    })
+    .await;
+    traffic_flows(upstream, 3).await;
+
+    // ...and installed once the roots can be read again, without waiting for another leaf.
+    fake.clear();
+    wait_for("the new leaf installed", || async {
+        metric(&metrics(&server).await, "tandem_leaf_rotations_total", &[]) >= 1.0
+    })
+    .await;
+    traffic_flows(upstream, 5).await;
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}

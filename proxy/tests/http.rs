@@ -141,6 +141,10 @@ async fn l7_intentions_decide_each_request_on_one_connection() {
         conn.get("/admin").await,
         (403, "RBAC: access denied".into())
     );
+    // The path is normalized before it is decided, as Envoy does: no way around the deny.
+    for sneaky in ["/public/../admin", "/./admin/x", "/%61dmin"] {
+        assert_eq!(conn.get(sneaky).await.0, 403, "{sneaky}");
+    }
     assert_eq!(
         conn.get("/").await,
         (200, "hello world".into()),
