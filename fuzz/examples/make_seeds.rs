@@ -115,6 +115,8 @@ fn main() {
     spiffe_ids(repo, &recorded, &mut seeds);
     let new_pki = std::env::args().any(|a| a == "--new-pki");
     certificates(fuzz, repo, &recorded, new_pki, &mut seeds);
+    consul_answers(repo, &recorded, &mut seeds);
+    tls_states(fuzz, repo, &recorded, new_pki, &mut seeds);
     for (target, name, input) in REGRESSIONS {
         seeds.add(target, name, input);
     }
@@ -484,6 +486,310 @@ fn test_pki(root: &Path, seeds: &mut Seeds) {
         seeds.add("certs_peer_check", &name, der(&leaf.cert_pem));
     }
     seeds.add("certs_peer_check", "testpki-root.der", der(pki.root_pem()));
+}
+
+/// Every recorded answer (its headers, an empty line, its body) and the proxy's test answers.
+fn consul_answers(repo: &Path, recorded: &[(String, Vec<Value>)], seeds: &mut Seeds) {
+    for (short, exchanges) in recorded {
+        for exchange in exchanges {
+            let name = format!("{short}-{}", exchange["name"].as_str().unwrap_or("call"));
+            let response = &exchange["response"];
+            let mut input = String::new();
+            for (key, value) in response["headers"].as_object().into_iter().flatten() {
+                input.push_str(&format!("{key}: {}\n", value.as_str().unwrap_or_default()));
+            }
+            input.push('\n');
+            input.push_str(response["body"].as_str().unwrap_or_default());
+            seeds.add("proxy_consul_answer", &format!("recorded-{name}"), input);
+        }
+    }
+    for file in sorted_entries(&repo.join("proxy/tests/data")) {
+        if file.extension().is_some_and(|e| e == "json") {
+            let mut input = b"\n".to_vec();
+            input.extend(fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+            seeds.add(
+                "proxy_consul_answer",
+                &format!("test-{}", file_name(&file)),
+                input,
+            );
+        }
+    }
+}
+
+/// The service every `proxy_tls_state` seed is for (the recorded agents' leaves name it).
+const TLS_SERVICE: &str = "static-server";
+
+/// `proxy_tls_state` inputs (the framing is in its target's doc): leaves and keys of a test
+/// PKI issued for ten years (kept between runs, like the peer-check PKI), for the service,
+/// another service and from another CA; the recorded agents' leaves with every roots answer of
+/// the same agent; each for the right service and another one.
+fn tls_states(
+    fuzz: &Path,
+    repo: &Path,
+    recorded: &[(String, Vec<Value>)],
+    new_pki: bool,
+    seeds: &mut Seeds,
+) {
+    const TARGET: &str = "proxy_tls_state";
+    let kept: Vec<PathBuf> = sorted_entries(&fuzz.join("corpus"))
+        .into_iter()
+        .filter(|dir| file_name(dir) == TARGET)
+        .flat_map(|dir| sorted_entries(&dir))
+        .filter(|file| file_name(file).starts_with("testpki-"))
+        .collect();
+    if new_pki || kept.is_empty() {
+        tls_test_pki(seeds);
+    } else {
+        for file in kept {
+            let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            seeds.add(TARGET, &file_name(&file), bytes);
+        }
+    }
+
+    for (short, exchanges) in recorded {
+        let mut leaves: Vec<(String, Value)> = Vec::new();
+        let mut roots: Vec<(String, Value)> = Vec::new();
+        for exchange in exchanges {
+            let name = exchange["name"].as_str().unwrap_or("call").to_string();
+            let Some(Ok(body)) = exchange["response"]["body"]
+                .as_str()
+                .map(serde_json::from_str::<Value>)
+            else {
+                continue;
+            };
+            if body["CertPEM"].is_string() && !leaves.iter().any(|(_, l)| l == &body) {
+                leaves.push((name, body));
+            } else if body["Roots"].is_array() && !roots.iter().any(|(_, r)| r == &body) {
+                roots.push((name, body));
+            }
+        }
+        for (leaf_name, leaf) in &leaves {
+            for (roots_name, answer) in &roots {
+                let td = answer["TrustDomain"].as_str().unwrap_or_default();
+                let pems: Vec<&str> = answer["Roots"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["RootCert"].as_str())
+                    .collect();
+                let name = format!("{short}-{leaf_name}-{roots_name}");
+                let input = tls_input(TLS_SERVICE, td, leaf, &pems);
+                seeds.add(TARGET, &format!("recorded-{name}"), input);
+                let input = tls_input("web", td, leaf, &pems);
+                seeds.add(TARGET, &format!("recorded-{name}-web"), input);
+                if pems.len() > 1 {
+                    let swapped: Vec<&str> = pems.iter().rev().copied().collect();
+                    let input = tls_input(TLS_SERVICE, td, leaf, &swapped);
+                    seeds.add(TARGET, &format!("recorded-{name}-swapped"), input);
+                }
+            }
+        }
+        // One as PEM text, through the raw-text chunks.
+        if let (Some((_, leaf)), Some((_, answer))) = (leaves.first(), roots.first()) {
+            let mut input = tls_head(
+                TLS_SERVICE,
+                answer["TrustDomain"].as_str().unwrap_or_default(),
+            );
+            chunk(
+                &mut input,
+                b'c',
+                leaf["CertPEM"].as_str().unwrap_or_default(),
+            );
+            chunk(
+                &mut input,
+                b'k',
+                leaf["PrivateKeyPEM"].as_str().unwrap_or_default(),
+            );
+            for root in answer["Roots"].as_array().into_iter().flatten() {
+                chunk(
+                    &mut input,
+                    b'r',
+                    root["RootCert"].as_str().unwrap_or_default(),
+                );
+            }
+            seeds.add(TARGET, &format!("recorded-{short}-text"), input);
+        }
+    }
+
+    let data = repo.join("proxy/tests/data");
+    let leaf = read_json(&data.join("agent-connect-ca-leaf.json"));
+    for file in ["agent-connect-ca-roots.json", "connect-ca-roots.json"] {
+        let answer = read_json(&data.join(file));
+        let td = answer["TrustDomain"].as_str().unwrap_or_default();
+        let pems: Vec<&str> = answer["Roots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["RootCert"].as_str())
+            .collect();
+        for service in ["web", TLS_SERVICE] {
+            let input = tls_input(service, td, &leaf, &pems);
+            seeds.add(
+                TARGET,
+                &format!("test-{}-{service}", file_name(&data.join(file))),
+                input,
+            );
+        }
+    }
+}
+
+/// The test-PKI seeds of `proxy_tls_state`: a new PKI, another CA of the same trust domain and
+/// a rotated root.
+fn tls_test_pki(seeds: &mut Seeds) {
+    const TARGET: &str = "proxy_tls_state";
+    let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+    let pki = TestPki::new();
+    let td = pki.trust_domain().clone();
+    let other = tandem_certs::CertificateAuthority::generate(&td, "fuzz-other-ca")
+        .expect("generating a test CA");
+    let rotated = pki.ca().rotate().expect("rotating the test CA");
+    let root = pki.root_pem();
+    let other_root = other.root().root_cert_pem.as_str();
+    let rotated_root = rotated.root().root_cert_pem.as_str();
+    let issue = |ca: &tandem_certs::CertificateAuthority, service: &str| {
+        let leaf = ca
+            .issue_leaf(&pki.service_id(service), ten_years)
+            .expect("issuing a test leaf");
+        json!({"CertPEM": leaf.cert_pem, "PrivateKeyPEM": leaf.private_key_pem})
+    };
+    let valid = issue(pki.ca(), TLS_SERVICE);
+    let from_other = issue(&other, TLS_SERVICE);
+    let from_rotated = issue(&rotated, TLS_SERVICE);
+    let not_service = issue(pki.ca(), &format!("not-{TLS_SERVICE}"));
+    let td = td.to_string();
+    let upper = TLS_SERVICE.to_ascii_uppercase();
+    let cases: [(&str, &str, &str, &Value, Vec<&str>); 12] = [
+        ("valid", TLS_SERVICE, &td, &valid, vec![root]),
+        ("valid-upper-service", &upper, &td, &valid, vec![root]),
+        (
+            "valid-upper-trust-domain",
+            TLS_SERVICE,
+            &td.to_ascii_uppercase(),
+            &valid,
+            vec![root],
+        ),
+        ("valid-other-service", "web", &td, &valid, vec![root]),
+        (
+            "valid-two-roots",
+            TLS_SERVICE,
+            &td,
+            &valid,
+            vec![other_root, root],
+        ),
+        (
+            "valid-other-trust-domain",
+            TLS_SERVICE,
+            "11111111-2222-3333-4444-555555555555.consul",
+            &valid,
+            vec![root],
+        ),
+        ("other-ca", TLS_SERVICE, &td, &from_other, vec![root]),
+        (
+            "other-ca-trusted",
+            TLS_SERVICE,
+            &td,
+            &from_other,
+            vec![root, other_root],
+        ),
+        ("rotated", TLS_SERVICE, &td, &from_rotated, vec![root]),
+        (
+            "rotated-both-roots",
+            TLS_SERVICE,
+            &td,
+            &from_rotated,
+            vec![rotated_root, root],
+        ),
+        ("wrong-service", TLS_SERVICE, &td, &not_service, vec![root]),
+        (
+            "wrong-service-asked",
+            &format!("not-{TLS_SERVICE}"),
+            &td,
+            &not_service,
+            vec![root],
+        ),
+    ];
+    for (name, service, td, leaf, roots) in cases {
+        seeds.add(
+            TARGET,
+            &format!("testpki-{name}"),
+            tls_input(service, td, leaf, &roots),
+        );
+    }
+    // The other kinds of test identity (valid for the default TTL or not at all).
+    for kind in TestIdentity::ALL {
+        if matches!(
+            kind,
+            TestIdentity::Valid | TestIdentity::OtherCa | TestIdentity::WrongService
+        ) {
+            continue;
+        }
+        let (cert, key) = pki.identity(kind, TLS_SERVICE);
+        let leaf = json!({"CertPEM": cert, "PrivateKeyPEM": key});
+        let input = tls_input(TLS_SERVICE, &td, &leaf, &[root]);
+        seeds.add(TARGET, &format!("testpki-{kind:?}"), input);
+    }
+}
+
+/// A `proxy_tls_state` input: the service and trust domain lines, the leaf's certificates and
+/// key, the roots, each as a DER chunk.
+fn tls_input(service: &str, trust_domain: &str, leaf: &Value, roots: &[&str]) -> Vec<u8> {
+    let mut input = tls_head(service, trust_domain);
+    for (label, der) in pem_blocks(leaf["CertPEM"].as_str().unwrap_or_default()) {
+        assert_eq!(label, "CERTIFICATE", "a leaf's chain");
+        chunk(&mut input, b'L', der);
+    }
+    for (label, der) in pem_blocks(leaf["PrivateKeyPEM"].as_str().unwrap_or_default()) {
+        let tag = match label.as_str() {
+            "EC PRIVATE KEY" => b'E',
+            "RSA PRIVATE KEY" => b'S',
+            "PRIVATE KEY" => b'P',
+            other => panic!("a private key labelled {other}"),
+        };
+        chunk(&mut input, tag, der);
+    }
+    for pem in roots {
+        for (_, der) in pem_blocks(pem) {
+            chunk(&mut input, b'R', der);
+        }
+    }
+    input
+}
+
+fn tls_head(service: &str, trust_domain: &str) -> Vec<u8> {
+    format!("{service}\n{trust_domain}\n").into_bytes()
+}
+
+/// Appends a `proxy_tls_state` chunk: tag, big-endian u16 length, bytes.
+fn chunk(input: &mut Vec<u8>, tag: u8, bytes: impl AsRef<[u8]>) {
+    let bytes = bytes.as_ref();
+    let len = u16::try_from(bytes.len()).expect("a chunk under 64 KiB");
+    input.push(tag);
+    input.extend(len.to_be_bytes());
+    input.extend(bytes);
+}
+
+/// Every block of a PEM text: (label, DER).
+fn pem_blocks(text: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let label_end = after.find("-----").expect("a PEM armor line");
+        let label = &after[..label_end];
+        let end_line = format!("-----END {label}-----");
+        let body_end = after.find(&end_line).expect("a PEM end line");
+        let b64: String = after[label_end + 5..body_end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("PEM base64");
+        out.push((label.to_string(), der));
+        rest = &after[body_end + end_line.len()..];
+    }
+    out
 }
 
 /// The first certificate of a PEM, as DER.
