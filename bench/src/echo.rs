@@ -28,6 +28,44 @@ pub const CHUNK: usize = 64 * 1024;
 /// A download never runs longer than this, whatever the client does.
 pub const DOWNLOAD_LIMIT: Duration = Duration::from_secs(60);
 
+/// Accepts on `listener` until `cancel` fires, serving each connection with `serve` on `tasks`
+/// (stopped too when `cancel` fires); `name` is for the logs. An accept error (EMFILE and
+/// friends) backs off instead of spinning.
+pub(crate) async fn accept_loop<F, Fut, E>(
+    listener: TcpListener,
+    name: &'static str,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (c, connection) = (cancel.clone(), serve(stream));
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = c.cancelled() => {}
+                            r = connection => if let Err(e) = r {
+                                tracing::debug!(error = %e, backend = name, "backend connection ended");
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backend = name, "backend accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
 /// The running backend; stops accepting and closes every connection on [`Backend::shutdown`].
 pub struct Backend {
     addr: SocketAddr,
@@ -42,32 +80,13 @@ impl Backend {
         let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let (c, t) = (cancel.clone(), tasks.clone());
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            let c = c.clone();
-                            t.spawn(async move {
-                                tokio::select! {
-                                    _ = c.cancelled() => {}
-                                    r = serve(stream) => if let Err(e) = r {
-                                        tracing::debug!(error = %e, "backend connection ended");
-                                    }
-                                }
-                            });
-                        }
-                        // EMFILE and friends: back off instead of spinning.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "backend accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-            }
-        });
+        tasks.spawn(accept_loop(
+            listener,
+            "backend",
+            cancel.clone(),
+            tasks.clone(),
+            serve,
+        ));
         Ok(Self {
             addr,
             cancel,

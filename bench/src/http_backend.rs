@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -36,34 +35,18 @@ impl HttpBackend {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let body = Bytes::from(body());
-        let (c, t, n) = (cancel.clone(), tasks.clone(), accepted.clone());
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = c.cancelled() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            n.fetch_add(1, Ordering::Relaxed);
-                            let c = c.clone();
-                            let body = body.clone();
-                            t.spawn(async move {
-                                tokio::select! {
-                                    _ = c.cancelled() => {}
-                                    r = serve(stream, body) => if let Err(e) = r {
-                                        tracing::debug!(error = %e, "http backend connection ended");
-                                    }
-                                }
-                            });
-                        }
-                        // EMFILE and friends: back off instead of spinning.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "http backend accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-            }
-        });
+        let n = accepted.clone();
+        let serve_one = move |stream| {
+            n.fetch_add(1, Ordering::Relaxed);
+            serve(stream, body.clone())
+        };
+        tasks.spawn(crate::echo::accept_loop(
+            listener,
+            "http",
+            cancel.clone(),
+            tasks.clone(),
+            serve_one,
+        ));
         Ok(Self {
             addr,
             accepted,
