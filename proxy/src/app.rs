@@ -311,7 +311,11 @@ async fn serve(
 
     tasks.spawn(intentions.task);
     tasks.spawn(protocol.task);
-    let data = DataPath::new(tls, ctx.metrics.clone(), settings.limits);
+    let data = DataPath::new(tls, ctx.metrics.clone(), settings.limits).with_tunnel(
+        settings.tunnel,
+        tasks.clone(),
+        ctx.stop.clone(),
+    );
     let stopping = Stopping {
         connections: data.connections.clone(),
         stop_inbound: CancellationToken::new(),

@@ -155,6 +155,31 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Carry connections to other Tandem proxies as streams of one long-lived mTLS connection
+    /// per instance (HTTP/2 `CONNECT`, offered with the ALPN protocol `tandem-tunnel/1` and
+    /// advertised in the sidecar's `tandem-tunnel` meta), and accept such tunnels inbound. Both
+    /// ends need it; with any other Connect proxy (Envoy, `consul connect proxy`) each
+    /// connection stays its own mTLS connection, as without it.
+    #[arg(long, env = "TANDEM_TUNNEL", value_name = "BOOL", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tunnel: bool,
+
+    /// Streams one tunnel carries at once; a connection that finds every tunnel to its
+    /// instance full (and --tunnels-per-instance open) gets its own mTLS connection.
+    #[arg(long, env = "TANDEM_TUNNEL_MAX_STREAMS", value_name = "N", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tunnel_max_streams: u32,
+
+    /// Tunnels opened to one upstream instance at most.
+    #[arg(long, env = "TANDEM_TUNNELS_PER_INSTANCE", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub tunnels_per_instance: u32,
+
+    /// A tunnel that carries no stream for this long is closed, at either end.
+    #[arg(long, env = "TANDEM_TUNNEL_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
     /// Decision when no intention matches [default: the agent's X-Consul-Default-ACL-Policy].
     /// Set it if the cluster uses Consul's `default_intention_policy`, which the API does not show.
     #[arg(long, env = "TANDEM_DEFAULT_INTENTION_POLICY", value_name = "allow|deny",
@@ -395,6 +420,12 @@ impl Config {
                 idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
                 max_connections: self.max_connections,
             },
+            tunnel: TunnelSettings {
+                enabled: self.tunnel,
+                max_streams: self.tunnel_max_streams,
+                per_instance: self.tunnels_per_instance,
+                idle_timeout: self.tunnel_idle_timeout.max(Duration::from_millis(10)),
+            },
             retry_max: self.retry_max.max(Duration::from_millis(10)),
             admin_listener: self.admin_listener,
             drain_deadline: self.drain_deadline,
@@ -542,6 +573,9 @@ pub struct Settings {
     /// Timeouts and the connection limit, shared by both directions.
     #[serde(flatten)]
     pub limits: Limits,
+    /// The opt-in tunnel between Tandem proxies.
+    #[serde(flatten)]
+    pub tunnel: TunnelSettings,
     /// The longest backoff between two attempts to reach the agent.
     #[serde(serialize_with = "serialize_duration")]
     pub retry_max: Duration,
@@ -637,6 +671,33 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Open connections, both directions together; more are refused.
     pub max_connections: u32,
+}
+
+/// The opt-in tunnel between two Tandem proxies (`--tunnel`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TunnelSettings {
+    /// Whether tunnels are offered (outbound) and accepted (inbound).
+    #[serde(rename = "tunnel")]
+    pub enabled: bool,
+    /// Streams one tunnel carries at once.
+    #[serde(rename = "tunnel_max_streams")]
+    pub max_streams: u32,
+    /// Tunnels to one upstream instance at most.
+    #[serde(rename = "tunnels_per_instance")]
+    pub per_instance: u32,
+    /// A tunnel with no stream for this long is closed.
+    #[serde(rename = "tunnel_idle_timeout", serialize_with = "serialize_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl TunnelSettings {
+    /// Tunnels off, with the flags' defaults otherwise.
+    pub const OFF: TunnelSettings = TunnelSettings {
+        enabled: false,
+        max_streams: 1_000,
+        per_instance: 1,
+        idle_timeout: Duration::from_secs(60),
+    };
 }
 
 impl Settings {

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use tandem_certs::spiffe::ServiceId;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::Limits;
+use crate::config::{Limits, TunnelSettings};
 use crate::copy::{Stopper, Transfer};
 use crate::identity::TlsState;
 use crate::intentions::{Decision, IntentionSet, Source};
 use crate::metrics::{Direction, Metrics};
+use crate::tunnel::Pool;
 
 /// What the inbound and outbound paths share; cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +37,10 @@ pub struct DataPath {
     pub connections: Arc<Connections>,
     /// Timeouts.
     pub limits: Limits,
+    /// `--tunnel` and its limits.
+    pub tunnel: TunnelSettings,
+    /// The open outbound tunnels, per upstream instance.
+    pub(crate) tunnels: Arc<Pool>,
 }
 
 impl DataPath {
@@ -46,7 +53,22 @@ impl DataPath {
             limiter: Arc::new(Semaphore::new(limits.max_connections as usize)),
             connections: Arc::new(Connections::default()),
             limits,
+            tunnel: TunnelSettings::OFF,
+            tunnels: Arc::new(Pool::default()),
         }
+    }
+
+    /// The same, with tunnels as `tunnel` says (off unless `tunnel.enabled`): outbound
+    /// tunnels run on `tasks` and all close when `stop` fires.
+    pub fn with_tunnel(
+        mut self,
+        tunnel: TunnelSettings,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        self.tunnel = tunnel;
+        self.tunnels = Arc::new(Pool::new(tunnel, tasks, stop));
+        self
     }
 
     /// A slot for one more connection from `client`, or `None` (counted and logged) when
@@ -122,6 +144,8 @@ pub enum End {
     AppConnectTimeout,
     /// No instance of the upstream accepted the connection.
     NoInstanceReachable,
+    /// A tunnel ended (the app connections it carried are counted each on their own).
+    Tunnel,
 }
 
 impl End {
@@ -145,6 +169,7 @@ impl End {
             End::AppUnreachable => "app_unreachable",
             End::AppConnectTimeout => "app_connect_timeout",
             End::NoInstanceReachable => "no_instance_reachable",
+            End::Tunnel => "tunnel",
         }
     }
 }
@@ -349,6 +374,11 @@ pub(crate) struct Tracked {
 }
 
 impl Tracked {
+    /// Who connected (for a stream of a tunnel: the tunnel's caller).
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.client
+    }
+
     /// How long ago the connection was accepted.
     pub(crate) fn age(&self) -> Duration {
         self.started.elapsed()

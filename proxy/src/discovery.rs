@@ -27,6 +27,8 @@ pub(crate) struct Endpoint {
     /// The service whose identity the instance must present (`Proxy.DestinationServiceName`,
     /// or the service itself for Connect-native instances).
     pub service: String,
+    /// The instance advertises Tandem's tunnel (its `tandem-tunnel` meta lists the protocol).
+    pub tunnel: bool,
 }
 
 impl Endpoint {
@@ -72,6 +74,7 @@ pub(crate) fn endpoints(entries: &[ServiceEntry], upstream: &str, local_dc: &str
                 port,
                 datacenter,
                 service,
+                tunnel: crate::tunnel::advertised(&e.service.meta),
             })
         })
         .collect()
@@ -324,6 +327,7 @@ mod tests {
                 port: 1000 + i,
                 datacenter: "dc1".into(),
                 service: "db".into(),
+                tunnel: false,
             })
             .collect();
         let (_tx, rx) = watch::channel(Arc::new(eps));
@@ -347,6 +351,7 @@ mod tests {
             port: 1,
             datacenter: String::new(),
             service: String::new(),
+            tunnel: false,
         };
         assert_eq!(e.address(), "[::1]:1");
     }

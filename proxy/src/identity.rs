@@ -20,10 +20,13 @@ use crate::watcher::{WatchContext, WatchError, Watched, Watcher};
 pub struct TlsState {
     /// Config for the public listener (requires a mesh client certificate).
     pub server: Arc<ServerConfig>,
+    /// The same, selecting the tunnel's ALPN protocol: used for a caller that offers it.
+    pub(crate) tunnel_server: Arc<ServerConfig>,
     identity: Identity,
     roots: TrustRoots,
-    /// Client configs per expected upstream identity, built on first use.
-    clients: Mutex<HashMap<(String, String), Arc<ClientConfig>>>,
+    /// Client configs per expected upstream identity (and whether they offer the tunnel),
+    /// built on first use.
+    clients: Mutex<HashMap<(String, String, bool), Arc<ClientConfig>>>,
     /// Our own service identity (from the leaf).
     pub local: Option<ServiceId>,
     /// The leaf's serial number, for logs.
@@ -50,8 +53,12 @@ impl TlsState {
             .map(|i| i.serial_number)
             .unwrap_or_default();
         let server = tls::server_config(&identity, &roots)?;
+        // A clone shares the session cache and ticketer: a resumption works on either.
+        let mut tunnel_server = (*server).clone();
+        tunnel_server.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
         Ok(TlsState {
             server,
+            tunnel_server: Arc::new(tunnel_server),
             local: identity.service_id().cloned(),
             leaf_not_after: identity.not_after(),
             identity,
@@ -79,9 +86,26 @@ impl TlsState {
 
     /// A client config that presents our leaf and accepts only `expected`.
     pub fn client_for(&self, expected: &ServiceId) -> Result<Arc<ClientConfig>, tls::TlsError> {
+        self.client(expected, false)
+    }
+
+    /// The same, offering the tunnel's ALPN protocol.
+    pub(crate) fn tunnel_client_for(
+        &self,
+        expected: &ServiceId,
+    ) -> Result<Arc<ClientConfig>, tls::TlsError> {
+        self.client(expected, true)
+    }
+
+    fn client(
+        &self,
+        expected: &ServiceId,
+        tunnel: bool,
+    ) -> Result<Arc<ClientConfig>, tls::TlsError> {
         let key = (
             expected.datacenter.to_ascii_lowercase(),
             expected.service.to_ascii_lowercase(),
+            tunnel,
         );
         let mut cache = self
             .clients
@@ -90,7 +114,12 @@ impl TlsState {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let config = tls::client_config(&self.identity, &self.roots, expected)?;
+        let mut config = tls::client_config(&self.identity, &self.roots, expected)?;
+        if tunnel {
+            let mut offering = (*config).clone();
+            offering.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
+            config = Arc::new(offering);
+        }
         cache.insert(key, config.clone());
         Ok(config)
     }

@@ -6,21 +6,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::server::Acceptor;
+use tandem_certs::spiffe::ServiceId;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::InboundSettings;
-use crate::connections::{self, Connections, DataPath, End};
+use crate::connections::{self, Connections, DataPath, End, Tracked};
 use crate::copy::{self, Stopper};
 use crate::intentions::IntentionSet;
 use crate::l7::Requests;
 use crate::listener;
 use crate::metrics::{Direction, Metrics};
 use crate::protocol::Protocol;
+use crate::tunnel;
 
 /// What the inbound path needs; shared by every connection.
 #[derive(Debug)]
@@ -125,9 +129,22 @@ impl Inbound {
             return conn.end(End::HandshakeTimeout);
         }
         let tls = self.data.tls.borrow().clone();
-        let acceptor = TlsAcceptor::from(tls.server.clone());
         let remaining = limits.handshake_timeout.saturating_sub(conn.age());
-        let handshake = tokio::time::timeout(remaining, acceptor.accept(stream)).await;
+        let handshake = tokio::time::timeout(remaining, async {
+            if !self.data.tunnel.enabled {
+                return TlsAcceptor::from(tls.server.clone()).accept(stream).await;
+            }
+            // The tunnel's ALPN protocol is selected only for a caller that offers it: any
+            // other caller sees the same handshake as without --tunnel.
+            let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+            let config = if tunnel::offered(&start.client_hello()) {
+                tls.tunnel_server.clone()
+            } else {
+                tls.server.clone()
+            };
+            start.into_stream(config).await
+        })
+        .await;
         let mut stream = match handshake {
             Ok(Ok(s)) => {
                 let resumed =
@@ -158,7 +175,57 @@ impl Inbound {
             }
         };
         conn.set_peer(peer.clone());
+        if tunnel::negotiated(stream.get_ref().1) {
+            let stopper = Stopper::new();
+            conn.set_registered(self.data.connections.insert(
+                Direction::Inbound,
+                None,
+                stopper.clone(),
+            ));
+            let transfer = tunnel::serve(
+                self.clone(),
+                stream,
+                peer,
+                client,
+                tasks,
+                draining,
+                &stopper,
+            )
+            .await;
+            return conn.finish(transfer);
+        }
+        self.serve_caller(stream, peer, conn, tasks, draining).await;
+    }
 
+    /// Whether the live intentions deny `peer` at L4 (for a `tcp` service; an HTTP service
+    /// decides each request instead, so this is false for one).
+    pub(crate) fn denies(&self, peer: &ServiceId) -> bool {
+        !self.protocol.borrow().is_http()
+            && !self
+                .intentions
+                .borrow()
+                .authorize(&connections::source(peer))
+                .is_allowed()
+    }
+
+    /// An authenticated caller's connection (a plain one, or a stream of a tunnel): decided
+    /// against the intentions (`tcp`) or served request by request (HTTP), then carried to the
+    /// app.
+    pub(crate) async fn serve_caller<S>(
+        self: Arc<Self>,
+        mut stream: S,
+        peer: ServiceId,
+        mut conn: Tracked,
+        tasks: TaskTracker,
+        draining: CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = &self.data.limits;
+        let metrics = &self.data.metrics;
+        let client = conn.client();
+        conn.set_target(self.app_label.clone());
+        conn.set_peer(peer.clone());
         let stopper = Stopper::new();
         let protocol = **self.protocol.borrow();
         if protocol.is_http() {

@@ -28,11 +28,14 @@ mod outbound;
 mod permissions;
 mod protocol;
 mod registration;
+mod tunnel;
 mod watcher;
 
 pub use admin::check_ready;
 pub use app::{start, start_with, Proxy, StartError};
-pub use config::{Config, ConfigErrors, Datacenter, ServiceName, Settings, Upstream, UpstreamList};
+pub use config::{
+    Config, ConfigErrors, Datacenter, ServiceName, Settings, TunnelSettings, Upstream, UpstreamList,
+};
 pub use connections::{Connections, DataPath, End};
 pub use identity::TlsState;
 pub use inbound::Inbound;

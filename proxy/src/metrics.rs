@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -125,6 +125,10 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Histogram,
     http_denied: Family<DeniedLabels, Counter>,
+    tunnels_opened: Family<DirectionLabels, Counter>,
+    tunnels_active: Family<DirectionLabels, Gauge>,
+    tunnel_streams: Family<DirectionLabels, Counter>,
+    tunnel_fallbacks: Family<ReasonLabels, Counter>,
     tasks: Gauge,
 }
 
@@ -176,7 +180,31 @@ impl Metrics {
             http_duration: request_histogram(),
             http_denied: Family::default(),
             tasks: Gauge::default(),
+            tunnels_opened: Family::default(),
+            tunnels_active: Family::default(),
+            tunnel_streams: Family::default(),
+            tunnel_fallbacks: Family::default(),
         };
+        registry.register(
+            "tunnels_opened",
+            "Tunnels (one mTLS HTTP/2 connection carrying many app connections, --tunnel) established, by direction",
+            m.tunnels_opened.clone(),
+        );
+        registry.register(
+            "tunnels_active",
+            "Tunnels open now, by direction",
+            m.tunnels_active.clone(),
+        );
+        registry.register(
+            "tunnel_streams",
+            "App connections carried as a stream of a tunnel, by direction (each is also counted in connections_opened)",
+            m.tunnel_streams.clone(),
+        );
+        registry.register(
+            "tunnel_fallbacks",
+            "Outbound connections to a tunnel-advertising instance that got their own mTLS connection instead, by reason: not_negotiated (the instance did not accept the tunnel protocol) or full (every allowed tunnel at --tunnel-max-streams)",
+            m.tunnel_fallbacks.clone(),
+        );
         registry.register(
             "tasks",
             "Live tasks of the proxy (watches, accept loops, one or two per connection): flat under a steady load, or something is leaking",
@@ -388,6 +416,38 @@ impl Metrics {
             .inc();
     }
 
+    /// A tunnel established; the returned guard counts it open until dropped.
+    pub(crate) fn tunnel_opened(self: &Arc<Self>, d: Direction) -> TunnelOpen {
+        let l = DirectionLabels {
+            direction: d.as_str(),
+        };
+        self.tunnels_opened.get_or_create(&l).inc();
+        self.tunnels_active.get_or_create(&l).inc();
+        TunnelOpen {
+            metrics: self.clone(),
+            direction: d,
+        }
+    }
+
+    /// An app connection carried as a stream of a tunnel.
+    pub(crate) fn tunnel_stream(&self, d: Direction) {
+        self.tunnel_streams
+            .get_or_create(&DirectionLabels {
+                direction: d.as_str(),
+            })
+            .inc();
+    }
+
+    /// An outbound connection that could not use a tunnel, and why.
+    pub(crate) fn tunnel_fallback(&self, reason: &'static str) {
+        self.tunnel_fallbacks
+            .get_or_create(&ReasonLabels {
+                direction: Direction::Outbound.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
     pub(crate) fn authorized(&self, allowed: bool) {
         let decision = if allowed { "allowed" } else { "denied" };
         self.authorizations
@@ -541,5 +601,22 @@ impl Metrics {
             .expect("metrics lock is never poisoned")
             .get(watch)
             .map(|s| s.elapsed())
+    }
+}
+
+/// Counts one tunnel in `tandem_tunnels_active` while it lives.
+pub(crate) struct TunnelOpen {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+}
+
+impl Drop for TunnelOpen {
+    fn drop(&mut self) {
+        self.metrics
+            .tunnels_active
+            .get_or_create(&DirectionLabels {
+                direction: self.direction.as_str(),
+            })
+            .dec();
     }
 }

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustls::ClientConfig;
+use tandem_certs::spiffe::ServiceId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::client::TlsStream;
@@ -17,8 +19,10 @@ use tracing::Instrument;
 use crate::connections::{self, DataPath, End};
 use crate::copy::{self, Stopper};
 use crate::discovery::{Balancer, Endpoint};
+use crate::identity::TlsState;
 use crate::listener;
 use crate::metrics::Direction;
+use crate::tunnel::{self, Reserved, Stream};
 
 /// One upstream listener's shared state.
 #[derive(Debug)]
@@ -82,24 +86,36 @@ impl Outbound {
             d = self.dial() => d,
             _ = stopper.cancelled() => None,
         };
-        let Some((tls, endpoint)) = dialed else {
+        let Some((dialed, endpoint)) = dialed else {
             return conn.end(if stopper.is_stopped() {
                 End::Stopped
             } else {
                 End::NoInstanceReachable
             });
         };
-        if let Ok(peer) = tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates()) {
-            conn.set_peer(peer);
-        }
         conn.set_target(endpoint.address());
         let idle = self.data.limits.idle_timeout;
-        conn.finish(copy::bidirectional(app, tls, idle, &stopper).await);
+        match dialed {
+            Dialed::Tls(tls) => {
+                if let Ok(peer) =
+                    tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates())
+                {
+                    conn.set_peer(peer);
+                }
+                conn.finish(copy::bidirectional(app, tls, idle, &stopper).await);
+            }
+            Dialed::Stream(stream) => {
+                let Stream { io, peer, guard } = stream;
+                conn.set_peer(peer);
+                conn.finish(copy::bidirectional(app, io, idle, &stopper).await);
+                drop(guard);
+            }
+        }
     }
 
     /// Tries every current instance once, starting at the next in turn. With none listed (yet),
     /// holds the app's connection up to the connect timeout for discovery to list one.
-    async fn dial(&self) -> Option<(TlsStream<TcpStream>, Endpoint)> {
+    async fn dial(&self) -> Option<(Dialed, Endpoint)> {
         let candidates = self
             .balancer
             .candidates_within(self.data.limits.connect_timeout, || {
@@ -118,11 +134,11 @@ impl Outbound {
         for endpoint in candidates {
             let started = Instant::now();
             match self.dial_one(&endpoint).await {
-                Ok(tls) => {
+                Ok(dialed) => {
                     self.data
                         .metrics
                         .upstream_connected(&self.upstream, started.elapsed());
-                    return Some((tls, endpoint));
+                    return Some((dialed, endpoint));
                 }
                 Err(reason) => {
                     self.data.metrics.upstream_failed(&self.upstream, reason);
@@ -134,7 +150,78 @@ impl Outbound {
         None
     }
 
-    async fn dial_one(&self, endpoint: &Endpoint) -> Result<TlsStream<TcpStream>, &'static str> {
+    /// One instance: a stream of a tunnel when both ends offer it, else an mTLS connection.
+    async fn dial_one(&self, endpoint: &Endpoint) -> Result<Dialed, &'static str> {
+        let state = self.data.tls.borrow().clone();
+        let expected = state.expected(&endpoint.datacenter, &endpoint.service);
+        if self.data.tunnel.enabled && endpoint.tunnel {
+            if let Some(dialed) = self.through_tunnel(endpoint, &expected, &state).await? {
+                return Ok(dialed);
+            }
+        }
+        let config = state.client_for(&expected).map_err(config_failed)?;
+        Ok(Dialed::Tls(
+            self.connect(endpoint, &expected, config).await?,
+        ))
+    }
+
+    /// A stream of a tunnel to `endpoint`: on an open tunnel, or on one established now. When
+    /// the instance does not select the tunnel, the connection dialed to find out is used as an
+    /// ordinary one. `None` when every tunnel the instance may have is full.
+    async fn through_tunnel(
+        &self,
+        endpoint: &Endpoint,
+        expected: &ServiceId,
+        state: &Arc<TlsState>,
+    ) -> Result<Option<Dialed>, &'static str> {
+        let (pool, metrics) = (&self.data.tunnels, &self.data.metrics);
+        let authority = endpoint.address();
+        let timeout = self.data.limits.connect_timeout;
+        // A tunnel found closed while opening the stream is retired: the second round finds
+        // or establishes another.
+        for _ in 0..2 {
+            let slot = match pool.reserve(endpoint, expected, state).await {
+                Reserved::Stream(slot) => slot,
+                Reserved::Full => {
+                    metrics.tunnel_fallback("full");
+                    return Ok(None);
+                }
+                Reserved::Dial(dialing) => {
+                    let config = state.tunnel_client_for(expected).map_err(config_failed)?;
+                    let tls = self.connect(endpoint, expected, config).await?;
+                    if !tunnel::negotiated(tls.get_ref().1) {
+                        metrics.tunnel_fallback("not_negotiated");
+                        return Ok(Some(Dialed::Tls(tls)));
+                    }
+                    let peer =
+                        tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates())
+                            .map_err(|_| "bad_identity")?;
+                    dialing
+                        .establish(pool, tls, peer, state.clone(), metrics)
+                        .await
+                        .map_err(|e| e.reason)?
+                }
+            };
+            match slot.open(&authority, timeout).await {
+                Ok(stream) => {
+                    metrics.tunnel_stream(Direction::Outbound);
+                    return Ok(Some(Dialed::Stream(stream)));
+                }
+                Err(e) if e.retry => continue,
+                Err(e) => return Err(e.reason),
+            }
+        }
+        Err("tunnel_closed")
+    }
+
+    /// TCP connect and mTLS handshake with `config` to `endpoint`, which must present
+    /// `expected`.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        expected: &ServiceId,
+        config: Arc<ClientConfig>,
+    ) -> Result<TlsStream<TcpStream>, &'static str> {
         let tcp = match tokio::time::timeout(
             self.data.limits.connect_timeout,
             TcpStream::connect(endpoint.address()),
@@ -149,13 +236,7 @@ impl Outbound {
             Err(_) => return Err("connect_timeout"),
         };
         connections::tune(&tcp);
-        let state = self.data.tls.borrow().clone();
-        let expected = state.expected(&endpoint.datacenter, &endpoint.service);
-        let config = state.client_for(&expected).map_err(|e| {
-            tracing::error!(error = %e, "cannot build the upstream TLS config");
-            "tls_config"
-        })?;
-        let server_name = tandem_certs::tls::server_name(&expected);
+        let server_name = tandem_certs::tls::server_name(expected);
         let connector = TlsConnector::from(config);
         match tokio::time::timeout(
             self.data.limits.handshake_timeout,
@@ -188,4 +269,21 @@ impl Outbound {
             }
         }
     }
+}
+
+/// What an app connection is carried on.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one lives per dial and is moved into the copy at once: boxing the TLS stream would add an allocation to every plain connection"
+)]
+enum Dialed {
+    /// Its own mTLS connection.
+    Tls(TlsStream<TcpStream>),
+    /// A stream of a tunnel.
+    Stream(Stream),
+}
+
+fn config_failed(e: tandem_certs::tls::TlsError) -> &'static str {
+    tracing::error!(error = %e, "cannot build the upstream TLS config");
+    "tls_config"
 }

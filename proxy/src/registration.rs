@@ -36,13 +36,20 @@ pub(crate) fn build(
         meta.insert("k8s-namespace".to_string(), ns.clone());
     }
     let address = settings.registration.advertise_address.to_string();
+    let mut sidecar_meta = meta.clone();
+    if settings.tunnel.enabled {
+        sidecar_meta.insert(
+            crate::tunnel::META_KEY.to_string(),
+            crate::tunnel::PROTOCOL.to_string(),
+        );
+    }
     let service = ServiceRegistration {
         kind: None,
         id: settings.service_id.clone(),
         name: settings.service.to_string(),
         address: Some(address.clone()),
         port: settings.inbound.service_port,
-        meta: meta.clone(),
+        meta,
         proxy: None,
         checks: Vec::new(),
     };
@@ -57,7 +64,7 @@ pub(crate) fn build(
         name: format!("{}-sidecar-proxy", settings.service),
         address: Some(address.clone()),
         port: Some(public_port),
-        meta,
+        meta: sidecar_meta,
         proxy: Some(ProxyRegistration {
             destination_service_name: settings.service.to_string(),
             destination_service_id: settings.service_id.clone(),
@@ -252,5 +259,23 @@ mod tests {
         assert_eq!(v["Checks"][0]["TCP"], "10.0.0.7:20000");
         assert_eq!(v["Checks"][1]["AliasService"], "web-1");
         assert_eq!(v["Meta"]["pod-name"], "web-abc");
+    }
+
+    #[test]
+    fn only_a_tunnel_proxy_advertises_the_tunnel_and_only_on_its_sidecar() {
+        let registration = |extra: &[&str]| {
+            let mut args = vec!["tandem-proxy", "--service", "web", "--service-port", "8080"];
+            args.extend_from_slice(extra);
+            let s = Config::parse_from(args).resolve(&|_| None).unwrap();
+            build(&s, Some("0.0.0.0:20000".parse().unwrap()), &[])
+        };
+        let plain = registration(&[]);
+        assert!(!plain.sidecar.unwrap().meta.contains_key("tandem-tunnel"));
+        let tunnel = registration(&["--tunnel"]);
+        assert_eq!(
+            tunnel.sidecar.unwrap().meta["tandem-tunnel"],
+            "tandem-tunnel/1"
+        );
+        assert!(!tunnel.service.meta.contains_key("tandem-tunnel"));
     }
 }

@@ -108,6 +108,9 @@ pub struct EntryService {
     /// Set for a Connect-native instance.
     #[serde(default, deserialize_with = "nullable")]
     pub connect: Option<EntryConnect>,
+    /// The instance's `Meta` (a Tandem sidecar with `--tunnel` advertises the tunnel here).
+    #[serde(default, deserialize_with = "nullable")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// The proxy part of a sidecar's registration.

@@ -1,0 +1,631 @@
+//! The opt-in tunnel between two Tandem proxies (`--tunnel`): one long-lived mTLS connection
+//! per upstream instance carries many app connections, each an HTTP/2 `CONNECT` stream with its
+//! own flow control (as ztunnel's HBONE does). A new app connection then costs a stream, not a
+//! TLS handshake with two signatures and two chain verifications.
+//!
+//! It stays wire-compatible with the rest of the Consul mesh. The tunnel is offered only to an
+//! instance whose sidecar registration advertises it ([`META_KEY`]), and used only when the
+//! ordinary Connect mTLS handshake selects its ALPN protocol ([`PROTOCOL`]). The public listener
+//! selects that protocol only for a caller that offers it. Anyone else (Envoy, `consul connect
+//! proxy`, a Tandem without `--tunnel`) gets one mTLS connection per app connection, as before.
+//!
+//! A stream is authorized by the tunnel's verified peer identity, exactly as a plain connection
+//! from that peer is: it is the same inbound path ([`Inbound::serve_caller`]), so it is counted,
+//! logged, limited by `--max-connections` and closed by a changed intention like one. Once a
+//! changed intention denies the peer and no stream is left, the tunnel closes. When our
+//! credentials rotate, the client opens new tunnels with the new leaf and lets the old ones
+//! drain; the server sends `GOAWAY` on tunnels established with its old leaf.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tandem_certs::spiffe::ServiceId;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::TunnelSettings;
+use crate::connections::End;
+use crate::copy::{Stopper, Transfer};
+use crate::discovery::Endpoint;
+use crate::identity::TlsState;
+use crate::inbound::Inbound;
+use crate::metrics::{Direction, Metrics};
+
+/// The ALPN protocol of the tunnel.
+pub(crate) const PROTOCOL: &str = "tandem-tunnel/1";
+
+/// The sidecar registration's meta key that advertises the tunnel (its value lists
+/// [`PROTOCOL`]).
+pub(crate) const META_KEY: &str = "tandem-tunnel";
+
+/// HTTP/2 pings on an idle tunnel, so a peer that vanished is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the tunnel is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an instance's meta advertises the tunnel.
+pub(crate) fn advertised(meta: &BTreeMap<String, String>) -> bool {
+    meta.get(META_KEY)
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == PROTOCOL))
+}
+
+/// Whether the handshake of `conn` selected the tunnel.
+pub(crate) fn negotiated(conn: &rustls::CommonState) -> bool {
+    conn.alpn_protocol() == Some(PROTOCOL.as_bytes())
+}
+
+/// Whether a ClientHello offers the tunnel.
+pub(crate) fn offered(hello: &rustls::server::ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == PROTOCOL.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side: a pool of tunnels per upstream instance.
+
+/// The open outbound tunnels, per upstream instance and expected identity.
+pub(crate) struct Pool {
+    settings: TunnelSettings,
+    instances: Mutex<HashMap<String, Arc<Instance>>>,
+    /// Where the tunnels' connection tasks run.
+    tasks: TaskTracker,
+    /// Closes every tunnel (the proxy stops).
+    stop: CancellationToken,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new(
+            TunnelSettings::OFF,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("instances", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tunnels to one instance.
+#[derive(Default)]
+struct Instance {
+    /// Held while a tunnel to the instance is established, so that connections arriving
+    /// meanwhile wait for it instead of each opening one.
+    dialing: Arc<tokio::sync::Mutex<()>>,
+    tunnels: Mutex<Vec<Arc<Tunnel>>>,
+}
+
+/// One outbound tunnel.
+struct Tunnel {
+    sender: SendRequest<Empty<Bytes>>,
+    /// The credentials it was established with: after a rotation it takes no new stream.
+    credentials: Arc<TlsState>,
+    /// The server's verified identity.
+    peer: ServiceId,
+    streams: AtomicUsize,
+    /// No new stream (rotated, refused one, or closing); it closes once its streams end.
+    retired: AtomicBool,
+    /// Signalled when a stream ends.
+    stream_ended: Notify,
+}
+
+/// What [`Pool::reserve`] found.
+pub(crate) enum Reserved {
+    /// A stream slot on an open tunnel.
+    Stream(Slot),
+    /// No usable tunnel: the caller dials one and hands it to [`Dialing::establish`].
+    Dial(Dialing),
+    /// Every tunnel the instance may have is full.
+    Full,
+}
+
+/// A reserved stream on a tunnel, not opened yet.
+pub(crate) struct Slot {
+    tunnel: Arc<Tunnel>,
+    guard: StreamGuard,
+}
+
+/// The right to establish the instance's next tunnel (others wait meanwhile).
+pub(crate) struct Dialing {
+    instance: Arc<Instance>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// An app connection's stream of a tunnel: read and write it as the connection.
+pub(crate) struct Stream {
+    /// The stream's bytes.
+    pub(crate) io: TokioIo<Upgraded>,
+    /// The server's verified identity.
+    pub(crate) peer: ServiceId,
+    /// Counts the stream on its tunnel until dropped.
+    pub(crate) guard: StreamGuard,
+}
+
+/// Counts one stream on its tunnel while it lives.
+pub(crate) struct StreamGuard {
+    tunnel: Arc<Tunnel>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.tunnel.streams.fetch_sub(1, Ordering::AcqRel);
+        self.tunnel.stream_ended.notify_waiters();
+    }
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenError {
+    /// The upstream-failure metric label.
+    pub(crate) reason: &'static str,
+    /// The tunnel is retired: reserving again finds or dials another one.
+    pub(crate) retry: bool,
+}
+
+impl OpenError {
+    fn on_tunnel(reason: &'static str) -> Self {
+        OpenError {
+            reason,
+            retry: false,
+        }
+    }
+
+    fn retired(reason: &'static str) -> Self {
+        OpenError {
+            reason,
+            retry: true,
+        }
+    }
+}
+
+impl Pool {
+    /// A pool that keeps tunnels as `settings` says, running them on `tasks` until `stop`.
+    pub(crate) fn new(
+        settings: TunnelSettings,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        Pool {
+            settings,
+            instances: Mutex::new(HashMap::new()),
+            tasks,
+            stop,
+        }
+    }
+
+    /// A stream slot to `endpoint` (expected to present `expected`) with the credentials
+    /// `current`, or the turn to dial a tunnel, or `Full`. Tunnels of older credentials are
+    /// retired here.
+    pub(crate) async fn reserve(
+        &self,
+        endpoint: &Endpoint,
+        expected: &ServiceId,
+        current: &Arc<TlsState>,
+    ) -> Reserved {
+        let instance = {
+            let key = format!("{expected}@{}", endpoint.address());
+            self.lock().entry(key).or_default().clone()
+        };
+        if let Some(slot) = instance.take_slot(current, self.settings.max_streams) {
+            return Reserved::Stream(slot);
+        }
+        let turn = instance.dialing.clone().lock_owned().await;
+        // Another connection may have established one while this one waited.
+        if let Some(slot) = instance.take_slot(current, self.settings.max_streams) {
+            return Reserved::Stream(slot);
+        }
+        if instance.live(current) >= self.settings.per_instance as usize {
+            return Reserved::Full;
+        }
+        Reserved::Dial(Dialing {
+            instance,
+            _turn: turn,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Instance>>> {
+        self.instances
+            .lock()
+            .expect("tunnel pool lock is never poisoned")
+    }
+
+    /// Forgets instances with no tunnel left (an instance that went away).
+    fn prune(&self) {
+        self.lock().retain(|_, i| {
+            Arc::strong_count(i) > 1 || !i.lock().is_empty() || i.dialing.try_lock().is_err()
+        });
+    }
+}
+
+impl Instance {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Tunnel>>> {
+        self.tunnels
+            .lock()
+            .expect("tunnel list lock is never poisoned")
+    }
+
+    /// A slot on the open tunnel of `current` carrying the fewest streams, if one is below
+    /// `max`. Tunnels of other credentials, and closed ones, leave the list.
+    fn take_slot(&self, current: &Arc<TlsState>, max: u32) -> Option<Slot> {
+        let mut tunnels = self.lock();
+        tunnels.retain(|t| {
+            let keep = Arc::ptr_eq(&t.credentials, current)
+                && !t.retired.load(Ordering::Acquire)
+                && !t.sender.is_closed();
+            if !keep {
+                t.retire();
+            }
+            keep
+        });
+        let tunnel = tunnels
+            .iter()
+            .filter(|t| t.streams.load(Ordering::Acquire) < max as usize)
+            .min_by_key(|t| t.streams.load(Ordering::Acquire))?
+            .clone();
+        tunnel.streams.fetch_add(1, Ordering::AcqRel);
+        Some(Slot {
+            guard: StreamGuard {
+                tunnel: tunnel.clone(),
+            },
+            tunnel,
+        })
+    }
+
+    fn live(&self, current: &Arc<TlsState>) -> usize {
+        self.lock()
+            .iter()
+            .filter(|t| Arc::ptr_eq(&t.credentials, current))
+            .count()
+    }
+
+    /// Takes `tunnel` off the list if it carries no stream; whether it did.
+    fn remove_if_unused(&self, tunnel: &Arc<Tunnel>) -> bool {
+        let mut tunnels = self.lock();
+        if tunnel.streams.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        tunnels.retain(|t| !Arc::ptr_eq(t, tunnel));
+        tunnel.retire();
+        true
+    }
+}
+
+impl Tunnel {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.stream_ended.notify_waiters();
+    }
+}
+
+impl Dialing {
+    /// Establishes a tunnel over `tls` (whose handshake selected [`PROTOCOL`]), adds it to the
+    /// instance and reserves a stream on it.
+    pub(crate) async fn establish<S>(
+        self,
+        pool: &Pool,
+        tls: S,
+        peer: ServiceId,
+        credentials: Arc<TlsState>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Slot, OpenError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let (sender, connection) = builder.handshake(TokioIo::new(tls)).await.map_err(|e| {
+            tracing::info!(peer.id = %peer, error = %e, "tunnel handshake failed");
+            OpenError::on_tunnel("tunnel_handshake")
+        })?;
+        let tunnel = Arc::new(Tunnel {
+            sender,
+            credentials,
+            peer,
+            streams: AtomicUsize::new(1),
+            retired: AtomicBool::new(false),
+            stream_ended: Notify::new(),
+        });
+        self.instance.lock().push(tunnel.clone());
+        tracing::debug!(peer.id = %tunnel.peer, "tunnel established");
+        let open = metrics.tunnel_opened(Direction::Outbound);
+        let (instance, idle, stop) = (
+            self.instance.clone(),
+            pool.settings.idle_timeout,
+            pool.stop.clone(),
+        );
+        let closing = tunnel.clone();
+        pool.tasks.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                ended = connection.as_mut() => if let Err(e) = ended {
+                    tracing::debug!(peer.id = %closing.peer, error = %e, "tunnel ended with an error");
+                },
+                _ = linger(&closing, &instance, idle) => {}
+                _ = stop.cancelled() => {}
+            }
+            instance.lock().retain(|t| !Arc::ptr_eq(t, &closing));
+            closing.retire();
+            drop(open);
+            tracing::debug!(peer.id = %closing.peer, "tunnel closed");
+        });
+        pool.prune();
+        Ok(Slot {
+            guard: StreamGuard {
+                tunnel: tunnel.clone(),
+            },
+            tunnel,
+        })
+    }
+}
+
+/// Resolves once `tunnel` should close: it carries no stream and is retired, or has carried
+/// none for `idle`.
+async fn linger(tunnel: &Arc<Tunnel>, instance: &Instance, idle: Duration) {
+    let mut unused_since = Instant::now();
+    loop {
+        let ended = tunnel.stream_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if tunnel.streams.load(Ordering::Acquire) == 0 {
+            let retired = tunnel.retired.load(Ordering::Acquire);
+            if (retired || unused_since.elapsed() >= idle) && instance.remove_if_unused(tunnel) {
+                return;
+            }
+        } else {
+            unused_since = Instant::now();
+        }
+        tokio::select! {
+            _ = ended => unused_since = Instant::now(),
+            _ = tokio::time::sleep_until(unused_since + idle) => {}
+        }
+    }
+}
+
+impl Slot {
+    /// Opens the stream: `CONNECT authority`, answered 200 by the server's proxy. A tunnel that
+    /// cannot carry it any more is retired (the caller may reserve again).
+    pub(crate) async fn open(
+        self,
+        authority: &str,
+        timeout: Duration,
+    ) -> Result<Stream, OpenError> {
+        let Slot { tunnel, guard } = self;
+        let request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority)
+            .body(Empty::new())
+            .map_err(|_| OpenError::on_tunnel("tunnel_request"))?;
+        let mut sender = tunnel.sender.clone();
+        let answered = tokio::time::timeout(timeout, async {
+            sender.ready().await?;
+            sender.send_request(request).await
+        })
+        .await;
+        let response = match answered {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(peer.id = %tunnel.peer, error = %e, "tunnel refused a stream");
+                tunnel.retire();
+                return Err(OpenError::retired("tunnel_closed"));
+            }
+            Err(_) => {
+                tunnel.retire();
+                return Err(OpenError::retired("tunnel_timeout"));
+            }
+        };
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                return Err(OpenError::on_tunnel("tunnel_unavailable"))
+            }
+            _ => return Err(OpenError::on_tunnel("tunnel_refused")),
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|_| OpenError::on_tunnel("tunnel_upgrade"))?;
+        Ok(Stream {
+            io: TokioIo::new(upgraded),
+            peer: tunnel.peer.clone(),
+            guard,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server side: one accepted tunnel.
+
+/// The streams one accepted tunnel carries.
+#[derive(Default)]
+struct Carried {
+    streams: AtomicUsize,
+    ended: Notify,
+}
+
+/// Counts one accepted stream while it lives.
+struct Carrying(Arc<Carried>);
+
+impl Carrying {
+    fn new(carried: &Arc<Carried>) -> Self {
+        carried.streams.fetch_add(1, Ordering::AcqRel);
+        Carrying(carried.clone())
+    }
+}
+
+impl Drop for Carrying {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
+/// What every stream of an accepted tunnel needs.
+struct Accepted {
+    inbound: Arc<Inbound>,
+    peer: ServiceId,
+    client: SocketAddr,
+    tasks: TaskTracker,
+    draining: CancellationToken,
+    carried: Arc<Carried>,
+}
+
+/// Serves one accepted tunnel from `peer` (its handshake selected [`PROTOCOL`]) until it
+/// closes: each `CONNECT` stream goes the way a plain connection from `peer` goes. It closes
+/// gracefully (`GOAWAY`, streams finish) when the proxy drains, when our credentials rotate,
+/// when it has carried no stream for the idle timeout, and when a changed intention denies the
+/// peer and no stream is left; at once when `stopper` fires.
+pub(crate) async fn serve<S>(
+    inbound: Arc<Inbound>,
+    tls: S,
+    peer: ServiceId,
+    client: SocketAddr,
+    tasks: TaskTracker,
+    draining: CancellationToken,
+    stopper: &Stopper,
+) -> Transfer
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = inbound.data.tunnel;
+    let _open = inbound.data.metrics.tunnel_opened(Direction::Inbound);
+    let mut credentials = inbound.data.tls.clone();
+    credentials.mark_unchanged();
+    let mut intentions = inbound.intentions.clone();
+    intentions.mark_unchanged();
+    let carried = Arc::new(Carried::default());
+    let accepted = Arc::new(Accepted {
+        inbound: inbound.clone(),
+        peer: peer.clone(),
+        client,
+        tasks,
+        draining: draining.clone(),
+        carried: carried.clone(),
+    });
+    let service = hyper::service::service_fn(move |request| {
+        let accepted = accepted.clone();
+        async move { Ok::<_, Infallible>(accepted.stream(request)) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_streams)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let mut closing: Option<&'static str> = None;
+    let mut unused_since = Instant::now();
+    let end = loop {
+        let ended = carried.ended.notified();
+        let unused = carried.streams.load(Ordering::Acquire) == 0;
+        if !unused {
+            unused_since = Instant::now();
+        }
+        if closing.is_none() && unused {
+            if unused_since.elapsed() >= settings.idle_timeout {
+                closing = Some("idle");
+            } else if inbound.denies(&peer) {
+                closing = Some("denied");
+            }
+            if closing.is_some() {
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(peer.id = %peer, error = %e, "tunnel ended with an error");
+                }
+                break End::Tunnel;
+            }
+            _ = ended => {}
+            _ = tokio::time::sleep_until(unused_since + settings.idle_timeout), if unused && closing.is_none() => {}
+            changed = intentions.changed(), if closing.is_none() => if changed.is_err() { break End::Stopped },
+            _ = credentials.changed(), if closing.is_none() => {
+                closing = Some("rotated");
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = draining.cancelled(), if closing.is_none() => {
+                closing = Some("draining");
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = stopper.cancelled() => break stopper.reason(),
+        }
+    };
+    tracing::debug!(peer.id = %peer, reason = closing.unwrap_or("closed by the peer"), "tunnel closed");
+    Transfer::empty(end)
+}
+
+impl Accepted {
+    /// Answers one request of the tunnel: a `CONNECT` becomes an inbound connection.
+    fn stream(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Empty<Bytes>> {
+        let answer = |status| {
+            Response::builder()
+                .status(status)
+                .body(Empty::new())
+                .expect("a status and an empty body make a response")
+        };
+        if request.method() != Method::CONNECT {
+            return answer(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let data = &self.inbound.data;
+        let Some(slot) = data.slot(Direction::Inbound, self.client) else {
+            return answer(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        data.metrics.tunnel_stream(Direction::Inbound);
+        let upgrade = hyper::upgrade::on(&mut request);
+        let carrying = Carrying::new(&self.carried);
+        let span = tracing::info_span!("stream", direction = "inbound", client.addr = %self.client);
+        let this = self.clone();
+        self.tasks.spawn(
+            async move {
+                let conn = this.inbound.data.track(Direction::Inbound, this.client);
+                match upgrade.await {
+                    Ok(upgraded) => {
+                        this.inbound
+                            .clone()
+                            .serve_caller(
+                                TokioIo::new(upgraded),
+                                this.peer.clone(),
+                                conn,
+                                this.tasks.clone(),
+                                this.draining.clone(),
+                            )
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tunnel stream ended before it opened");
+                        conn.end(End::DownstreamError);
+                    }
+                }
+                drop(carrying);
+                drop(slot);
+            }
+            .instrument(span),
+        );
+        answer(StatusCode::OK)
+    }
+}

@@ -1,0 +1,366 @@
+//! The opt-in tunnel (`--tunnel`): app connections between two Tandem proxies ride as streams
+//! of one mTLS HTTP/2 connection, authorized per stream by the tunnel's peer identity; any
+//! other pairing stays one mTLS connection per app connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use tandem_proxy::{Proxy, Upstream, UpstreamList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn server(url: &str, app_port: u16, extra: &[&str]) -> Proxy {
+    let mut c = with_flags(config(url, "static-server"), extra);
+    c.service_id = Some("static-server".into());
+    c.service_port = Some(app_port);
+    tandem_proxy::start(c).await.expect("server proxy starts")
+}
+
+async fn client(url: &str, extra: &[&str]) -> Proxy {
+    let mut c = with_flags(config(url, "static-client"), extra);
+    c.upstreams = UpstreamList(vec![Upstream::new(name("static-server"), 0, None)]);
+    tandem_proxy::start(c).await.expect("client proxy starts")
+}
+
+/// `base` with the tunnel flags of `extra` (`--tunnel`, `--tunnel-max-streams N`, ...).
+fn with_flags(mut base: tandem_proxy::Config, extra: &[&str]) -> tandem_proxy::Config {
+    let mut args = vec!["tandem-proxy", "--service", "x"];
+    args.extend_from_slice(extra);
+    let parsed = <tandem_proxy::Config as clap::Parser>::parse_from(args);
+    base.tunnel = parsed.tunnel;
+    base.tunnel_max_streams = parsed.tunnel_max_streams;
+    base.tunnels_per_instance = parsed.tunnels_per_instance;
+    base.tunnel_idle_timeout = parsed.tunnel_idle_timeout;
+    base
+}
+
+async fn count(proxy: &Proxy, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric(&metrics(proxy).await, name, labels)
+}
+
+async fn tunnels_opened(proxy: &Proxy, direction: &str) -> f64 {
+    count(
+        proxy,
+        "tandem_tunnels_opened_total",
+        &[("direction", direction)],
+    )
+    .await
+}
+
+async fn tunnels_active(proxy: &Proxy, direction: &str) -> f64 {
+    count(proxy, "tandem_tunnels_active", &[("direction", direction)]).await
+}
+
+async fn listed(url: &str) {
+    wait_for("the server listed", || async {
+        passing_instances(url, "static-server").await > 0
+    })
+    .await;
+}
+
+/// An open connection through `upstream` that echoes.
+async fn echo_connection(upstream: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(upstream).await.unwrap();
+    assert!(echo_roundtrip(&mut s, b"hello").await, "the stream echoes");
+    s
+}
+
+/// Whether the peer closed `s` (EOF or reset) within a few seconds.
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handshake() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    let server = server(&url, app, &["--tunnel"]).await;
+    let client = client(&url, &["--tunnel"]).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+
+    // Twenty connections open at once, and a megabyte each way on one of them (more than a
+    // stream's flow-control window) with a half-close at the end.
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(echo_connection(upstream).await);
+    }
+    let mut big = TcpStream::connect(upstream).await.unwrap();
+    let payload: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let (mut r, mut w) = big.split();
+    let sent = payload.clone();
+    let (written, echoed) = tokio::join!(
+        async move {
+            w.write_all(&sent).await.unwrap();
+            w.shutdown().await.unwrap();
+        },
+        async move {
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            back
+        }
+    );
+    let () = written;
+    assert_eq!(
+        echoed.len(),
+        payload.len(),
+        "every byte came back, then EOF"
+    );
+    assert!(echoed == payload, "in order");
+    for s in &mut open {
+        assert!(echo_roundtrip(s, b"again").await);
+    }
+
+    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+    assert_eq!(tunnels_opened(&server, "inbound").await, 1.0);
+    let streams = count(
+        &server,
+        "tandem_tunnel_streams_total",
+        &[("direction", "inbound")],
+    )
+    .await;
+    assert_eq!(streams, 21.0, "every app connection was a stream");
+    let full = count(
+        &client,
+        "tandem_tls_handshakes_total",
+        &[("direction", "outbound"), ("kind", "full")],
+    )
+    .await;
+    let resumed = count(
+        &client,
+        "tandem_tls_handshakes_total",
+        &[("direction", "outbound"), ("kind", "resumed")],
+    )
+    .await;
+    assert_eq!(full + resumed, 1.0, "one TLS handshake for 21 connections");
+    // Each stream is an inbound connection of its own, counted and logged as one.
+    assert!(
+        count(
+            &server,
+            "tandem_connections_opened_total",
+            &[("direction", "inbound")]
+        )
+        .await
+            >= 21.0
+    );
+    drop(open);
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_both_ends_opting_in_every_connection_is_its_own_mtls_connection() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+
+    // A tunnel client and a plain server: the server does not advertise it, none is offered.
+    let plain_server = server(&url, app, &[]).await;
+    let tunnel_client = client(&url, &["--tunnel"]).await;
+    let upstream = tunnel_client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    for _ in 0..3 {
+        let mut s = echo_connection(upstream).await;
+        assert!(echo_roundtrip(&mut s, b"x").await);
+    }
+    assert_eq!(tunnels_opened(&tunnel_client, "outbound").await, 0.0);
+
+    // The server's sidecar claims the tunnel while its proxy does not speak it: the client
+    // offers it, the handshake does not select it, and the connection is used as it is.
+    let (status, body) = http_get(&format!(
+        "{url}/v1/agent/service/static-server-sidecar-proxy"
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let mut sidecar: serde_json::Value = serde_json::from_str(&body).unwrap();
+    sidecar["Meta"] = json!({"tandem-tunnel": "tandem-tunnel/1"});
+    let registration = json!({
+        "Kind": sidecar["Kind"], "ID": sidecar["ID"], "Name": sidecar["Service"],
+        "Address": sidecar["Address"], "Port": sidecar["Port"], "Meta": sidecar["Meta"],
+        "Proxy": sidecar["Proxy"],
+    });
+    assert_eq!(
+        http_put(&format!("{url}/v1/agent/service/register"), registration).await,
+        200
+    );
+    wait_for("a fallback after the claim", || async {
+        let mut s = TcpStream::connect(upstream).await.unwrap();
+        assert!(
+            echo_roundtrip(&mut s, b"y").await,
+            "the fallback connection echoes"
+        );
+        count(
+            &tunnel_client,
+            "tandem_tunnel_fallbacks_total",
+            &[("direction", "outbound"), ("reason", "not_negotiated")],
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(tunnels_opened(&tunnel_client, "outbound").await, 0.0);
+    tunnel_client.shutdown().await;
+    plain_server.shutdown().await;
+
+    // A plain client and a tunnel server: the server's listener answers it as before.
+    let tunnel_server = server(&url, app, &["--tunnel"]).await;
+    let plain_client = client(&url, &[]).await;
+    let upstream = plain_client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    wait_for("the plain client reaches the tunnel server", || async {
+        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(upstream)).await {
+            Ok(Ok(mut s)) => echo_roundtrip(&mut s, b"z").await,
+            _ => false,
+        }
+    })
+    .await;
+    assert_eq!(tunnels_opened(&tunnel_server, "inbound").await, 0.0);
+    plain_client.shutdown().await;
+    tunnel_server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    let server = server(&url, app, &["--tunnel"]).await;
+    let client = client(&url, &["--tunnel"]).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    let mut first = echo_connection(upstream).await;
+    let mut second = echo_connection(upstream).await;
+    assert_eq!(tunnels_active(&server, "inbound").await, 1.0);
+
+    set_intention(&url, "static-client", "static-server", "deny").await;
+    assert!(closed(&mut first).await, "the first stream was closed");
+    assert!(closed(&mut second).await, "the second stream was closed");
+    wait_for("the tunnel closed at both ends", || async {
+        tunnels_active(&server, "inbound").await == 0.0
+            && tunnels_active(&client, "outbound").await == 0.0
+    })
+    .await;
+    // A new connection gets a tunnel and a stream, and the stream is closed unanswered.
+    let mut refused = TcpStream::connect(upstream).await.unwrap();
+    let _ = refused.write_all(b"hello").await;
+    assert!(closed(&mut refused).await, "a denied stream is closed");
+    assert!(
+        count(
+            &server,
+            "tandem_connections_closed_total",
+            &[("direction", "inbound"), ("reason", "denied")]
+        )
+        .await
+            >= 1.0
+    );
+
+    delete_intention(&url, "static-client", "static-server").await;
+    wait_for("allowed again", || async {
+        match TcpStream::connect(upstream).await {
+            Ok(mut s) => echo_roundtrip(&mut s, b"back").await,
+            Err(_) => false,
+        }
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_opens_a_new_tunnel_and_the_old_one_drains() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    let server = server(&url, app, &["--tunnel"]).await;
+    let client = client(&url, &["--tunnel"]).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    let mut before = echo_connection(upstream).await;
+    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+
+    let status = http_put(
+        &format!("{url}/v1/connect/ca/configuration"),
+        json!({"Provider": "consul", "Config": {"PrivateKeyType": "ec", "PrivateKeyBits": 256}}),
+    )
+    .await;
+    assert_eq!(status, 200, "CA rotated");
+    wait_for("a new tunnel after the rotation", || async {
+        if let Ok(mut s) = TcpStream::connect(upstream).await {
+            let _ = echo_roundtrip(&mut s, b"new").await;
+        }
+        tunnels_opened(&client, "outbound").await >= 2.0
+    })
+    .await;
+    // The stream opened before the rotation still carries bytes on the old tunnel.
+    assert!(echo_roundtrip(&mut before, b"still here").await);
+    drop(before);
+    wait_for("the old tunnel closed once its stream ended", || async {
+        tunnels_active(&client, "outbound").await <= 1.0
+            && tunnels_active(&server, "inbound").await <= 1.0
+    })
+    .await;
+    let mut after = echo_connection(upstream).await;
+    assert!(echo_roundtrip(&mut after, b"ok").await);
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tunnels_fall_back_to_mtls_and_idle_ones_close() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    let limits = [
+        "--tunnel",
+        "--tunnel-max-streams",
+        "2",
+        "--tunnels-per-instance",
+        "2",
+        "--tunnel-idle-timeout",
+        "300ms",
+    ];
+    let server = server(&url, app, &limits).await;
+    let client = client(&url, &limits).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(echo_connection(upstream).await);
+    }
+    assert_eq!(tunnels_opened(&client, "outbound").await, 2.0);
+    let full = count(
+        &client,
+        "tandem_tunnel_fallbacks_total",
+        &[("direction", "outbound"), ("reason", "full")],
+    )
+    .await;
+    assert_eq!(
+        full, 1.0,
+        "the fifth connection got its own mTLS connection"
+    );
+    for s in &mut open {
+        assert!(echo_roundtrip(s, b"each").await);
+    }
+    drop(open);
+    wait_for("idle tunnels closed at both ends", || async {
+        tunnels_active(&client, "outbound").await == 0.0
+            && tunnels_active(&server, "inbound").await == 0.0
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
