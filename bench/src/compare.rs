@@ -11,7 +11,8 @@ use crate::haproxy::HaproxyPair;
 use crate::loadgen::{self, Direction, RateRun};
 use crate::process::ChildProcess;
 use crate::report::{
-    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, TANDEM,
+    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, SUBJECTS,
+    TANDEM, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -148,7 +149,7 @@ fn tcp_scenarios(
 )> {
     let mut live: Vec<Live> = Vec::new();
     let mut failed: Vec<SubjectReport> = Vec::new();
-    for name in [DIRECT, TANDEM, HAPROXY] {
+    for name in SUBJECTS {
         if !opts.subjects.iter().any(|s| s == name) {
             continue;
         }
@@ -189,7 +190,7 @@ fn tcp_scenarios(
         reason: "the tandem subject did not run".into(),
     };
     for l in &mut live {
-        if let Subject::Tandem(pair) = &l.subject {
+        if let (Subject::Tandem(pair), TANDEM) = (&l.subject, l.report.name.as_str()) {
             eprintln!(
                 "bench: policy propagation ({} tries)",
                 settings.policy_tries
@@ -207,7 +208,7 @@ fn tcp_scenarios(
         rt.block_on(l.backend.shutdown());
     }
     subjects.extend(failed);
-    let order = |n: &str| [DIRECT, TANDEM, HAPROXY].iter().position(|x| *x == n);
+    let order = |n: &str| SUBJECTS.iter().position(|x| *x == n);
     subjects.sort_by_key(|s| order(&s.name));
 
     eprintln!("bench: injector");
@@ -369,7 +370,11 @@ pub fn start_subject(
         DIRECT => Ok(Subject::Direct(backend)),
         HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
         TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
-        other => anyhow::bail!("unknown subject {other:?} (expected direct, tandem or haproxy)"),
+        TANDEM_TUNNEL => TandemPair::start_tunnel(bins, backend, dir).map(Subject::Tandem),
+        other => anyhow::bail!(
+            "unknown subject {other:?} (expected one of {})",
+            SUBJECTS.join(", ")
+        ),
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
-use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM};
+use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM, TANDEM_TUNNEL};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +25,8 @@ enum Cmd {
     /// Run every scenario against every subject and report them side by side.
     ///
     /// Subjects: direct (client -> backend), tandem (tandem-agent dev + two tandem-proxy
-    /// processes), haproxy (two haproxy processes doing the same mutual TLS). Scenarios: 1 kB
+    /// processes), tandem-tunnel (the same with --tunnel: app connections are streams of one
+    /// mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing the same mutual TLS). Scenarios: 1 kB
     /// request/response at 1,000 and 5,000 rps (open loop) and at saturation; a new connection
     /// per request; bulk 1 and 8 streams each way; RSS idle and with open idle connections; CPU
     /// per 10,000 requests; deny-intention propagation; injector AdmissionReviews/s. Then
@@ -38,8 +39,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Subjects to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "direct,tandem,haproxy",
-              value_parser = [DIRECT, TANDEM, HAPROXY])]
+        #[arg(long, value_delimiter = ',', default_value = "direct,tandem,tandem-tunnel,haproxy",
+              value_parser = [DIRECT, TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subjects: Vec<String>,
         /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.
         /// docs/PERFORMANCE.md is refreshed only when both run.

@@ -15,7 +15,11 @@ pub use markdown::splice_generated;
 
 pub const DIRECT: &str = "direct";
 pub const TANDEM: &str = "tandem";
+/// A Tandem pair with `--tunnel` on both proxies: app connections ride one mTLS connection.
+pub const TANDEM_TUNNEL: &str = "tandem-tunnel";
 pub const HAPROXY: &str = "haproxy";
+/// The subjects of the TCP scenarios, in the order they are started and shown.
+pub const SUBJECTS: [&str; 4] = [DIRECT, TANDEM, TANDEM_TUNNEL, HAPROXY];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -155,29 +159,31 @@ impl Report {
     pub fn table(&self) -> String {
         let rows = self.rows();
         let mut out = String::from(
-            "| metric | direct | tandem | haproxy | tandem / haproxy |\n|---|---:|---:|---:|---:|\n",
+            "| metric | direct | tandem | tandem-tunnel | haproxy | tandem / haproxy | tunnel / haproxy |\n|---|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in rows {
             let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| fmt_num(v, r.decimals));
-            let ratio = match (r.values[1], r.values[2]) {
+            let ratio = |t: Option<f64>| match (t, r.values[3]) {
                 (Some(t), Some(h)) if h != 0.0 => format!("{:.2}", t / h),
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 r.label,
                 cell(r.values[0]),
                 cell(r.values[1]),
                 cell(r.values[2]),
-                ratio
+                cell(r.values[3]),
+                ratio(r.values[1]),
+                ratio(r.values[2]),
             ));
         }
         out
     }
 
     fn rows(&self) -> Vec<Row> {
-        let subjects = [DIRECT, TANDEM, HAPROXY].map(|n| self.subject(n));
-        let per = |f: &dyn Fn(&SubjectReport) -> Option<f64>| -> [Option<f64>; 3] {
+        let subjects = SUBJECTS.map(|n| self.subject(n));
+        let per = |f: &dyn Fn(&SubjectReport) -> Option<f64>| -> [Option<f64>; 4] {
             subjects.map(|s| s.and_then(f))
         };
         let mut rows = Vec::new();
@@ -359,12 +365,13 @@ impl Report {
 
 struct Row {
     label: String,
-    values: [Option<f64>; 3],
+    /// In the order of [`SUBJECTS`].
+    values: [Option<f64>; 4],
     decimals: usize,
 }
 
 impl Row {
-    fn new(label: String, values: [Option<f64>; 3], decimals: usize) -> Self {
+    fn new(label: String, values: [Option<f64>; 4], decimals: usize) -> Self {
         Self {
             label,
             values,
@@ -391,7 +398,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::stats::Percentiles;
 
-    fn pct(p50: f64, p99: f64) -> Percentiles {
+    pub(crate) fn pct(p50: f64, p99: f64) -> Percentiles {
         Percentiles {
             count: 100,
             p50_us: p50,
@@ -525,22 +532,22 @@ pub(crate) mod tests {
         };
         assert_eq!(
             line("1,000 rps, 1 kB: p99"),
-            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | 230 | 200 | 1.15 |"
+            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | 230 | - | 200 | 1.15 | - |"
         );
         assert_eq!(
             line("1,000 rps: added p99"),
-            "| 1,000 rps: added p99 over direct (µs) | 0 | 150 | 120 | 1.25 |"
+            "| 1,000 rps: added p99 over direct (µs) | 0 | 150 | - | 120 | 1.25 | - |"
         );
         // Larger proxy of the pair, in MB.
         assert_eq!(
             line("RSS of one proxy, idle"),
-            "| RSS of one proxy, idle (MB, larger of the pair) | - | 5.0 | - | - |"
+            "| RSS of one proxy, idle (MB, larger of the pair) | - | 5.0 | - | - | - | - |"
         );
         assert_eq!(
             line("CPU s per 10k requests at 1,000"),
-            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | 0.75 | - | - |"
+            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | 0.75 | - | - | - | - |"
         );
-        assert!(line("bulk client->server, 1 stream").contains("| 3000 | - | - | - |"));
+        assert!(line("bulk client->server, 1 stream").contains("| 3000 | - | - | - | - | - |"));
     }
 
     #[test]
@@ -548,7 +555,7 @@ pub(crate) mod tests {
         let md = sample().markdown();
         assert!(md.contains("AMD EPYC, 2 cores"));
         assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
-        assert!(md.contains("| metric | direct | tandem | haproxy |"));
+        assert!(md.contains("| metric | direct | tandem | tandem-tunnel | haproxy |"));
         assert!(md.contains(
             "| added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs | \
              tandem +150 µs, haproxy +120 µs | **no** |"

@@ -19,6 +19,9 @@ use crate::process::{free_port, wait_listening, ChildProcess};
 
 pub const CLIENT_SERVICE: &str = "bench-client";
 pub const SERVER_SERVICE: &str = "echo";
+/// `--tunnel-max-streams` of the tunnel pair: above the memory scenario's largest count of
+/// open connections, so that all of them ride the one tunnel.
+pub const TUNNEL_STREAMS: u32 = 12_000;
 
 /// What the backend behind a pair speaks, so start-up knows how to check that the pair answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +115,18 @@ impl TandemPair {
         Self::start_wrapped(bins, backend, log_dir, &[])
     }
 
+    /// A pair whose proxies both run with `--tunnel` (one tunnel, up to [`TUNNEL_STREAMS`]
+    /// streams): every app connection is a stream of one mTLS connection.
+    pub fn start_tunnel(
+        bins: &Binaries,
+        backend: SocketAddr,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let streams = TUNNEL_STREAMS.to_string();
+        let flags = ["--tunnel", "--tunnel-max-streams", &streams];
+        Self::start_with(bins, backend, BackendKind::Echo, log_dir, &[], &flags)
+    }
+
     /// A pair in front of an HTTP backend ([`crate::http_backend`]); the service's protocol is
     /// whatever the agent says (`tcp` until a `service-defaults` entry is written).
     pub fn start_http(
@@ -119,7 +134,7 @@ impl TandemPair {
         backend: SocketAddr,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
-        Self::start_with(bins, backend, BackendKind::Http, log_dir, &[])
+        Self::start_with(bins, backend, BackendKind::Http, log_dir, &[], &[])
     }
 
     /// Like [`TandemPair::start`], with each proxy run under `wrapper` (a command and its
@@ -130,7 +145,7 @@ impl TandemPair {
         log_dir: &Path,
         wrapper: &[String],
     ) -> anyhow::Result<Self> {
-        Self::start_with(bins, backend, BackendKind::Echo, log_dir, wrapper)
+        Self::start_with(bins, backend, BackendKind::Echo, log_dir, wrapper, &[])
     }
 
     fn start_with(
@@ -139,6 +154,7 @@ impl TandemPair {
         kind: BackendKind,
         log_dir: &Path,
         wrapper: &[String],
+        flags: &[&str],
     ) -> anyhow::Result<Self> {
         let agent_addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut agent_cmd = Command::new(bins.path("tandem-agent")?);
@@ -162,7 +178,8 @@ impl TandemPair {
             .args(["--public-listener", &server_public.to_string()])
             .args(["--advertise-address", "127.0.0.1"])
             .args(["--admin-listener", &server_admin.to_string()])
-            .args(["--consul-http-addr", &url]);
+            .args(["--consul-http-addr", &url])
+            .args(flags);
         logs_to(&mut cmd, log_dir, "proxy-server-side")?;
         let mut server_side = ChildProcess::spawn("tandem-proxy server side", cmd)?;
 
@@ -178,7 +195,8 @@ impl TandemPair {
             .args(["--public-listener", &client_public.to_string()])
             .args(["--advertise-address", "127.0.0.1"])
             .args(["--admin-listener", &client_admin.to_string()])
-            .args(["--consul-http-addr", &url]);
+            .args(["--consul-http-addr", &url])
+            .args(flags);
         logs_to(&mut cmd, log_dir, "proxy-client-side")?;
         let mut client_side = ChildProcess::spawn("tandem-proxy client side", cmd)?;
 

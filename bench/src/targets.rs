@@ -3,7 +3,7 @@
 
 use crate::http_scenario::{HAPROXY_TCP, TANDEM_HTTP};
 use crate::loadgen::Direction;
-use crate::report::{Report, SubjectReport, DIRECT, HAPROXY, TANDEM};
+use crate::report::{Report, SubjectReport, DIRECT, HAPROXY, TANDEM, TANDEM_TUNNEL};
 
 /// One target and how the run did against it.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +173,8 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
         None => TargetCheck::not_measured(t),
     });
 
+    out.extend(per_connection_cost(r));
+
     let http = r.http.measured();
     let t = "HTTP: L7 path (5 permissions) adds < 30 µs p50 over the L4 (tcp) Tandem path, serial";
     out.push(match http.and_then(|h| h.l7_over_l4_p50_us()) {
@@ -192,6 +194,91 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
         ),
         _ => TargetCheck::not_measured(t),
     });
+    out
+}
+
+/// The per-connection cost goals, each a ratio to the HAProxy pair of the same run: new
+/// connections with per-connection mTLS (resumed handshakes) and through the tunnel,
+/// keep-alive requests/s, the added p50 at 1,000 rps (the near-serial rate), idle RSS.
+fn per_connection_cost(r: &Report) -> Vec<TargetCheck> {
+    let (tandem, tunnel, haproxy) = (
+        r.subject(TANDEM),
+        r.subject(TANDEM_TUNNEL),
+        r.subject(HAPROXY),
+    );
+    let mut out = Vec::new();
+    let ratio = |t: &str,
+                 min: f64,
+                 f: &dyn Fn(&SubjectReport) -> Option<f64>,
+                 of: Option<&SubjectReport>| {
+        match (of.and_then(f), haproxy.and_then(f)) {
+            (Some(a), Some(h)) if h > 0.0 => TargetCheck::new(
+                t,
+                format!("{a:.0} vs {h:.0} ({:.2}x)", a / h),
+                Some(a / h >= min),
+            ),
+            _ => TargetCheck::not_measured(t),
+        }
+    };
+    let cps = |s: &SubjectReport| s.new_conn.as_ref().map(|n| n.conns_per_sec);
+    out.push(ratio(
+        "new connections/s >= 3x HAProxy pair's, per-connection mTLS (resumption)",
+        3.0,
+        &cps,
+        tandem,
+    ));
+    out.push(ratio(
+        "new connections/s >= 10x HAProxy pair's, through the tunnel",
+        10.0,
+        &cps,
+        tunnel,
+    ));
+    let keep_alive = |s: &SubjectReport| s.saturation.as_ref().map(|x| x.rps);
+    for (name, subject) in [(TANDEM, tandem), (TANDEM_TUNNEL, tunnel)] {
+        out.push(ratio(
+            &format!("keep-alive requests/s >= 1.3x HAProxy pair's ({name})"),
+            1.3,
+            &keep_alive,
+            subject,
+        ));
+    }
+    let added_p50 = |s: Option<&SubjectReport>| -> Option<f64> {
+        let at = |s: &SubjectReport| {
+            s.rates
+                .iter()
+                .find(|x| x.target_rps == 1000.0)
+                .map(|x| x.latency.p50_us)
+        };
+        Some(at(s?)? - at(r.subject(DIRECT)?)?)
+    };
+    for (name, subject) in [(TANDEM, tandem), (TANDEM_TUNNEL, tunnel)] {
+        let t = format!("added p50 at 1,000 rps <= 0.6x HAProxy pair's added ({name})");
+        out.push(match (added_p50(subject), added_p50(haproxy)) {
+            (Some(a), Some(h)) if a >= 0.0 && h > 0.0 => TargetCheck::new(
+                &t,
+                format!("{a:+.0} vs {h:+.0} µs ({:.2}x)", a / h),
+                Some(a <= 0.6 * h),
+            ),
+            (Some(a), Some(h)) => TargetCheck::new(
+                &t,
+                format!("inconclusive: {a:+.0} vs {h:+.0} µs (noise exceeds the difference)"),
+                None,
+            ),
+            _ => TargetCheck::not_measured(&t),
+        });
+    }
+    for (name, subject) in [(TANDEM, tandem), (TANDEM_TUNNEL, tunnel)] {
+        let t = format!("idle RSS < 8 MB per proxy ({name})");
+        out.push(
+            match subject.and_then(|s| s.processes.iter().map(|p| p.idle_rss_kb).max()) {
+                Some(kb) => {
+                    let mb = kb as f64 / 1024.0;
+                    TargetCheck::new(&t, format!("{mb:.1} MB"), Some(mb < 8.0))
+                }
+                None => TargetCheck::not_measured(&t),
+            },
+        );
+    }
     out
 }
 
@@ -247,5 +334,45 @@ mod tests {
             reason: "not selected".into(),
         };
         assert!(check(&r).iter().rev().take(2).all(|c| c.met.is_none()));
+    }
+
+    #[test]
+    fn per_connection_cost_is_a_ratio_to_haproxy_of_the_same_run() {
+        let mut r = sample();
+        let new_conn = |conns_per_sec| crate::loadgen::NewConnResult {
+            workers: 8,
+            connections: 1000,
+            errors: 0,
+            conns_per_sec,
+            ttfb: crate::report::tests::pct(500.0, 900.0),
+        };
+        let mut tunnel = r.subject(TANDEM).unwrap().clone();
+        tunnel.name = TANDEM_TUNNEL.into();
+        tunnel.new_conn = Some(new_conn(9600.0));
+        r.subjects.push(tunnel);
+        for s in &mut r.subjects {
+            if s.name == HAPROXY {
+                s.new_conn = Some(new_conn(800.0));
+            }
+        }
+        let checks = check(&r);
+        let find = |prefix: &str| {
+            checks
+                .iter()
+                .find(|c| c.target.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no target {prefix:?}"))
+        };
+        let through = find("new connections/s >= 10x");
+        assert_eq!(through.met, Some(true), "{through:?}");
+        assert!(through.measured.ends_with("(12.00x)"), "{through:?}");
+        let keep_alive = find("keep-alive requests/s >= 1.3x HAProxy pair's (tandem-tunnel)");
+        assert_eq!(keep_alive.met, None, "the sample has no saturation run");
+        // Without the tunnel subject, its goals are not measured rather than missed.
+        let checks = check(&sample());
+        let through = checks
+            .iter()
+            .find(|c| c.target.starts_with("new connections/s >= 10x"))
+            .unwrap();
+        assert_eq!(through.met, None);
     }
 }
