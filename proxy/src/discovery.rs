@@ -27,8 +27,9 @@ pub(crate) struct Endpoint {
     /// The service whose identity the instance must present (`Proxy.DestinationServiceName`,
     /// or the service itself for Connect-native instances).
     pub service: String,
-    /// The instance advertises Tandem's tunnel (its `tandem-tunnel` meta lists the protocol).
-    pub tunnel: bool,
+    /// The streams per tunnel the instance accepts, when it advertises Tandem's tunnel (its
+    /// `tandem-tunnel` meta lists the protocol).
+    pub tunnel: Option<u32>,
 }
 
 impl Endpoint {
@@ -327,7 +328,7 @@ mod tests {
                 port: 1000 + i,
                 datacenter: "dc1".into(),
                 service: "db".into(),
-                tunnel: false,
+                tunnel: None,
             })
             .collect();
         let (_tx, rx) = watch::channel(Arc::new(eps));
@@ -351,7 +352,7 @@ mod tests {
             port: 1,
             datacenter: String::new(),
             service: String::new(),
-            tunnel: false,
+            tunnel: None,
         };
         assert_eq!(e.address(), "[::1]:1");
     }

@@ -154,7 +154,7 @@ impl Outbound {
     async fn dial_one(&self, endpoint: &Endpoint) -> Result<Dialed, &'static str> {
         let state = self.data.tls.borrow().clone();
         let expected = state.expected(&endpoint.datacenter, &endpoint.service);
-        if self.data.tunnel.enabled && endpoint.tunnel {
+        if self.data.tunnel.enabled && endpoint.tunnel.is_some() {
             if let Some(dialed) = self.through_tunnel(endpoint, &expected, &state).await? {
                 return Ok(dialed);
             }
@@ -186,11 +186,16 @@ impl Outbound {
                     metrics.tunnel_fallback("full");
                     return Ok(None);
                 }
+                Reserved::Declined => {
+                    metrics.tunnel_fallback("not_negotiated");
+                    return Ok(None);
+                }
                 Reserved::Dial(dialing) => {
                     let config = state.tunnel_client_for(expected).map_err(config_failed)?;
                     let tls = self.connect(endpoint, expected, config).await?;
                     if !tunnel::negotiated(tls.get_ref().1) {
                         metrics.tunnel_fallback("not_negotiated");
+                        dialing.declined();
                         return Ok(Some(Dialed::Tls(tls)));
                     }
                     let peer =

@@ -42,6 +42,10 @@ pub(crate) fn build(
             crate::tunnel::META_KEY.to_string(),
             crate::tunnel::PROTOCOL.to_string(),
         );
+        sidecar_meta.insert(
+            crate::tunnel::META_STREAMS_KEY.to_string(),
+            settings.tunnel.max_streams.to_string(),
+        );
     }
     let service = ServiceRegistration {
         kind: None,
@@ -271,11 +275,10 @@ mod tests {
         };
         let plain = registration(&[]);
         assert!(!plain.sidecar.unwrap().meta.contains_key("tandem-tunnel"));
-        let tunnel = registration(&["--tunnel"]);
-        assert_eq!(
-            tunnel.sidecar.unwrap().meta["tandem-tunnel"],
-            "tandem-tunnel/1"
-        );
+        let tunnel = registration(&["--tunnel", "--tunnel-max-streams", "250"]);
+        let meta = &tunnel.sidecar.as_ref().unwrap().meta;
+        assert_eq!(meta["tandem-tunnel"], "tandem-tunnel/1");
+        assert_eq!(meta["tandem-tunnel-max-streams"], "250");
         assert!(!tunnel.service.meta.contains_key("tandem-tunnel"));
     }
 }

@@ -52,15 +52,34 @@ pub(crate) const PROTOCOL: &str = "tandem-tunnel/1";
 /// [`PROTOCOL`]).
 pub(crate) const META_KEY: &str = "tandem-tunnel";
 
+/// The meta key with the streams one tunnel to the instance may carry at once (its
+/// `--tunnel-max-streams`): a client opens no more on one tunnel, so none waits for a slot.
+pub(crate) const META_STREAMS_KEY: &str = "tandem-tunnel-max-streams";
+
+/// The streams a client assumes when the instance does not say (HTTP/2's recommended minimum
+/// for SETTINGS_MAX_CONCURRENT_STREAMS).
+const ASSUMED_MAX_STREAMS: u32 = 100;
+
+/// How long an instance that advertised the tunnel but did not select it in a handshake is
+/// dialed without offering it.
+const DECLINED_FOR: Duration = Duration::from_secs(60);
+
 /// HTTP/2 pings on an idle tunnel, so a peer that vanished is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the tunnel is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether an instance's meta advertises the tunnel.
-pub(crate) fn advertised(meta: &BTreeMap<String, String>) -> bool {
-    meta.get(META_KEY)
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == PROTOCOL))
+/// The streams per tunnel an instance accepts, if its meta advertises the tunnel.
+pub(crate) fn advertised(meta: &BTreeMap<String, String>) -> Option<u32> {
+    let protocols = meta.get(META_KEY)?;
+    if !protocols.split(',').any(|p| p.trim() == PROTOCOL) {
+        return None;
+    }
+    let streams = meta
+        .get(META_STREAMS_KEY)
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0);
+    Some(streams.unwrap_or(ASSUMED_MAX_STREAMS))
 }
 
 /// Whether the handshake of `conn` selected the tunnel.
@@ -113,6 +132,8 @@ struct Instance {
     /// meanwhile wait for it instead of each opening one.
     dialing: Arc<tokio::sync::Mutex<()>>,
     tunnels: Mutex<Vec<Arc<Tunnel>>>,
+    /// When a handshake last did not select the tunnel.
+    declined: Mutex<Option<Instant>>,
 }
 
 /// One outbound tunnel.
@@ -137,6 +158,8 @@ pub(crate) enum Reserved {
     Dial(Dialing),
     /// Every tunnel the instance may have is full.
     Full,
+    /// The instance did not select the tunnel in a recent handshake: dial it plainly.
+    Declined,
 }
 
 /// A reserved stream on a tunnel, not opened yet.
@@ -226,13 +249,23 @@ impl Pool {
             let key = format!("{expected}@{}", endpoint.address());
             self.lock().entry(key).or_default().clone()
         };
-        if let Some(slot) = instance.take_slot(current, self.settings.max_streams) {
+        let max = self
+            .settings
+            .max_streams
+            .min(endpoint.tunnel.unwrap_or(ASSUMED_MAX_STREAMS));
+        if let Some(slot) = instance.take_slot(current, max) {
             return Reserved::Stream(slot);
+        }
+        if instance.declined_recently() {
+            return Reserved::Declined;
         }
         let turn = instance.dialing.clone().lock_owned().await;
         // Another connection may have established one while this one waited.
-        if let Some(slot) = instance.take_slot(current, self.settings.max_streams) {
+        if let Some(slot) = instance.take_slot(current, max) {
             return Reserved::Stream(slot);
+        }
+        if instance.declined_recently() {
+            return Reserved::Declined;
         }
         if instance.live(current) >= self.settings.per_instance as usize {
             return Reserved::Full;
@@ -291,6 +324,13 @@ impl Instance {
         })
     }
 
+    fn declined_recently(&self) -> bool {
+        self.declined
+            .lock()
+            .expect("tunnel decline lock is never poisoned")
+            .is_some_and(|at| at.elapsed() < DECLINED_FOR)
+    }
+
     fn live(&self, current: &Arc<TlsState>) -> usize {
         self.lock()
             .iter()
@@ -318,6 +358,16 @@ impl Tunnel {
 }
 
 impl Dialing {
+    /// The handshake did not select the tunnel: the instance is dialed plainly for a while
+    /// (connections to it no longer wait for each other's handshakes).
+    pub(crate) fn declined(self) {
+        *self
+            .instance
+            .declined
+            .lock()
+            .expect("tunnel decline lock is never poisoned") = Some(Instant::now());
+    }
+
     /// Establishes a tunnel over `tls` (whose handshake selected [`PROTOCOL`]), adds it to the
     /// instance and reserves a stream on it.
     pub(crate) async fn establish<S>(
@@ -627,5 +677,39 @@ impl Accepted {
             .instrument(span),
         );
         answer(StatusCode::OK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_listed_protocol_advertises_the_tunnel_with_its_stream_limit() {
+        assert_eq!(advertised(&meta(&[])), None);
+        assert_eq!(advertised(&meta(&[(META_KEY, "tandem-tunnel/2")])), None);
+        assert_eq!(advertised(&meta(&[(META_KEY, "tandem-tunnel/1")])), Some(100));
+        assert_eq!(
+            advertised(&meta(&[
+                (META_KEY, "x, tandem-tunnel/1"),
+                (META_STREAMS_KEY, "250")
+            ])),
+            Some(250)
+        );
+        // A count that is not a positive number is the assumed one, not a refusal.
+        for bad in ["0", "-1", "many", ""] {
+            assert_eq!(
+                advertised(&meta(&[(META_KEY, PROTOCOL), (META_STREAMS_KEY, bad)])),
+                Some(100),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -231,6 +231,55 @@ async fn without_both_ends_opting_in_every_connection_is_its_own_mtls_connection
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_service_decides_each_request_of_a_stream() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let (app, _) = http_app("hello world").await;
+    let config = json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"});
+    assert_eq!(http_put(&format!("{url}/v1/config"), config).await, 200);
+    let permissions = json!({"Permissions": [
+        {"Action": "deny", "HTTP": {"PathPrefix": "/admin"}},
+    ]});
+    let intention =
+        format!("{url}/v1/connect/intentions/exact?source=static-client&destination=static-server");
+    assert_eq!(http_put(&intention, permissions).await, 200);
+    let server = server(&url, app, &["--tunnel"]).await;
+    let client = client(&url, &["--tunnel"]).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+
+    let request = |path: &'static str| async move {
+        let mut s = TcpStream::connect(upstream).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    wait_for("an allowed request answered by the app", || async {
+        request("/").await.ends_with("hello world")
+    })
+    .await;
+    let denied = request("/admin").await;
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(denied.ends_with("RBAC: access denied"), "{denied}");
+    assert!(request("/").await.ends_with("hello world"));
+    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+    assert!(
+        count(
+            &server,
+            "tandem_http_requests_denied_total",
+            &[("reason", "permission")]
+        )
+        .await
+            >= 1.0
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
     let agent = agent(true).await;
     let url = agent.url();
