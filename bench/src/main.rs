@@ -69,8 +69,8 @@ enum Cmd {
     /// Run one scenario against one subject under `perf record` (attached to each proxy
     /// process) and write a flat profile per process.
     Profile {
-        /// tandem or haproxy.
-        #[arg(long, default_value = TANDEM, value_parser = [TANDEM, HAPROXY])]
+        /// tandem, tandem-tunnel or haproxy.
+        #[arg(long, default_value = TANDEM, value_parser = [TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subject: String,
         #[arg(long, value_enum, default_value = "saturation")]
         scenario: Scenario,
