@@ -10,6 +10,7 @@
 //!   [`http_load`] asks.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
 //!   `perf record`; [`soak`]: a pair for N minutes under load, rotations, restarts and pauses.
+//! - [`provider`]: rustls' ring provider against aws-lc-rs, handshakes and bulk, in memory.
 
 // Its report and settings types have 190 fields, described in docs/PERFORMANCE.md but not
 // yet one by one.
@@ -31,6 +32,7 @@ pub mod policy;
 pub mod process;
 pub mod procstat;
 pub mod profile;
+pub mod provider;
 pub mod report;
 pub mod soak;
 pub mod stats;

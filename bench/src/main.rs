@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
+use tandem_bench::provider::{self as crypto_provider, Kx};
 use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM, TANDEM_TUNNEL};
 
 #[derive(Parser)]
@@ -92,6 +93,20 @@ enum Cmd {
     /// A Tandem pair for N minutes under steady load through CA rotations, intention flips,
     /// agent pauses and server restarts; exits non-zero unless the client proxy stays flat.
     Soak(tandem_bench::soak::SoakArgs),
+    /// rustls' ring provider (the proxy's) against aws-lc-rs under the same suites and key
+    /// exchange, in memory with Consul-shaped P-256 certificates: full mutual-TLS and resumed
+    /// handshakes per second, bulk MB/s of 16 KiB AES-128-GCM records.
+    Provider {
+        /// Seconds per run of each figure.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Runs per figure and provider (the report gives the median).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Key-exchange groups for the handshakes, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "p256,x25519")]
+        kx: Vec<Kx>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,6 +155,13 @@ fn main() -> anyhow::Result<()> {
                 wrap,
             })?;
             print!("{summary}");
+            return Ok(());
+        }
+        Cmd::Provider { seconds, runs, kx } => {
+            print!(
+                "{}",
+                crypto_provider::run(&crypto_provider::Options { seconds, runs, kx })?
+            );
             return Ok(());
         }
         Cmd::Soak(args) => {
