@@ -41,6 +41,7 @@ fn spawn_blocking_get(agent: &DevAgent, path: &str, index: u64) -> JoinHandle<Re
 /// A client that gives up after [`CLIENT_TIMEOUT`], so a request that never answers fails the
 /// test instead of hanging it.
 fn timed_api(agent: &DevAgent) -> Api {
+    tandem_certs::tls::install_default();
     Api {
         client: reqwest::Client::builder()
             .timeout(CLIENT_TIMEOUT)

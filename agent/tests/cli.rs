@@ -342,6 +342,7 @@ impl Consul18Front {
         let log = seen.clone();
         let (get_refusal, put_refusal) = recorded_1_8_refusals();
         let task = tokio::spawn(async move {
+            tandem_certs::tls::install_default();
             let http = reqwest::Client::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {

@@ -433,6 +433,7 @@ async fn token_is_enforced_when_required() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     // Authorization: Bearer works too.
+    tandem_certs::tls::install_default();
     let bearer = reqwest::Client::new()
         .get(format!("{}/v1/agent/connect/ca/leaf/web", agent.url()))
         .header("Authorization", "Bearer s3cret")

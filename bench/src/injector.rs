@@ -65,6 +65,7 @@ pub fn measure(
     };
     let ca = reqwest::Certificate::from_pem(&ca_pem)
         .with_context(|| format!("parsing the injector's CA bundle {}", ca_path.display()))?;
+    tandem_certs::tls::install_default();
     let client = reqwest::Client::builder()
         .add_root_certificate(ca)
         .pool_max_idle_per_host(concurrency)

@@ -296,7 +296,9 @@ pub fn colon_hex(bytes: &[u8]) -> String {
 
 /// Consul's `CARoot.ID` of a root: the SHA-1 fingerprint of its DER, lowercase colon-hex.
 pub fn root_id(cert_der: &[u8]) -> String {
-    colon_hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der).as_ref())
+    colon_hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der).as_ref(),
+    )
 }
 
 /// Consul's key id (`connect.KeyId`, `CARoot.SigningKeyID`): SHA-256 over the DER

@@ -65,7 +65,7 @@ pub enum TlsError {
 
 /// The one crypto provider the injector uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A serving `ServerConfig` from PEM text; `what` names the source in errors.

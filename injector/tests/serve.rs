@@ -42,6 +42,9 @@ fn write_pair(ca: &GeneratedCa, dir: &Path) -> CertFiles {
 }
 
 fn client(ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        (*tandem_injector::tls::provider()).clone(),
+    );
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM"))
         .tls_built_in_root_certs(false)

@@ -182,6 +182,7 @@ pub async fn check_ready(admin: SocketAddr) -> bool {
         admin
     };
     let url = format!("http://{target}/ready");
+    tandem_certs::tls::install_default();
     let client = match reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))

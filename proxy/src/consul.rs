@@ -141,6 +141,7 @@ impl ConsulClient {
         token: Option<String>,
         ca_pem: Option<&[u8]>,
     ) -> Result<Self, ConsulError> {
+        tandem_certs::tls::install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))

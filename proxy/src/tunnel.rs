@@ -695,7 +695,10 @@ mod tests {
     fn only_a_listed_protocol_advertises_the_tunnel_with_its_stream_limit() {
         assert_eq!(advertised(&meta(&[])), None);
         assert_eq!(advertised(&meta(&[(META_KEY, "tandem-tunnel/2")])), None);
-        assert_eq!(advertised(&meta(&[(META_KEY, "tandem-tunnel/1")])), Some(100));
+        assert_eq!(
+            advertised(&meta(&[(META_KEY, "tandem-tunnel/1")])),
+            Some(100)
+        );
         assert_eq!(
             advertised(&meta(&[
                 (META_KEY, "x, tandem-tunnel/1"),

@@ -274,6 +274,7 @@ impl Agent {
     async fn start(default_allow: bool) -> Agent {
         let agent = common::agent(default_allow).await;
         let url = agent.url();
+        tandem_certs::tls::install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()

@@ -21,6 +21,7 @@ use common::*;
 async fn service_identity_front(agent: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    tandem_certs::tls::install_default();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -237,6 +238,7 @@ async fn one_service_on_several_local_ports_and_a_failover_pair_start_and_serve(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_query_upstream_finds_instances_and_follows_the_query() {
     let agent = agent(true).await;
+    tandem_certs::tls::install_default();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     // The client starts before the query exists: it starts empty and polls.
     let mut c = config(&agent.url(), "static-client");

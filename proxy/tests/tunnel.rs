@@ -250,7 +250,8 @@ async fn an_http_service_decides_each_request_of_a_stream() {
 
     let request = |path: &'static str| async move {
         let mut s = TcpStream::connect(upstream).await.unwrap();
-        let head = format!("GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: close\r\n\r\n");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: close\r\n\r\n");
         s.write_all(head.as_bytes()).await.unwrap();
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
@@ -304,15 +305,17 @@ async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
     let mut refused = TcpStream::connect(upstream).await.unwrap();
     let _ = refused.write_all(b"hello").await;
     assert!(closed(&mut refused).await, "a denied stream is closed");
-    assert!(
+    // Counted when the server's side of the stream is dropped, just after it closed it.
+    wait_for("the denied stream counted", || async {
         count(
             &server,
             "tandem_connections_closed_total",
-            &[("direction", "inbound"), ("reason", "denied")]
+            &[("direction", "inbound"), ("reason", "denied")],
         )
         .await
             >= 1.0
-    );
+    })
+    .await;
 
     delete_intention(&url, "static-client", "static-server").await;
     wait_for("allowed again", || async {

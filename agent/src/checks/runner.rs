@@ -132,6 +132,7 @@ fn http_client(probe: &HttpProbe, timeout: Duration) -> reqwest::Result<reqwest:
     } else {
         reqwest::redirect::Policy::limited(10)
     };
+    tandem_certs::tls::install_default();
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(redirects)

@@ -47,6 +47,7 @@ impl ConsulClient {
         };
         let base = base.trim_end_matches('/').to_string();
         url::Url::parse(&base).map_err(|e| format!("invalid address {addr:?}: {e}"))?;
+        tandem_certs::tls::install_default();
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

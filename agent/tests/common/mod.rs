@@ -60,6 +60,7 @@ pub(crate) struct Api {
 
 impl Api {
     pub(crate) fn new(agent: &DevAgent) -> Self {
+        tandem_certs::tls::install_default();
         Api {
             base: agent.url(),
             client: reqwest::Client::new(),

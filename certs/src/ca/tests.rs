@@ -130,7 +130,7 @@ fn root_has_consul_profile() {
     assert_eq!(curve.as_oid().unwrap(), OID_EC_P256);
 
     // ID = SHA-1 fingerprint of the DER, lowercase colon-hex.
-    let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
     assert_eq!(root.id, colon_hex(sha1.as_ref()));
     assert_eq!(root.id.len(), 20 * 3 - 1);
     assert_eq!(root.id, root.id.to_lowercase());

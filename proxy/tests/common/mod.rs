@@ -158,6 +158,7 @@ where
 }
 
 fn http() -> reqwest::Client {
+    tandem_certs::tls::install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
