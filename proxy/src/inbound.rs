@@ -176,6 +176,9 @@ impl Inbound {
         };
         conn.set_peer(peer.clone());
         if tunnel::negotiated(stream.get_ref().1) {
+            let Some(tunnel_peer) = tunnel::Peer::of(stream.get_ref().1) else {
+                return conn.end(End::BadIdentity);
+            };
             let stopper = Stopper::new();
             conn.set_registered(self.data.connections.insert(
                 Direction::Inbound,
@@ -185,7 +188,8 @@ impl Inbound {
             let transfer = tunnel::serve(
                 self.clone(),
                 stream,
-                peer,
+                tunnel_peer,
+                tls,
                 client,
                 tasks,
                 draining,

@@ -202,7 +202,7 @@ impl Metrics {
         );
         registry.register(
             "tunnel_fallbacks",
-            "Outbound connections to a tunnel-advertising instance that got their own mTLS connection instead, by reason: not_negotiated (the instance did not accept the tunnel protocol) or full (every allowed tunnel at --tunnel-max-streams)",
+            "Outbound connections to a tunnel-advertising instance that got their own mTLS connection instead, by reason: not_negotiated (its handshake did not select the tunnel protocol), plain (it declined the tunnel, or establishing one failed, recently), full (every allowed tunnel at its stream limit)",
             m.tunnel_fallbacks.clone(),
         );
         registry.register(

@@ -19,7 +19,6 @@ use tracing::Instrument;
 use crate::connections::{self, DataPath, End};
 use crate::copy::{self, Stopper};
 use crate::discovery::{Balancer, Endpoint};
-use crate::identity::TlsState;
 use crate::listener;
 use crate::metrics::Direction;
 use crate::tunnel::{self, Reserved, Stream};
@@ -152,13 +151,13 @@ impl Outbound {
 
     /// One instance: a stream of a tunnel when both ends offer it, else an mTLS connection.
     async fn dial_one(&self, endpoint: &Endpoint) -> Result<Dialed, &'static str> {
-        let state = self.data.tls.borrow().clone();
-        let expected = state.expected(&endpoint.datacenter, &endpoint.service);
         if self.data.tunnel.enabled && endpoint.tunnel.is_some() {
-            if let Some(dialed) = self.through_tunnel(endpoint, &expected, &state).await? {
+            if let Some(dialed) = self.through_tunnel(endpoint).await? {
                 return Ok(dialed);
             }
         }
+        let state = self.data.tls.borrow().clone();
+        let expected = state.expected(&endpoint.datacenter, &endpoint.service);
         let config = state.client_for(&expected).map_err(config_failed)?;
         Ok(Dialed::Tls(
             self.connect(endpoint, &expected, config).await?,
@@ -167,42 +166,56 @@ impl Outbound {
 
     /// A stream of a tunnel to `endpoint`: on an open tunnel, or on one established now. When
     /// the instance does not select the tunnel, the connection dialed to find out is used as an
-    /// ordinary one. `None` when every tunnel the instance may have is full.
-    async fn through_tunnel(
-        &self,
-        endpoint: &Endpoint,
-        expected: &ServiceId,
-        state: &Arc<TlsState>,
-    ) -> Result<Option<Dialed>, &'static str> {
+    /// ordinary one. `None`: dial it plainly (every tunnel it may have is full, or it declined
+    /// the tunnel or establishing one failed recently).
+    async fn through_tunnel(&self, endpoint: &Endpoint) -> Result<Option<Dialed>, &'static str> {
         let (pool, metrics) = (&self.data.tunnels, &self.data.metrics);
         let authority = endpoint.address();
         let timeout = self.data.limits.connect_timeout;
+        let expected = self
+            .data
+            .tls
+            .borrow()
+            .expected(&endpoint.datacenter, &endpoint.service);
         // A tunnel found closed while opening the stream is retired: the second round finds
         // or establishes another.
         for _ in 0..2 {
-            let slot = match pool.reserve(endpoint, expected, state).await {
+            let slot = match pool
+                .reserve(endpoint, &expected, &self.data.tls, timeout)
+                .await
+            {
                 Reserved::Stream(slot) => slot,
                 Reserved::Full => {
                     metrics.tunnel_fallback("full");
                     return Ok(None);
                 }
-                Reserved::Declined => {
-                    metrics.tunnel_fallback("not_negotiated");
+                Reserved::Plain => {
+                    metrics.tunnel_fallback("plain");
                     return Ok(None);
                 }
                 Reserved::Dial(dialing) => {
-                    let config = state.tunnel_client_for(expected).map_err(config_failed)?;
-                    let tls = self.connect(endpoint, expected, config).await?;
+                    let config = dialing
+                        .credentials
+                        .tunnel_client_for(&expected)
+                        .map_err(config_failed)?;
+                    let tls = match self.connect(endpoint, &expected, config).await {
+                        Ok(tls) => tls,
+                        Err(reason) => {
+                            dialing.failed();
+                            return Err(reason);
+                        }
+                    };
                     if !tunnel::negotiated(tls.get_ref().1) {
                         metrics.tunnel_fallback("not_negotiated");
                         dialing.declined();
                         return Ok(Some(Dialed::Tls(tls)));
                     }
-                    let peer =
-                        tandem_certs::tls::peer_service_id(tls.get_ref().1.peer_certificates())
-                            .map_err(|_| "bad_identity")?;
+                    let Some(peer) = tunnel::Peer::of(tls.get_ref().1) else {
+                        dialing.failed();
+                        return Err("bad_identity");
+                    };
                     dialing
-                        .establish(pool, tls, peer, state.clone(), metrics)
+                        .establish(pool, tls, peer, metrics)
                         .await
                         .map_err(|e| e.reason)?
                 }

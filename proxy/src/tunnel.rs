@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
@@ -31,7 +31,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tandem_certs::spiffe::ServiceId;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +63,11 @@ const ASSUMED_MAX_STREAMS: u32 = 100;
 /// How long an instance that advertised the tunnel but did not select it in a handshake is
 /// dialed without offering it.
 const DECLINED_FOR: Duration = Duration::from_secs(60);
+
+/// How long after a failed attempt to establish a tunnel the instance is dialed plainly: the
+/// connections meanwhile each try on their own (at once) instead of queueing for the next
+/// attempt.
+const FAILED_FOR: Duration = Duration::from_secs(5);
 
 /// HTTP/2 pings on an idle tunnel, so a peer that vanished is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -132,8 +137,9 @@ struct Instance {
     /// meanwhile wait for it instead of each opening one.
     dialing: Arc<tokio::sync::Mutex<()>>,
     tunnels: Mutex<Vec<Arc<Tunnel>>>,
-    /// When a handshake last did not select the tunnel.
-    declined: Mutex<Option<Instant>>,
+    /// Until when the instance is dialed without the tunnel: it declined the protocol, or
+    /// establishing a tunnel failed.
+    plain_until: Mutex<Option<Instant>>,
 }
 
 /// One outbound tunnel.
@@ -158,8 +164,9 @@ pub(crate) enum Reserved {
     Dial(Dialing),
     /// Every tunnel the instance may have is full.
     Full,
-    /// The instance did not select the tunnel in a recent handshake: dial it plainly.
-    Declined,
+    /// The instance declined the tunnel, or establishing one failed, recently (or the turn to
+    /// establish one did not come within the connect timeout): dial it plainly.
+    Plain,
 }
 
 /// A reserved stream on a tunnel, not opened yet.
@@ -168,10 +175,13 @@ pub(crate) struct Slot {
     guard: StreamGuard,
 }
 
-/// The right to establish the instance's next tunnel (others wait meanwhile).
+/// The right to establish the instance's next tunnel (others wait meanwhile), with the
+/// credentials to establish it with (the current ones once the turn came).
 pub(crate) struct Dialing {
     instance: Arc<Instance>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// Present these.
+    pub(crate) credentials: Arc<TlsState>,
 }
 
 /// An app connection's stream of a tunnel: read and write it as the connection.
@@ -236,14 +246,16 @@ impl Pool {
         }
     }
 
-    /// A stream slot to `endpoint` (expected to present `expected`) with the credentials
-    /// `current`, or the turn to dial a tunnel, or `Full`. Tunnels of older credentials are
-    /// retired here.
+    /// A stream slot to `endpoint` (expected to present `expected`) on a tunnel of the current
+    /// credentials (`tls`), or the turn to establish one, or why to dial plainly. Tunnels of
+    /// older credentials are retired here. Waits at most `wait` for another connection's
+    /// attempt to establish one.
     pub(crate) async fn reserve(
         &self,
         endpoint: &Endpoint,
         expected: &ServiceId,
-        current: &Arc<TlsState>,
+        tls: &watch::Receiver<Arc<TlsState>>,
+        wait: Duration,
     ) -> Reserved {
         let instance = {
             let key = format!("{expected}@{}", endpoint.address());
@@ -253,26 +265,32 @@ impl Pool {
             .settings
             .max_streams
             .min(endpoint.tunnel.unwrap_or(ASSUMED_MAX_STREAMS));
-        if let Some(slot) = instance.take_slot(current, max) {
+        if let Some(slot) = instance.take_slot(&tls.borrow().clone(), max) {
             return Reserved::Stream(slot);
         }
-        if instance.declined_recently() {
-            return Reserved::Declined;
+        if instance.plain_now() {
+            return Reserved::Plain;
         }
-        let turn = instance.dialing.clone().lock_owned().await;
-        // Another connection may have established one while this one waited.
-        if let Some(slot) = instance.take_slot(current, max) {
+        let Ok(turn) = tokio::time::timeout(wait, instance.dialing.clone().lock_owned()).await
+        else {
+            return Reserved::Plain;
+        };
+        // Another connection may have established one while this one waited, or the
+        // credentials rotated: read them again.
+        let current = tls.borrow().clone();
+        if let Some(slot) = instance.take_slot(&current, max) {
             return Reserved::Stream(slot);
         }
-        if instance.declined_recently() {
-            return Reserved::Declined;
+        if instance.plain_now() {
+            return Reserved::Plain;
         }
-        if instance.live(current) >= self.settings.per_instance as usize {
+        if instance.live(&current) >= self.settings.per_instance as usize {
             return Reserved::Full;
         }
         Reserved::Dial(Dialing {
             instance,
             _turn: turn,
+            credentials: current,
         })
     }
 
@@ -282,10 +300,14 @@ impl Pool {
             .expect("tunnel pool lock is never poisoned")
     }
 
-    /// Forgets instances with no tunnel left (an instance that went away).
+    /// Forgets instances with no tunnel left and nothing to remember (an instance that went
+    /// away).
     fn prune(&self) {
         self.lock().retain(|_, i| {
-            Arc::strong_count(i) > 1 || !i.lock().is_empty() || i.dialing.try_lock().is_err()
+            Arc::strong_count(i) > 1
+                || !i.lock().is_empty()
+                || i.dialing.try_lock().is_err()
+                || i.plain_now()
         });
     }
 }
@@ -324,11 +346,18 @@ impl Instance {
         })
     }
 
-    fn declined_recently(&self) -> bool {
-        self.declined
+    fn plain_now(&self) -> bool {
+        self.plain_until
             .lock()
-            .expect("tunnel decline lock is never poisoned")
-            .is_some_and(|at| at.elapsed() < DECLINED_FOR)
+            .expect("tunnel plain-until lock is never poisoned")
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn plain_for(&self, period: Duration) {
+        *self
+            .plain_until
+            .lock()
+            .expect("tunnel plain-until lock is never poisoned") = Some(Instant::now() + period);
     }
 
     fn live(&self, current: &Arc<TlsState>) -> usize {
@@ -361,11 +390,13 @@ impl Dialing {
     /// The handshake did not select the tunnel: the instance is dialed plainly for a while
     /// (connections to it no longer wait for each other's handshakes).
     pub(crate) fn declined(self) {
-        *self
-            .instance
-            .declined
-            .lock()
-            .expect("tunnel decline lock is never poisoned") = Some(Instant::now());
+        self.instance.plain_for(DECLINED_FOR);
+    }
+
+    /// The attempt failed (no connect, no handshake): the connections waiting for it, and
+    /// those of the next few seconds, dial the instance on their own.
+    pub(crate) fn failed(self) {
+        self.instance.plain_for(FAILED_FOR);
     }
 
     /// Establishes a tunnel over `tls` (whose handshake selected [`PROTOCOL`]), adds it to the
@@ -374,8 +405,7 @@ impl Dialing {
         self,
         pool: &Pool,
         tls: S,
-        peer: ServiceId,
-        credentials: Arc<TlsState>,
+        peer: Peer,
         metrics: &Arc<Metrics>,
     ) -> Result<Slot, OpenError>
     where
@@ -387,14 +417,19 @@ impl Dialing {
             .keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let (sender, connection) = builder.handshake(TokioIo::new(tls)).await.map_err(|e| {
-            tracing::info!(peer.id = %peer, error = %e, "tunnel handshake failed");
-            OpenError::on_tunnel("tunnel_handshake")
-        })?;
+        let (sender, connection) = match builder.handshake(TokioIo::new(tls)).await {
+            Ok(handshake) => handshake,
+            Err(e) => {
+                tracing::info!(peer.id = %peer.id, error = %e, "tunnel handshake failed");
+                self.failed();
+                return Err(OpenError::on_tunnel("tunnel_handshake"));
+            }
+        };
+        let expires = peer.expires();
         let tunnel = Arc::new(Tunnel {
             sender,
-            credentials,
-            peer,
+            credentials: self.credentials.clone(),
+            peer: peer.id,
             streams: AtomicUsize::new(1),
             retired: AtomicBool::new(false),
             stream_ended: Notify::new(),
@@ -415,6 +450,7 @@ impl Dialing {
                     tracing::debug!(peer.id = %closing.peer, error = %e, "tunnel ended with an error");
                 },
                 _ = linger(&closing, &instance, idle) => {}
+                _ = retire_at(&closing, expires) => {}
                 _ = stop.cancelled() => {}
             }
             instance.lock().retain(|t| !Arc::ptr_eq(t, &closing));
@@ -429,6 +465,48 @@ impl Dialing {
             },
             tunnel,
         })
+    }
+}
+
+/// Retires `tunnel` when the server's leaf expires (it takes no new stream after that, as no
+/// new connection could be verified against that leaf), then waits for ever.
+async fn retire_at(tunnel: &Tunnel, expires: Instant) {
+    tokio::time::sleep_until(expires).await;
+    tracing::debug!(peer.id = %tunnel.peer, "the tunnel's peer certificate expired: retiring it");
+    tunnel.retire();
+    std::future::pending::<()>().await
+}
+
+/// The verified peer of a tunnel.
+pub(crate) struct Peer {
+    /// Its service identity.
+    pub(crate) id: ServiceId,
+    /// Its leaf's NotAfter.
+    pub(crate) not_after: Option<SystemTime>,
+}
+
+impl Peer {
+    /// The peer of a finished handshake; `None` if its certificate names no service.
+    pub(crate) fn of(conn: &rustls::CommonState) -> Option<Peer> {
+        let certs = conn.peer_certificates();
+        let id = tandem_certs::tls::peer_service_id(certs).ok()?;
+        let not_after = certs
+            .and_then(|c| c.first())
+            .and_then(|leaf| tandem_certs::tls::leaf_info(leaf.as_ref()).ok())
+            .map(|info| info.not_after);
+        Some(Peer { id, not_after })
+    }
+
+    /// When its leaf expires, on the runtime's clock (far away if unknown).
+    fn expires(&self) -> Instant {
+        let left = self
+            .not_after
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::ZERO);
+        match self.not_after {
+            Some(_) => Instant::now() + left,
+            None => Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        }
     }
 }
 
@@ -511,7 +589,10 @@ impl Slot {
 /// The streams one accepted tunnel carries.
 #[derive(Default)]
 struct Carried {
+    /// Open now.
     streams: AtomicUsize,
+    /// Ever opened.
+    total: AtomicUsize,
     ended: Notify,
 }
 
@@ -521,6 +602,7 @@ struct Carrying(Arc<Carried>);
 impl Carrying {
     fn new(carried: &Arc<Carried>) -> Self {
         carried.streams.fetch_add(1, Ordering::AcqRel);
+        carried.total.fetch_add(1, Ordering::AcqRel);
         Carrying(carried.clone())
     }
 }
@@ -542,15 +624,22 @@ struct Accepted {
     carried: Arc<Carried>,
 }
 
-/// Serves one accepted tunnel from `peer` (its handshake selected [`PROTOCOL`]) until it
-/// closes: each `CONNECT` stream goes the way a plain connection from `peer` goes. It closes
-/// gracefully (`GOAWAY`, streams finish) when the proxy drains, when our credentials rotate,
-/// when it has carried no stream for the idle timeout, and when a changed intention denies the
-/// peer and no stream is left; at once when `stopper` fires.
+/// Serves one accepted tunnel from `peer` (its handshake, made with `used`, selected
+/// [`PROTOCOL`]) until it closes: each `CONNECT` stream goes the way a plain connection from
+/// `peer` goes. It closes gracefully (`GOAWAY`, streams finish) when the proxy drains, when our
+/// credentials are no longer `used`, when the peer's leaf expires, when it has carried no
+/// stream for the idle timeout, and when the intentions deny the peer (an HTTP service's
+/// requests are decided one by one instead) once no stream is left; at once when `stopper`
+/// fires.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one accepted connection's parts, each used once"
+)]
 pub(crate) async fn serve<S>(
     inbound: Arc<Inbound>,
     tls: S,
-    peer: ServiceId,
+    peer: Peer,
+    used: Arc<TlsState>,
     client: SocketAddr,
     tasks: TaskTracker,
     draining: CancellationToken,
@@ -561,8 +650,11 @@ where
 {
     let settings = inbound.data.tunnel;
     let _open = inbound.data.metrics.tunnel_opened(Direction::Inbound);
+    let expires = peer.expires();
+    let peer = peer.id;
     let mut credentials = inbound.data.tls.clone();
-    credentials.mark_unchanged();
+    // A rotation during the handshake counts: the tunnel then starts with the old leaf.
+    let rotated = !Arc::ptr_eq(&credentials.borrow_and_update(), &used);
     let mut intentions = inbound.intentions.clone();
     intentions.mark_unchanged();
     let carried = Arc::new(Carried::default());
@@ -587,17 +679,26 @@ where
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
     let mut closing: Option<&'static str> = None;
+    if rotated {
+        closing = Some("rotated");
+        connection.as_mut().graceful_shutdown();
+    }
     let mut unused_since = Instant::now();
+    // The deny rule applies once a stream was decided or the intentions changed: a caller
+    // denied from the start gets its first stream refused as a plain connection would be
+    // (counted and logged), not a tunnel closed before it could ask.
+    let mut decided = false;
     let end = loop {
         let ended = carried.ended.notified();
         let unused = carried.streams.load(Ordering::Acquire) == 0;
+        decided |= carried.total.load(Ordering::Acquire) > 0;
         if !unused {
             unused_since = Instant::now();
         }
         if closing.is_none() && unused {
             if unused_since.elapsed() >= settings.idle_timeout {
                 closing = Some("idle");
-            } else if inbound.denies(&peer) {
+            } else if decided && inbound.denies(&peer) {
                 closing = Some("denied");
             }
             if closing.is_some() {
@@ -611,9 +712,17 @@ where
                 }
                 break End::Tunnel;
             }
-            _ = ended => {}
+            // A stream ended: the tunnel is in use until now.
+            _ = ended => unused_since = Instant::now(),
             _ = tokio::time::sleep_until(unused_since + settings.idle_timeout), if unused && closing.is_none() => {}
-            changed = intentions.changed(), if closing.is_none() => if changed.is_err() { break End::Stopped },
+            changed = intentions.changed(), if closing.is_none() => {
+                if changed.is_err() { break End::Stopped }
+                decided = true;
+            }
+            _ = tokio::time::sleep_until(expires), if closing.is_none() => {
+                closing = Some("peer_certificate_expired");
+                connection.as_mut().graceful_shutdown();
+            }
             _ = credentials.changed(), if closing.is_none() => {
                 closing = Some("rotated");
                 connection.as_mut().graceful_shutdown();
@@ -645,7 +754,6 @@ impl Accepted {
         let Some(slot) = data.slot(Direction::Inbound, self.client) else {
             return answer(StatusCode::SERVICE_UNAVAILABLE);
         };
-        data.metrics.tunnel_stream(Direction::Inbound);
         let upgrade = hyper::upgrade::on(&mut request);
         let carrying = Carrying::new(&self.carried);
         let span = tracing::info_span!("stream", direction = "inbound", client.addr = %self.client);
@@ -655,6 +763,7 @@ impl Accepted {
                 let conn = this.inbound.data.track(Direction::Inbound, this.client);
                 match upgrade.await {
                     Ok(upgraded) => {
+                        this.inbound.data.metrics.tunnel_stream(Direction::Inbound);
                         this.inbound
                             .clone()
                             .serve_caller(

@@ -257,15 +257,20 @@ async fn an_http_service_decides_each_request_of_a_stream() {
         let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     };
-    wait_for("an allowed request answered by the app", || async {
-        request("/").await.ends_with("hello world")
+    // Until the server has the protocol and the L7 intention, /admin may be answered as tcp.
+    wait_for("GET /admin denied by the L7 permission", || async {
+        request("/admin").await.starts_with("HTTP/1.1 403")
     })
     .await;
     let denied = request("/admin").await;
-    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
     assert!(denied.ends_with("RBAC: access denied"), "{denied}");
     assert!(request("/").await.ends_with("hello world"));
-    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+    // (A tunnel may have closed while /admin was still decided as tcp, at L4.)
+    assert!(tunnels_opened(&client, "outbound").await >= 1.0);
+    let fallbacks = metrics(&client)
+        .await
+        .contains("tandem_tunnel_fallbacks_total{");
+    assert!(!fallbacks, "every request rode a tunnel");
     assert!(
         count(
             &server,
@@ -410,6 +415,76 @@ async fn full_tunnels_fall_back_to_mtls_and_idle_ones_close() {
     wait_for("idle tunnels closed at both ends", || async {
         tunnels_active(&client, "outbound").await == 0.0
             && tunnels_active(&server, "inbound").await == 0.0
+    })
+    .await;
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_short_connections_keep_one_tunnel_busy_past_the_idle_timeout() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    let flags = ["--tunnel", "--tunnel-idle-timeout", "400ms"];
+    let server = server(&url, app, &flags).await;
+    let client = client(&url, &flags).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    // One connection at a time for three idle timeouts: the tunnel never sits unused for one.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        let mut s = echo_connection(upstream).await;
+        drop(s.shutdown().await);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(n > 10, "{n} connections");
+    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+    assert_eq!(tunnels_opened(&server, "inbound").await, 1.0);
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_denied_from_the_start_has_its_stream_refused_and_counted() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let app = echo_app().await;
+    set_intention(&url, "static-client", "static-server", "deny").await;
+    let server = server(&url, app, &["--tunnel"]).await;
+    let client = client(&url, &["--tunnel"]).await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    listed(&url).await;
+    let mut s = TcpStream::connect(upstream).await.unwrap();
+    let _ = s.write_all(b"hello").await;
+    assert!(closed(&mut s).await, "the denied stream is closed");
+    wait_for("the refusal counted as an intention decision", || async {
+        count(
+            &server,
+            "tandem_authorizations_total",
+            &[("decision", "denied")],
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    let streams = count(
+        &server,
+        "tandem_tunnel_streams_total",
+        &[("direction", "inbound")],
+    )
+    .await;
+    let opened = tunnels_opened(&client, "outbound").await;
+    assert!(
+        streams >= 1.0 && opened >= 1.0,
+        "the refused connection was a stream of a tunnel: {streams} streams, {opened} tunnels"
+    );
+    wait_for("then the tunnel closed", || async {
+        tunnels_active(&server, "inbound").await == 0.0
     })
     .await;
     client.shutdown().await;
