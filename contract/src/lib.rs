@@ -28,6 +28,8 @@ pub mod flags {
     pub const UPSTREAMS: &str = "--upstreams";
     /// `--check-ready`: the readiness probe mode.
     pub const CHECK_READY: &str = "--check-ready";
+    /// `--tunnel`: carry connections to other Tandem proxies as streams of one mTLS connection.
+    pub const TUNNEL: &str = "--tunnel";
 }
 
 /// The port of the proxy's public (inbound mTLS) listener in a pod.

@@ -75,6 +75,13 @@ pub struct InjectionArgs {
     /// (a Kubernetes 1.29+ native sidecar: starts before the app, does not keep Jobs running).
     #[arg(long, env = "TANDEM_NATIVE_SIDECAR")]
     pub native_sidecar: bool,
+
+    /// Run every injected proxy with --tunnel: connections between two injected pods ride one
+    /// mTLS connection per instance (HTTP/2 CONNECT streams); any other Connect proxy is
+    /// served as without it. Roll it out to the whole mesh at once or pod by pod: both ends
+    /// must have it for a tunnel, either alone changes nothing.
+    #[arg(long, env = "TANDEM_PROXY_TUNNEL")]
+    pub proxy_tunnel: bool,
 }
 
 impl InjectionArgs {
@@ -100,6 +107,7 @@ impl InjectionArgs {
             proxy_image: proxy_image.to_string(),
             consul_http_addr: self.consul_http_addr.clone(),
             native_sidecar: self.native_sidecar,
+            tunnel: self.proxy_tunnel,
         }
     }
 
@@ -123,6 +131,9 @@ impl InjectionArgs {
         }
         if self.native_sidecar {
             args.push("--native-sidecar".to_string());
+        }
+        if self.proxy_tunnel {
+            args.push("--proxy-tunnel".to_string());
         }
         args
     }

@@ -89,6 +89,7 @@ impl Injector {
                 proxy_image: "p:1".into(),
                 consul_http_addr: None,
                 native_sidecar: false,
+                tunnel: false,
             },
         )
     }

@@ -30,6 +30,8 @@ pub struct SidecarOptions {
     pub consul_http_addr: Option<String>,
     /// Inject as the first init container with `restartPolicy: Always` (Kubernetes 1.29+).
     pub native_sidecar: bool,
+    /// Run the proxy with `--tunnel`.
+    pub tunnel: bool,
 }
 
 /// One JSON-patch operation (always `add`).
@@ -177,6 +179,9 @@ pub fn sidecar_container(settings: &ConnectSettings, options: &SidecarOptions) -
     if !settings.upstreams.is_empty() {
         let list = UpstreamList(settings.upstreams.clone());
         args.extend([flags::UPSTREAMS.to_string(), list.to_string()]);
+    }
+    if options.tunnel {
+        args.push(flags::TUNNEL.to_string());
     }
 
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
@@ -376,6 +381,7 @@ mod tests {
             proxy_image: "tandem-proxy:test".into(),
             consul_http_addr: None,
             native_sidecar: false,
+            tunnel: false,
         }
     }
 
@@ -530,6 +536,22 @@ mod tests {
         assert_eq!(c["args"], json!(["--service", "client"]));
         assert!(c.get("ports").is_none());
         assert_eq!(c["env"][4]["value"], "http://consul:8500");
+    }
+
+    #[test]
+    fn proxy_tunnel_adds_the_proxy_flag_the_contract_names() {
+        let client = json!({"metadata": {}, "spec": {"containers": [{"name": "client"}]}});
+        let settings = connect_settings(&client).unwrap();
+        let mut opts = options();
+        assert_eq!(
+            sidecar_container(&settings, &opts)["args"],
+            json!(["--service", "client"])
+        );
+        opts.tunnel = true;
+        assert_eq!(
+            sidecar_container(&settings, &opts)["args"],
+            json!(["--service", "client", flags::TUNNEL])
+        );
     }
 
     #[test]

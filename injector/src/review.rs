@@ -280,6 +280,7 @@ mod tests {
                 proxy_image: "p:1".into(),
                 consul_http_addr: Some("http://consul:8500".into()),
                 native_sidecar: true,
+                tunnel: false,
             },
         );
         let (out, verdict) = respond(&injector, body.as_bytes()).unwrap();

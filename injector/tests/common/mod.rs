@@ -48,6 +48,7 @@ pub(crate) fn injector(
             proxy_image: PROXY_IMAGE.into(),
             consul_http_addr: consul_http_addr.map(str::to_string),
             native_sidecar,
+            tunnel: false,
         },
     )
 }
