@@ -114,12 +114,14 @@ impl Requests {
         let this = self.clone();
         let service = hyper::service::service_fn(move |req| this.clone().answer(req));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // A caller gets 30 s (hyper's default) to send a request's head: trickling it byte by
-        // byte does not hold the connection for the idle timeout.
+        // No header read timeout: hyper's (30 s once it has a timer) runs from the end of the
+        // previous answer, so it closed every kept-alive connection idle for 30 s, which a
+        // client pool then found dead. An idle connection lives for `--idle-timeout`, as in
+        // Envoy (whose request-headers timeout is off by default); a caller trickling a head
+        // is one of `--max-connections` and, like any connection, closed after the idle time.
         builder
             .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+            .header_read_timeout(Option::<Duration>::None);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut shutting_down = false;

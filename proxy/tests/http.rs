@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use http_body_util::{BodyExt, Empty, Full};
@@ -297,5 +298,44 @@ async fn a_drain_closes_idle_keep_alive_connections_instead_of_waiting_out_the_d
         .await
         .expect("the drain ends once the idle connection is closed");
     client.shutdown().await;
+    agent.shutdown().await;
+}
+
+/// A kept-alive connection idle for longer than hyper's default header read timeout (30 s,
+/// which runs from the end of the previous answer) still carries the next request: client
+/// pools keep connections idle, and Envoy keeps them for its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_idle_for_31_seconds_still_answers() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    put_config(
+        &url,
+        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
+    )
+    .await;
+    let (server, client, upstream, app_connections) = pair(&url).await;
+    // A connection decides its protocol when it starts: take one made once the server
+    // serves HTTP (its request counted per request).
+    let mut conn = None;
+    for _ in 0..200 {
+        let mut c = Http1::connect(upstream).await;
+        assert_eq!(c.get("/").await.0, 200);
+        if metric(&metrics(&server).await, "tandem_http_requests_total", &[]) > 0.0 {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut conn = conn.expect("the server serves static-server as http");
+    let before = app_connections.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(conn.get("/").await, (200, "hello world".into()));
+    assert_eq!(
+        app_connections.load(Ordering::SeqCst),
+        before,
+        "the same app connection carried it"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
     agent.shutdown().await;
 }
