@@ -26,6 +26,47 @@ async fn client(url: &str, extra: &[&str]) -> Proxy {
     tandem_proxy::start(c).await.expect("client proxy starts")
 }
 
+/// The agent, `static-server`'s proxy in front of an app and `static-client`'s with its
+/// upstream listener, both with the same flags, once the agent lists the server.
+struct Mesh {
+    agent: tandem_agent::DevAgent,
+    url: String,
+    server: Proxy,
+    client: Proxy,
+    upstream: SocketAddr,
+}
+
+impl Mesh {
+    /// The pair on `agent`, in front of the app on `app`.
+    async fn start(agent: tandem_agent::DevAgent, app: u16, flags: &[&str]) -> Mesh {
+        let url = agent.url();
+        let server = server(&url, app, flags).await;
+        let client = client(&url, flags).await;
+        let upstream = client.upstream_addr("static-server").unwrap();
+        listed(&url).await;
+        Mesh {
+            agent,
+            url,
+            server,
+            client,
+            upstream,
+        }
+    }
+
+    /// The pair on a new agent (default allow), in front of an echo app.
+    async fn echo(flags: &[&str]) -> Mesh {
+        let agent = agent(true).await;
+        let app = echo_app().await;
+        Mesh::start(agent, app, flags).await
+    }
+
+    async fn stop(self) {
+        self.client.shutdown().await;
+        self.server.shutdown().await;
+        self.agent.shutdown().await;
+    }
+}
+
 /// `base` with the tunnel flags of `extra` (`--tunnel`, `--tunnel-max-streams N`, ...).
 fn with_flags(mut base: tandem_proxy::Config, extra: &[&str]) -> tandem_proxy::Config {
     let mut args = vec!["tandem-proxy", "--service", "x"];
@@ -80,13 +121,8 @@ async fn closed(s: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handshake() {
-    let agent = agent(true).await;
-    let url = agent.url();
-    let app = echo_app().await;
-    let server = server(&url, app, &["--tunnel"]).await;
-    let client = client(&url, &["--tunnel"]).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::echo(&["--tunnel"]).await;
+    let (_url, server, client, upstream) = (&mesh.url, &mesh.server, &mesh.client, mesh.upstream);
 
     // Twenty connections open at once, and a megabyte each way on one of them (more than a
     // stream's flow-control window) with a half-close at the end.
@@ -120,23 +156,23 @@ async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handsha
         assert!(echo_roundtrip(s, b"again").await);
     }
 
-    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
-    assert_eq!(tunnels_opened(&server, "inbound").await, 1.0);
+    assert_eq!(tunnels_opened(client, "outbound").await, 1.0);
+    assert_eq!(tunnels_opened(server, "inbound").await, 1.0);
     let streams = count(
-        &server,
+        server,
         "tandem_tunnel_streams_total",
         &[("direction", "inbound")],
     )
     .await;
     assert_eq!(streams, 21.0, "every app connection was a stream");
     let full = count(
-        &client,
+        client,
         "tandem_tls_handshakes_total",
         &[("direction", "outbound"), ("kind", "full")],
     )
     .await;
     let resumed = count(
-        &client,
+        client,
         "tandem_tls_handshakes_total",
         &[("direction", "outbound"), ("kind", "resumed")],
     )
@@ -145,7 +181,7 @@ async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handsha
     // Each stream is an inbound connection of its own, counted and logged as one.
     assert!(
         count(
-            &server,
+            server,
             "tandem_connections_opened_total",
             &[("direction", "inbound")]
         )
@@ -153,9 +189,7 @@ async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handsha
             >= 21.0
     );
     drop(open);
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,10 +277,8 @@ async fn an_http_service_decides_each_request_of_a_stream() {
     let intention =
         format!("{url}/v1/connect/intentions/exact?source=static-client&destination=static-server");
     assert_eq!(http_put(&intention, permissions).await, 200);
-    let server = server(&url, app, &["--tunnel"]).await;
-    let client = client(&url, &["--tunnel"]).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::start(agent, app, &["--tunnel"]).await;
+    let (server, client, upstream) = (&mesh.server, &mesh.client, mesh.upstream);
 
     let request = |path: &'static str| async move {
         let mut s = TcpStream::connect(upstream).await.unwrap();
@@ -266,44 +298,37 @@ async fn an_http_service_decides_each_request_of_a_stream() {
     assert!(denied.ends_with("RBAC: access denied"), "{denied}");
     assert!(request("/").await.ends_with("hello world"));
     // (A tunnel may have closed while /admin was still decided as tcp, at L4.)
-    assert!(tunnels_opened(&client, "outbound").await >= 1.0);
-    let fallbacks = metrics(&client)
+    assert!(tunnels_opened(client, "outbound").await >= 1.0);
+    let fallbacks = metrics(client)
         .await
         .contains("tandem_tunnel_fallbacks_total{");
     assert!(!fallbacks, "every request rode a tunnel");
     assert!(
         count(
-            &server,
+            server,
             "tandem_http_requests_denied_total",
             &[("reason", "permission")]
         )
         .await
             >= 1.0
     );
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
-    let agent = agent(true).await;
-    let url = agent.url();
-    let app = echo_app().await;
-    let server = server(&url, app, &["--tunnel"]).await;
-    let client = client(&url, &["--tunnel"]).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::echo(&["--tunnel"]).await;
+    let (url, server, client, upstream) = (&mesh.url, &mesh.server, &mesh.client, mesh.upstream);
     let mut first = echo_connection(upstream).await;
     let mut second = echo_connection(upstream).await;
-    assert_eq!(tunnels_active(&server, "inbound").await, 1.0);
+    assert_eq!(tunnels_active(server, "inbound").await, 1.0);
 
-    set_intention(&url, "static-client", "static-server", "deny").await;
+    set_intention(url, "static-client", "static-server", "deny").await;
     assert!(closed(&mut first).await, "the first stream was closed");
     assert!(closed(&mut second).await, "the second stream was closed");
     wait_for("the tunnel closed at both ends", || async {
-        tunnels_active(&server, "inbound").await == 0.0
-            && tunnels_active(&client, "outbound").await == 0.0
+        tunnels_active(server, "inbound").await == 0.0
+            && tunnels_active(client, "outbound").await == 0.0
     })
     .await;
     // A new connection gets a tunnel and a stream, and the stream is closed unanswered.
@@ -313,7 +338,7 @@ async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
     // Counted when the server's side of the stream is dropped, just after it closed it.
     wait_for("the denied stream counted", || async {
         count(
-            &server,
+            server,
             "tandem_connections_closed_total",
             &[("direction", "inbound"), ("reason", "denied")],
         )
@@ -322,7 +347,7 @@ async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
     })
     .await;
 
-    delete_intention(&url, "static-client", "static-server").await;
+    delete_intention(url, "static-client", "static-server").await;
     wait_for("allowed again", || async {
         match TcpStream::connect(upstream).await {
             Ok(mut s) => echo_roundtrip(&mut s, b"back").await,
@@ -330,22 +355,15 @@ async fn a_deny_closes_the_peers_streams_then_its_tunnel() {
         }
     })
     .await;
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_opens_a_new_tunnel_and_the_old_one_drains() {
-    let agent = agent(true).await;
-    let url = agent.url();
-    let app = echo_app().await;
-    let server = server(&url, app, &["--tunnel"]).await;
-    let client = client(&url, &["--tunnel"]).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::echo(&["--tunnel"]).await;
+    let (url, server, client, upstream) = (&mesh.url, &mesh.server, &mesh.client, mesh.upstream);
     let mut before = echo_connection(upstream).await;
-    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
+    assert_eq!(tunnels_opened(client, "outbound").await, 1.0);
 
     let status = http_put(
         &format!("{url}/v1/connect/ca/configuration"),
@@ -357,29 +375,24 @@ async fn a_rotation_opens_a_new_tunnel_and_the_old_one_drains() {
         if let Ok(mut s) = TcpStream::connect(upstream).await {
             let _ = echo_roundtrip(&mut s, b"new").await;
         }
-        tunnels_opened(&client, "outbound").await >= 2.0
+        tunnels_opened(client, "outbound").await >= 2.0
     })
     .await;
     // The stream opened before the rotation still carries bytes on the old tunnel.
     assert!(echo_roundtrip(&mut before, b"still here").await);
     drop(before);
     wait_for("the old tunnel closed once its stream ended", || async {
-        tunnels_active(&client, "outbound").await <= 1.0
-            && tunnels_active(&server, "inbound").await <= 1.0
+        tunnels_active(client, "outbound").await <= 1.0
+            && tunnels_active(server, "inbound").await <= 1.0
     })
     .await;
     let mut after = echo_connection(upstream).await;
     assert!(echo_roundtrip(&mut after, b"ok").await);
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_tunnels_fall_back_to_mtls_and_idle_ones_close() {
-    let agent = agent(true).await;
-    let url = agent.url();
-    let app = echo_app().await;
     let limits = [
         "--tunnel",
         "--tunnel-max-streams",
@@ -389,17 +402,15 @@ async fn full_tunnels_fall_back_to_mtls_and_idle_ones_close() {
         "--tunnel-idle-timeout",
         "300ms",
     ];
-    let server = server(&url, app, &limits).await;
-    let client = client(&url, &limits).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::echo(&limits).await;
+    let (_url, server, client, upstream) = (&mesh.url, &mesh.server, &mesh.client, mesh.upstream);
     let mut open = Vec::new();
     for _ in 0..5 {
         open.push(echo_connection(upstream).await);
     }
-    assert_eq!(tunnels_opened(&client, "outbound").await, 2.0);
+    assert_eq!(tunnels_opened(client, "outbound").await, 2.0);
     let full = count(
-        &client,
+        client,
         "tandem_tunnel_fallbacks_total",
         &[("direction", "outbound"), ("reason", "full")],
     )
@@ -413,25 +424,18 @@ async fn full_tunnels_fall_back_to_mtls_and_idle_ones_close() {
     }
     drop(open);
     wait_for("idle tunnels closed at both ends", || async {
-        tunnels_active(&client, "outbound").await == 0.0
-            && tunnels_active(&server, "inbound").await == 0.0
+        tunnels_active(client, "outbound").await == 0.0
+            && tunnels_active(server, "inbound").await == 0.0
     })
     .await;
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_short_connections_keep_one_tunnel_busy_past_the_idle_timeout() {
-    let agent = agent(true).await;
-    let url = agent.url();
-    let app = echo_app().await;
     let flags = ["--tunnel", "--tunnel-idle-timeout", "400ms"];
-    let server = server(&url, app, &flags).await;
-    let client = client(&url, &flags).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::echo(&flags).await;
+    let (_url, server, client, upstream) = (&mesh.url, &mesh.server, &mesh.client, mesh.upstream);
     // One connection at a time for three idle timeouts: the tunnel never sits unused for one.
     let until = tokio::time::Instant::now() + Duration::from_millis(1200);
     let mut n = 0;
@@ -442,11 +446,9 @@ async fn back_to_back_short_connections_keep_one_tunnel_busy_past_the_idle_timeo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(n > 10, "{n} connections");
-    assert_eq!(tunnels_opened(&client, "outbound").await, 1.0);
-    assert_eq!(tunnels_opened(&server, "inbound").await, 1.0);
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    assert_eq!(tunnels_opened(client, "outbound").await, 1.0);
+    assert_eq!(tunnels_opened(server, "inbound").await, 1.0);
+    mesh.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,16 +457,14 @@ async fn a_caller_denied_from_the_start_has_its_stream_refused_and_counted() {
     let url = agent.url();
     let app = echo_app().await;
     set_intention(&url, "static-client", "static-server", "deny").await;
-    let server = server(&url, app, &["--tunnel"]).await;
-    let client = client(&url, &["--tunnel"]).await;
-    let upstream = client.upstream_addr("static-server").unwrap();
-    listed(&url).await;
+    let mesh = Mesh::start(agent, app, &["--tunnel"]).await;
+    let (server, client, upstream) = (&mesh.server, &mesh.client, mesh.upstream);
     let mut s = TcpStream::connect(upstream).await.unwrap();
     let _ = s.write_all(b"hello").await;
     assert!(closed(&mut s).await, "the denied stream is closed");
     wait_for("the refusal counted as an intention decision", || async {
         count(
-            &server,
+            server,
             "tandem_authorizations_total",
             &[("decision", "denied")],
         )
@@ -473,21 +473,19 @@ async fn a_caller_denied_from_the_start_has_its_stream_refused_and_counted() {
     })
     .await;
     let streams = count(
-        &server,
+        server,
         "tandem_tunnel_streams_total",
         &[("direction", "inbound")],
     )
     .await;
-    let opened = tunnels_opened(&client, "outbound").await;
+    let opened = tunnels_opened(client, "outbound").await;
     assert!(
         streams >= 1.0 && opened >= 1.0,
         "the refused connection was a stream of a tunnel: {streams} streams, {opened} tunnels"
     );
     wait_for("then the tunnel closed", || async {
-        tunnels_active(&server, "inbound").await == 0.0
+        tunnels_active(server, "inbound").await == 0.0
     })
     .await;
-    client.shutdown().await;
-    server.shutdown().await;
-    agent.shutdown().await;
+    mesh.stop().await;
 }
