@@ -128,6 +128,7 @@ fn pod_with(key: &str, value: &str) {
         proxy_image: "tandem-proxy:fuzz".into(),
         consul_http_addr: None,
         native_sidecar: false,
+        tunnel: false,
     };
     let injector = Injector::new(Policy::default(), options.clone());
     let Ok(Outcome::Patched { settings, .. }) = injector.mutate("default", &pod) else {

@@ -34,6 +34,7 @@ fn injectors() -> [Injector; 2] {
                 proxy_image: "tandem-proxy:fuzz".into(),
                 consul_http_addr: None,
                 native_sidecar: false,
+                tunnel: false,
             },
         ),
         Injector::new(
@@ -45,6 +46,7 @@ fn injectors() -> [Injector; 2] {
                 proxy_image: "tandem-proxy:fuzz".into(),
                 consul_http_addr: Some("http://consul:8500".into()),
                 native_sidecar: true,
+                tunnel: true,
             },
         ),
     ]
