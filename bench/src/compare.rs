@@ -12,7 +12,7 @@ use crate::loadgen::{self, Direction, RateRun};
 use crate::process::ChildProcess;
 use crate::report::{
     Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, SUBJECTS,
-    TANDEM, TANDEM_TUNNEL,
+    TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -371,6 +371,9 @@ pub fn start_subject(
         HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
         TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
         TANDEM_TUNNEL => TandemPair::start_tunnel(bins, backend, dir).map(Subject::Tandem),
+        TANDEM_NO_RESUMPTION => {
+            TandemPair::start_without_resumption(bins, backend, dir).map(Subject::Tandem)
+        }
         other => anyhow::bail!(
             "unknown subject {other:?} (expected one of {})",
             SUBJECTS.join(", ")

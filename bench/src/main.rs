@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::provider::{self as crypto_provider, Kx};
-use tandem_bench::report::{splice_generated, DIRECT, HAPROXY, TANDEM, TANDEM_TUNNEL};
+use tandem_bench::report::{
+    splice_generated, DIRECT, HAPROXY, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+};
 
 #[derive(Parser)]
 #[command(
@@ -70,8 +72,9 @@ enum Cmd {
     /// Run one scenario against one subject under `perf record` (attached to each proxy
     /// process) and write a flat profile per process.
     Profile {
-        /// tandem, tandem-tunnel or haproxy.
-        #[arg(long, default_value = TANDEM, value_parser = [TANDEM, TANDEM_TUNNEL, HAPROXY])]
+        /// tandem, tandem-tunnel, tandem-no-resumption (--tls-resumption=false) or haproxy.
+        #[arg(long, default_value = TANDEM,
+              value_parser = [TANDEM, TANDEM_TUNNEL, TANDEM_NO_RESUMPTION, HAPROXY])]
         subject: String,
         #[arg(long, value_enum, default_value = "saturation")]
         scenario: Scenario,

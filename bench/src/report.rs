@@ -18,6 +18,9 @@ pub const TANDEM: &str = "tandem";
 /// A Tandem pair with `--tunnel` on both proxies: app connections ride one mTLS connection.
 pub const TANDEM_TUNNEL: &str = "tandem-tunnel";
 pub const HAPROXY: &str = "haproxy";
+/// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
+/// `profile`, to measure what resumption saves).
+pub const TANDEM_NO_RESUMPTION: &str = "tandem-no-resumption";
 /// The subjects of the TCP scenarios, in the order they are started and shown.
 pub const SUBJECTS: [&str; 4] = [DIRECT, TANDEM, TANDEM_TUNNEL, HAPROXY];
 

@@ -115,6 +115,16 @@ impl TandemPair {
         Self::start_wrapped(bins, backend, log_dir, &[])
     }
 
+    /// A pair whose proxies both run with `--tls-resumption=false`.
+    pub fn start_without_resumption(
+        bins: &Binaries,
+        backend: SocketAddr,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let flags = ["--tls-resumption", "false"];
+        Self::start_with(bins, backend, BackendKind::Echo, log_dir, &[], &flags)
+    }
+
     /// A pair whose proxies both run with `--tunnel` (one tunnel, up to [`TUNNEL_STREAMS`]
     /// streams): every app connection is a stream of one mTLS connection.
     pub fn start_tunnel(

@@ -137,7 +137,7 @@ pub async fn start_with(
 
     // The datacenter comes from our own leaf's SPIFFE ID: `/v1/agent/self` needs `agent:read`,
     // which the token of a service identity (what consul-k8s gives a pod) does not grant.
-    let identity = identity::start(&ctx, settings.service.as_str())
+    let identity = identity::start(&ctx, settings.service.as_str(), settings.tls_resumption)
         .await
         .ok_or(StartError::Stopped)?;
     let datacenter = match identity.state.borrow().local.as_ref() {

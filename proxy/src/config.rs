@@ -155,6 +155,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Resume TLS 1.3 sessions with peers seen before (a resumed handshake skips both
+    /// signatures and the chain check; its identity is the one verified at the full handshake,
+    /// and no session outlives a leaf or root change). "false" makes every handshake a full
+    /// one (for measurements, or a policy that wants one).
+    #[arg(long, env = "TANDEM_TLS_RESUMPTION", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub tls_resumption: bool,
+
     /// Carry connections to other Tandem proxies as streams of one long-lived mTLS connection
     /// per instance (HTTP/2 `CONNECT`, offered with the ALPN protocol `tandem-tunnel/1` and
     /// advertised in the sidecar's `tandem-tunnel` meta), and accept such tunnels inbound. Both
@@ -426,6 +434,7 @@ impl Config {
                 per_instance: self.tunnels_per_instance,
                 idle_timeout: self.tunnel_idle_timeout.max(Duration::from_millis(10)),
             },
+            tls_resumption: self.tls_resumption,
             retry_max: self.retry_max.max(Duration::from_millis(10)),
             admin_listener: self.admin_listener,
             drain_deadline: self.drain_deadline,
@@ -576,6 +585,8 @@ pub struct Settings {
     /// The opt-in tunnel between Tandem proxies.
     #[serde(flatten)]
     pub tunnel: TunnelSettings,
+    /// Whether TLS sessions are resumed (`--tls-resumption`).
+    pub tls_resumption: bool,
     /// The longest backoff between two attempts to reach the agent.
     #[serde(serialize_with = "serialize_duration")]
     pub retry_max: Duration,

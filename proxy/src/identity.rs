@@ -33,6 +33,8 @@ pub struct TlsState {
     pub leaf_serial: String,
     /// When the leaf expires.
     pub leaf_not_after: SystemTime,
+    /// Whether client configs resume sessions (the server configs are built to match).
+    resumption: bool,
 }
 
 impl std::fmt::Debug for TlsState {
@@ -65,13 +67,33 @@ impl TlsState {
             roots,
             clients: Mutex::new(HashMap::new()),
             leaf_serial: serial,
+            resumption: true,
         })
     }
 
-    fn build(leaf: &LeafParts, roots: &RootParts) -> Result<Self, tls::TlsError> {
+    /// The same with every handshake a full one (`--tls-resumption=false`): the server keeps
+    /// no sessions and sends no tickets, the clients offer none.
+    pub fn without_resumption(mut self) -> Self {
+        let full_only = |config: &Arc<ServerConfig>| {
+            let mut config = (**config).clone();
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+            Arc::new(config)
+        };
+        self.server = full_only(&self.server);
+        self.tunnel_server = full_only(&self.tunnel_server);
+        self.resumption = false;
+        self
+    }
+
+    fn build(leaf: &LeafParts, roots: &RootParts, resumption: bool) -> Result<Self, tls::TlsError> {
         let mut state = Self::new(leaf.identity.clone(), roots.roots.clone())?;
         state.leaf_serial = leaf.serial.clone();
-        Ok(state)
+        Ok(if resumption {
+            state
+        } else {
+            state.without_resumption()
+        })
     }
 
     /// The trust domain of the roots.
@@ -115,10 +137,15 @@ impl TlsState {
             return Ok(c.clone());
         }
         let mut config = tls::client_config(&self.identity, &self.roots, expected)?;
-        if tunnel {
-            let mut offering = (*config).clone();
-            offering.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
-            config = Arc::new(offering);
+        if tunnel || !self.resumption {
+            let mut changed = (*config).clone();
+            if tunnel {
+                changed.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
+            }
+            if !self.resumption {
+                changed.resumption = rustls::client::Resumption::disabled();
+            }
+            config = Arc::new(changed);
         }
         cache.insert(key, config.clone());
         Ok(config)
@@ -253,8 +280,12 @@ fn leaf_from(answer: &LeafCert, index: u64) -> Result<LeafParts, IdentityError> 
 
 /// Fetches roots and leaf (retrying with backoff), builds the first [`TlsState`] and returns
 /// it with the task that follows both (`None` if the context stops first).
-pub(crate) async fn start(ctx: &WatchContext, service: &str) -> Option<Watched<TlsState>> {
-    let identity = IdentityWatch::first(ctx.clone(), service.to_string()).await?;
+pub(crate) async fn start(
+    ctx: &WatchContext,
+    service: &str,
+    resumption: bool,
+) -> Option<Watched<TlsState>> {
+    let identity = IdentityWatch::first(ctx.clone(), service.to_string(), resumption).await?;
     let state = identity.tx.subscribe();
     let roots = identity.clone();
     let task = Box::pin(async move {
@@ -280,7 +311,7 @@ pub(crate) fn fuzz_tls_state(
     let roots = roots_from(roots, 1).map_err(|e| e.to_string())?;
     let leaf = leaf_from(leaf, 1).map_err(|e| e.to_string())?;
     check_leaf(&leaf, &roots, service, None).map_err(|e| e.to_string())?;
-    let state = TlsState::build(&leaf, &roots).map_err(|e| e.to_string())?;
+    let state = TlsState::build(&leaf, &roots, true).map_err(|e| e.to_string())?;
     let named = state
         .local
         .as_ref()
@@ -297,6 +328,8 @@ pub(crate) fn fuzz_tls_state(
 struct IdentityWatch {
     ctx: WatchContext,
     service: String,
+    /// `--tls-resumption`.
+    resumption: bool,
     parts: Mutex<(LeafParts, RootParts)>,
     /// When each root signing key was first listed (roots known at start-up count as old).
     first_seen: Mutex<HashMap<String, Instant>>,
@@ -304,7 +337,11 @@ struct IdentityWatch {
 }
 
 impl IdentityWatch {
-    async fn first(ctx: WatchContext, service: String) -> Option<Arc<IdentityWatch>> {
+    async fn first(
+        ctx: WatchContext,
+        service: String,
+        resumption: bool,
+    ) -> Option<Arc<IdentityWatch>> {
         let mut w = Watcher::new("identity", &ctx);
         let client = &ctx.client;
         let metrics = &ctx.metrics;
@@ -322,7 +359,7 @@ impl IdentityWatch {
                     .map_err(Failure::Consul)?;
                 let leaf = leaf_from(&leaf.body, leaf.meta.index).map_err(Failure::Unusable)?;
                 check_leaf(&leaf, &roots, &service, None).map_err(Failure::Unusable)?;
-                let state = TlsState::build(&leaf, &roots)
+                let state = TlsState::build(&leaf, &roots, resumption)
                     .map_err(|e| Failure::Unusable(IdentityError::Config(e)))?;
                 Ok::<_, Failure>((leaf, roots, state))
             };
@@ -347,6 +384,7 @@ impl IdentityWatch {
                         first_seen: Mutex::new(first_seen),
                         ctx,
                         service,
+                        resumption,
                         parts: Mutex::new((leaf, roots)),
                         tx,
                     }));
@@ -380,7 +418,8 @@ impl IdentityWatch {
             // include the current leaf's: the agent is about to issue a new leaf.
             None => parts.0.clone(),
         };
-        let state = TlsState::build(&new_leaf, &new_roots).map_err(IdentityError::Config)?;
+        let state = TlsState::build(&new_leaf, &new_roots, self.resumption)
+            .map_err(IdentityError::Config)?;
         {
             let mut seen = self
                 .first_seen

@@ -71,3 +71,34 @@ async fn a_second_connection_resumes_with_the_identity_of_the_first() {
     server.shutdown().await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resumption_every_handshake_is_a_full_one() {
+    let agent = agent(true).await;
+    let url = agent.url();
+    let (app_port, _) = http_app("hello world").await;
+    let mut c = config(&url, "static-server");
+    c.service_id = Some("static-server".into());
+    c.service_port = Some(app_port);
+    c.tls_resumption = false;
+    let server = tandem_proxy::start(c).await.expect("server proxy starts");
+    let mut c = config(&url, "static-client");
+    c.upstreams = tandem_proxy::UpstreamList(vec![tandem_proxy::Upstream::new(
+        name("static-server"),
+        0,
+        None,
+    )]);
+    c.tls_resumption = false;
+    let client = tandem_proxy::start(c).await.expect("client proxy starts");
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("traffic", || async { get(upstream).await == "hello world" }).await;
+    for _ in 0..5 {
+        assert_eq!(get(upstream).await, "hello world");
+    }
+    assert_eq!(handshakes(&server, "inbound", "resumed").await, 0.0);
+    assert!(handshakes(&server, "inbound", "full").await >= 6.0);
+    assert_eq!(handshakes(&client, "outbound", "resumed").await, 0.0);
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
