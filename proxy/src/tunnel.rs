@@ -497,16 +497,15 @@ impl Peer {
         Some(Peer { id, not_after })
     }
 
-    /// When its leaf expires, on the runtime's clock (far away if unknown).
+    /// When its leaf expires, on the runtime's clock (now if it has; a year away if unknown).
     fn expires(&self) -> Instant {
-        let left = self
-            .not_after
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::ZERO);
-        match self.not_after {
-            Some(_) => Instant::now() + left,
-            None => Instant::now() + Duration::from_secs(365 * 24 * 3600),
-        }
+        let left = match self.not_after {
+            Some(t) => t
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(365 * 24 * 3600),
+        };
+        Instant::now() + left
     }
 }
 

@@ -73,6 +73,15 @@ async fn put_config(agent_url: &str, entry: Value) {
     assert_eq!(status, 200, "config entry written");
 }
 
+/// `service-defaults` for `static-server` with `Protocol = "http"`.
+async fn mark_http(agent_url: &str) {
+    put_config(
+        agent_url,
+        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
+    )
+    .await;
+}
+
 async fn put_permissions(agent_url: &str, permissions: Value) {
     let status = http_put(
         &format!(
@@ -121,11 +130,7 @@ impl Http1 {
 async fn l7_intentions_decide_each_request_on_one_connection() {
     let agent = agent(true).await;
     let url = agent.url();
-    put_config(
-        &url,
-        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
-    )
-    .await;
+    mark_http(&url).await;
     put_permissions(
         &url,
         json!([
@@ -253,11 +258,7 @@ async fn a_denied_grpc_call_gets_permission_denied_and_an_allowed_one_reaches_th
 async fn a_protocol_change_applies_to_new_connections() {
     let agent = agent(true).await;
     let url = agent.url();
-    put_config(
-        &url,
-        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
-    )
-    .await;
+    mark_http(&url).await;
     // An L4 deny: on an HTTP service every request is answered 403.
     set_intention(&url, "static-client", "static-server", "deny").await;
     let (server, client, upstream, _) = pair(&url).await;
@@ -283,11 +284,7 @@ async fn a_protocol_change_applies_to_new_connections() {
 async fn a_drain_closes_idle_keep_alive_connections_instead_of_waiting_out_the_deadline() {
     let agent = agent(true).await;
     let url = agent.url();
-    put_config(
-        &url,
-        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
-    )
-    .await;
+    mark_http(&url).await;
     let (server, client, upstream, _) = pair(&url).await;
     let mut conn = Http1::connect(upstream).await;
     assert_eq!(conn.get("/").await, (200, "hello world".into()));
@@ -308,11 +305,7 @@ async fn a_drain_closes_idle_keep_alive_connections_instead_of_waiting_out_the_d
 async fn a_kept_alive_connection_idle_for_31_seconds_still_answers() {
     let agent = agent(true).await;
     let url = agent.url();
-    put_config(
-        &url,
-        json!({"Kind": "service-defaults", "Name": "static-server", "Protocol": "http"}),
-    )
-    .await;
+    mark_http(&url).await;
     let (server, client, upstream, app_connections) = pair(&url).await;
     // A connection decides its protocol when it starts: take one made once the server
     // serves HTTP (its request counted per request).

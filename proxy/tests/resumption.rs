@@ -77,19 +77,10 @@ async fn without_resumption_every_handshake_is_a_full_one() {
     let agent = agent(true).await;
     let url = agent.url();
     let (app_port, _) = http_app("hello world").await;
-    let mut c = config(&url, "static-server");
-    c.service_id = Some("static-server".into());
-    c.service_port = Some(app_port);
-    c.tls_resumption = false;
-    let server = tandem_proxy::start(c).await.expect("server proxy starts");
-    let mut c = config(&url, "static-client");
-    c.upstreams = tandem_proxy::UpstreamList(vec![tandem_proxy::Upstream::new(
-        name("static-server"),
-        0,
-        None,
-    )]);
-    c.tls_resumption = false;
-    let client = tandem_proxy::start(c).await.expect("client proxy starts");
+    let full_only = |c: &mut tandem_proxy::Config| c.tls_resumption = false;
+    let server =
+        server_proxy_with(&url, "static-server", "static-server", app_port, full_only).await;
+    let client = client_proxy_with(&url, "static-client", "static-server", full_only).await;
     let upstream = client.upstream_addr("static-server").unwrap();
     wait_for("traffic", || async { get(upstream).await == "hello world" }).await;
     for _ in 0..5 {

@@ -9,21 +9,22 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tandem_proxy::{Proxy, Upstream, UpstreamList};
+use tandem_proxy::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn server(url: &str, app_port: u16, extra: &[&str]) -> Proxy {
-    let mut c = with_flags(config(url, "static-server"), extra);
-    c.service_id = Some("static-server".into());
-    c.service_port = Some(app_port);
-    tandem_proxy::start(c).await.expect("server proxy starts")
+    server_proxy_with(url, "static-server", "static-server", app_port, |c| {
+        with_flags(c, extra)
+    })
+    .await
 }
 
 async fn client(url: &str, extra: &[&str]) -> Proxy {
-    let mut c = with_flags(config(url, "static-client"), extra);
-    c.upstreams = UpstreamList(vec![Upstream::new(name("static-server"), 0, None)]);
-    tandem_proxy::start(c).await.expect("client proxy starts")
+    client_proxy_with(url, "static-client", "static-server", |c| {
+        with_flags(c, extra)
+    })
+    .await
 }
 
 /// The agent, `static-server`'s proxy in front of an app and `static-client`'s with its
@@ -68,7 +69,7 @@ impl Mesh {
 }
 
 /// `base` with the tunnel flags of `extra` (`--tunnel`, `--tunnel-max-streams N`, ...).
-fn with_flags(mut base: tandem_proxy::Config, extra: &[&str]) -> tandem_proxy::Config {
+fn with_flags(base: &mut tandem_proxy::Config, extra: &[&str]) {
     let mut args = vec!["tandem-proxy", "--service", "x"];
     args.extend_from_slice(extra);
     let parsed = <tandem_proxy::Config as clap::Parser>::parse_from(args);
@@ -76,7 +77,6 @@ fn with_flags(mut base: tandem_proxy::Config, extra: &[&str]) -> tandem_proxy::C
     base.tunnel_max_streams = parsed.tunnel_max_streams;
     base.tunnels_per_instance = parsed.tunnels_per_instance;
     base.tunnel_idle_timeout = parsed.tunnel_idle_timeout;
-    base
 }
 
 async fn count(proxy: &Proxy, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -55,16 +55,39 @@ pub fn config(agent_url: &str, service: &str) -> Config {
 
 /// A server-side proxy for `service` (instance `id`) in front of the app on `app_port`.
 pub async fn server_proxy(agent_url: &str, service: &str, id: &str, app_port: u16) -> Proxy {
+    server_proxy_with(agent_url, service, id, app_port, |_| {}).await
+}
+
+/// [`server_proxy`] with `tweak` applied to its configuration first.
+pub async fn server_proxy_with(
+    agent_url: &str,
+    service: &str,
+    id: &str,
+    app_port: u16,
+    tweak: impl FnOnce(&mut Config),
+) -> Proxy {
     let mut c = config(agent_url, service);
     c.service_id = Some(id.to_string());
     c.service_port = Some(app_port);
+    tweak(&mut c);
     tandem_proxy::start(c).await.expect("server proxy starts")
 }
 
 /// A client-side proxy for `service` with one upstream listener (port 0) for `upstream`.
 pub async fn client_proxy(agent_url: &str, service: &str, upstream: &str) -> Proxy {
+    client_proxy_with(agent_url, service, upstream, |_| {}).await
+}
+
+/// [`client_proxy`] with `tweak` applied to its configuration first.
+pub async fn client_proxy_with(
+    agent_url: &str,
+    service: &str,
+    upstream: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> Proxy {
     let mut c = config(agent_url, service);
     c.upstreams = UpstreamList(vec![Upstream::new(name(upstream), 0, None)]);
+    tweak(&mut c);
     tandem_proxy::start(c).await.expect("client proxy starts")
 }
 
