@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::echo::{Backend, MESSAGE_SIZE};
-use crate::haproxy::HaproxyPair;
+use crate::haproxy::{HaproxyPair, Relay};
 use crate::loadgen::{self, Direction, RateRun};
 use crate::process::ChildProcess;
 use crate::report::{
-    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, SUBJECTS,
-    TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, RELAY,
+    SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -369,6 +369,7 @@ pub fn start_subject(
     match name {
         DIRECT => Ok(Subject::Direct(backend)),
         HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
+        RELAY => Relay::start(backend, dir, haproxy_maxconn).map(Subject::Relay),
         TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
         TANDEM_TUNNEL => TandemPair::start_tunnel(bins, backend, dir).map(Subject::Tandem),
         TANDEM_NO_RESUMPTION => {
@@ -385,6 +386,7 @@ pub fn start_subject(
 pub enum Subject {
     Direct(SocketAddr),
     Haproxy(HaproxyPair),
+    Relay(Relay),
     Tandem(TandemPair),
 }
 
@@ -393,6 +395,7 @@ impl Subject {
         match self {
             Subject::Direct(a) => *a,
             Subject::Haproxy(p) => p.listen,
+            Subject::Relay(r) => r.listen,
             Subject::Tandem(p) => p.listen,
         }
     }
@@ -401,6 +404,7 @@ impl Subject {
         match self {
             Subject::Direct(_) => vec![],
             Subject::Haproxy(p) => vec![&p.client_side, &p.server_side],
+            Subject::Relay(r) => vec![&r.process],
             Subject::Tandem(p) => vec![&p.client_side, &p.server_side],
         }
     }

@@ -67,6 +67,21 @@ backend mtls_out
     )
 }
 
+/// The relay: one process copying plain TCP from `listen` to `forward_to`, no TLS.
+pub fn relay_config(listen: SocketAddr, forward_to: SocketAddr, maxconn: u32) -> String {
+    format!(
+        "{global}\
+frontend plain_in
+    bind {listen}
+    default_backend app
+
+backend app
+    server app {forward_to}
+",
+        global = global_section(maxconn),
+    )
+}
+
 fn global_section(maxconn: u32) -> String {
     format!(
         "global
@@ -148,6 +163,26 @@ impl HaproxyPair {
     }
 }
 
+/// The floor of any proxy in the path: one HAProxy process relaying plain TCP, without TLS.
+/// A connection through it costs the two TCP connections every interposed proxy makes (the
+/// caller's and the one to the backend) and nothing else, so its new-connection rate bounds
+/// what any pair of proxies can reach on the same machine.
+pub struct Relay {
+    pub process: ChildProcess,
+    pub listen: SocketAddr,
+}
+
+impl Relay {
+    /// Starts the relay in front of `backend`, its configuration under `dir`.
+    pub fn start(backend: SocketAddr, dir: &Path, maxconn: u32) -> anyhow::Result<Self> {
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let cfg = write_file(dir, "relay.cfg", &relay_config(listen, backend, maxconn))?;
+        let mut process = ChildProcess::spawn("haproxy relay (no TLS)", haproxy(&cfg))?;
+        wait_listening(&mut process, listen, Duration::from_secs(10))?;
+        Ok(Self { process, listen })
+    }
+}
+
 fn haproxy(cfg: &Path) -> Command {
     let mut c = Command::new("haproxy");
     // -db: stay in the foreground (the pid is the process to measure); -q: no start-up chatter.
@@ -181,6 +216,19 @@ mod tests {
             ca_file: "/tmp/x/ca.pem".into(),
             maxconn: 9500,
         }
+    }
+
+    #[test]
+    fn the_relay_forwards_plain_tcp() {
+        let cfg = relay_config(
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+            9500,
+        );
+        assert!(cfg.contains("    mode tcp\n"));
+        assert!(cfg.contains("    bind 127.0.0.1:4000\n"));
+        assert!(cfg.contains("    server app 127.0.0.1:5000\n"));
+        assert!(!cfg.contains("ssl crt"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::provider::{self as crypto_provider, Kx};
 use tandem_bench::report::{
-    splice_generated, DIRECT, HAPROXY, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    splice_generated, DIRECT, HAPROXY, RELAY, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 
 #[derive(Parser)]
@@ -27,9 +27,11 @@ struct Cli {
 enum Cmd {
     /// Run every scenario against every subject and report them side by side.
     ///
-    /// Subjects: direct (client -> backend), tandem (tandem-agent dev + two tandem-proxy
-    /// processes), tandem-tunnel (the same with --tunnel: app connections are streams of one
-    /// mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing the same mutual TLS). Scenarios: 1 kB
+    /// Subjects: direct (client -> backend), relay (one haproxy process relaying plain TCP, no
+    /// TLS: the floor of any proxy in the path; TCP scenarios only), tandem (tandem-agent dev +
+    /// two tandem-proxy processes), tandem-tunnel (the same with --tunnel: app connections are
+    /// streams of one mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing
+    /// the same mutual TLS). Scenarios: 1 kB
     /// request/response at 1,000 and 5,000 rps (open loop) and at saturation; a new connection
     /// per request; bulk 1 and 8 streams each way; RSS idle and with open idle connections; CPU
     /// per 10,000 requests; deny-intention propagation; injector AdmissionReviews/s. Then
@@ -42,8 +44,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Subjects to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "direct,tandem,tandem-tunnel,haproxy",
-              value_parser = [DIRECT, TANDEM, TANDEM_TUNNEL, HAPROXY])]
+        #[arg(long, value_delimiter = ',', default_value = "direct,relay,tandem,tandem-tunnel,haproxy",
+              value_parser = [DIRECT, RELAY, TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subjects: Vec<String>,
         /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.
         /// docs/PERFORMANCE.md is refreshed only when both run.
@@ -72,9 +74,10 @@ enum Cmd {
     /// Run one scenario against one subject under `perf record` (attached to each proxy
     /// process) and write a flat profile per process.
     Profile {
-        /// tandem, tandem-tunnel, tandem-no-resumption (--tls-resumption=false) or haproxy.
+        /// tandem, tandem-tunnel, tandem-no-resumption (--tls-resumption=false), haproxy or relay
+        /// (one HAProxy process relaying plain TCP, no TLS: the floor of any proxy in the path).
         #[arg(long, default_value = TANDEM,
-              value_parser = [TANDEM, TANDEM_TUNNEL, TANDEM_NO_RESUMPTION, HAPROXY])]
+              value_parser = [TANDEM, TANDEM_TUNNEL, TANDEM_NO_RESUMPTION, HAPROXY, RELAY])]
         subject: String,
         #[arg(long, value_enum, default_value = "saturation")]
         scenario: Scenario,

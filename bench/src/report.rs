@@ -18,11 +18,30 @@ pub const TANDEM: &str = "tandem";
 /// A Tandem pair with `--tunnel` on both proxies: app connections ride one mTLS connection.
 pub const TANDEM_TUNNEL: &str = "tandem-tunnel";
 pub const HAPROXY: &str = "haproxy";
+/// One HAProxy process relaying plain TCP, no TLS: the floor of any proxy in the path.
+pub const RELAY: &str = "relay";
 /// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
 /// `profile`, to measure what resumption saves).
 pub const TANDEM_NO_RESUMPTION: &str = "tandem-no-resumption";
 /// The subjects of the TCP scenarios, in the order they are started and shown.
-pub const SUBJECTS: [&str; 4] = [DIRECT, TANDEM, TANDEM_TUNNEL, HAPROXY];
+pub const SUBJECTS: [&str; 5] = [DIRECT, RELAY, TANDEM, TANDEM_TUNNEL, HAPROXY];
+/// A value per subject, in the order of [`SUBJECTS`].
+type PerSubject = [Option<f64>; SUBJECTS.len()];
+
+/// Where `name` is in [`SUBJECTS`] (a column of the table).
+fn column(name: &str) -> usize {
+    SUBJECTS
+        .iter()
+        .position(|s| *s == name)
+        .expect("a subject of SUBJECTS")
+}
+
+/// The subjects shown again as a ratio to the HAProxy pair, after the values.
+const RATIOS: [(&str, &str); 3] = [
+    (RELAY, "relay / haproxy"),
+    (TANDEM, "tandem / haproxy"),
+    (TANDEM_TUNNEL, "tunnel / haproxy"),
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -161,32 +180,37 @@ impl Report {
     /// The side-by-side table, as Markdown (readable on a terminal too).
     pub fn table(&self) -> String {
         let rows = self.rows();
-        let mut out = String::from(
-            "| metric | direct | tandem | tandem-tunnel | haproxy | tandem / haproxy | tunnel / haproxy |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        let headers: Vec<&str> = SUBJECTS
+            .iter()
+            .copied()
+            .chain(RATIOS.iter().map(|(_, h)| *h))
+            .collect();
+        let mut out = format!(
+            "| metric | {} |\n|---|{}\n",
+            headers.join(" | "),
+            "---:|".repeat(headers.len())
         );
+        let haproxy = column(HAPROXY);
         for r in rows {
             let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| fmt_num(v, r.decimals));
-            let ratio = |t: Option<f64>| match (t, r.values[3]) {
+            let ratio = |t: Option<f64>| match (t, r.values[haproxy]) {
                 (Some(t), Some(h)) if h != 0.0 => format!("{:.2}", t / h),
                 _ => "-".into(),
             };
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                r.label,
-                cell(r.values[0]),
-                cell(r.values[1]),
-                cell(r.values[2]),
-                cell(r.values[3]),
-                ratio(r.values[1]),
-                ratio(r.values[2]),
-            ));
+            let cells: Vec<String> = r
+                .values
+                .iter()
+                .map(|v| cell(*v))
+                .chain(RATIOS.iter().map(|(n, _)| ratio(r.values[column(n)])))
+                .collect();
+            out.push_str(&format!("| {} | {} |\n", r.label, cells.join(" | ")));
         }
         out
     }
 
     fn rows(&self) -> Vec<Row> {
         let subjects = SUBJECTS.map(|n| self.subject(n));
-        let per = |f: &dyn Fn(&SubjectReport) -> Option<f64>| -> [Option<f64>; 4] {
+        let per = |f: &dyn Fn(&SubjectReport) -> Option<f64>| -> PerSubject {
             subjects.map(|s| s.and_then(f))
         };
         let mut rows = Vec::new();
@@ -217,7 +241,7 @@ impl Report {
                 ("p90", |r| r.latency.p90_us),
                 ("p99", |r| r.latency.p99_us),
             ] {
-                let direct = subjects[0].and_then(&at).map(|r| pick(&r));
+                let direct = subjects[column(DIRECT)].and_then(&at).map(|r| pick(&r));
                 rows.push(Row::new(
                     format!("{k} rps: added {label} over direct (µs)"),
                     per(&|s| Some(at(s).map(|r| pick(&r))? - direct?)),
@@ -230,7 +254,7 @@ impl Report {
                 per(&service_p99),
                 0,
             ));
-            let direct = subjects[0].and_then(service_p99);
+            let direct = subjects[column(DIRECT)].and_then(service_p99);
             rows.push(Row::new(
                 format!("{k} rps: added p99 from actual send (µs)"),
                 per(&|s| Some(service_p99(s)? - direct?)),
@@ -369,12 +393,12 @@ impl Report {
 struct Row {
     label: String,
     /// In the order of [`SUBJECTS`].
-    values: [Option<f64>; 4],
+    values: PerSubject,
     decimals: usize,
 }
 
 impl Row {
-    fn new(label: String, values: [Option<f64>; 4], decimals: usize) -> Self {
+    fn new(label: String, values: PerSubject, decimals: usize) -> Self {
         Self {
             label,
             values,
@@ -535,22 +559,24 @@ pub(crate) mod tests {
         };
         assert_eq!(
             line("1,000 rps, 1 kB: p99"),
-            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | 230 | - | 200 | 1.15 | - |"
+            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | - | 230 | - | 200 | - | 1.15 | - |"
         );
         assert_eq!(
             line("1,000 rps: added p99"),
-            "| 1,000 rps: added p99 over direct (µs) | 0 | 150 | - | 120 | 1.25 | - |"
+            "| 1,000 rps: added p99 over direct (µs) | 0 | - | 150 | - | 120 | - | 1.25 | - |"
         );
         // Larger proxy of the pair, in MB.
         assert_eq!(
             line("RSS of one proxy, idle"),
-            "| RSS of one proxy, idle (MB, larger of the pair) | - | 5.0 | - | - | - | - |"
+            "| RSS of one proxy, idle (MB, larger of the pair) | - | - | 5.0 | - | - | - | - | - |"
         );
         assert_eq!(
             line("CPU s per 10k requests at 1,000"),
-            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | 0.75 | - | - | - | - |"
+            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | - | 0.75 | - | - | - | - | - |"
         );
-        assert!(line("bulk client->server, 1 stream").contains("| 3000 | - | - | - | - | - |"));
+        assert!(
+            line("bulk client->server, 1 stream").contains("| 3000 | - | - | - | - | - | - | - |")
+        );
     }
 
     #[test]
@@ -558,7 +584,9 @@ pub(crate) mod tests {
         let md = sample().markdown();
         assert!(md.contains("AMD EPYC, 2 cores"));
         assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
-        assert!(md.contains("| metric | direct | tandem | tandem-tunnel | haproxy |"));
+        assert!(md.contains(
+            "| metric | direct | relay | tandem | tandem-tunnel | haproxy | relay / haproxy |"
+        ));
         assert!(md.contains(
             "| added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs | \
              tandem +150 µs, haproxy +120 µs | **no** |"
