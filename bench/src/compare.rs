@@ -259,6 +259,7 @@ impl Live {
             .map(|p| ProcessReport {
                 role: p.role.clone(),
                 idle_rss_kb: procstat::rss_kb(p.pid()).unwrap_or(0),
+                idle_anon_kb: procstat::rss_anon_kb(p.pid()).unwrap_or(0),
                 ..Default::default()
             })
             .collect();

@@ -24,6 +24,15 @@ pub fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     parse_vm_rss(&status).with_context(|| format!("no VmRSS line in {path}"))
 }
 
+/// The anonymous part of `pid`'s resident set in kB (`RssAnon`): its own heap and stacks,
+/// which no other process shares. The rest of `VmRSS` is mapped files (the executable's text,
+/// shared with every process running the same file) and shared memory.
+pub fn rss_anon_kb(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status_kb(&status, "RssAnon:").with_context(|| format!("no RssAnon line in {path}"))
+}
+
 /// CPU time (user + system) `pid` has used so far.
 pub fn cpu_time(pid: u32, ticks_per_sec: u64) -> anyhow::Result<Duration> {
     let path = format!("/proc/{pid}/stat");
@@ -42,9 +51,14 @@ pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
+    status_kb(status, "VmRSS:")
+}
+
+/// The kB figure of the `/proc/<pid>/status` line starting with `key`.
+fn status_kb(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -69,6 +83,8 @@ mod tests {
         let status = "Name:\thaproxy\nVmPeak:\t  20000 kB\nVmRSS:\t    8124 kB\nThreads:\t2\n";
         assert_eq!(parse_vm_rss(status), Some(8124));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        let status = "VmRSS:\t    8124 kB\nRssAnon:\t    1460 kB\nRssFile:\t    6664 kB\n";
+        assert_eq!(status_kb(status, "RssAnon:"), Some(1460));
     }
 
     #[test]

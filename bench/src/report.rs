@@ -162,6 +162,10 @@ pub struct SubjectReport {
 pub struct ProcessReport {
     pub role: String,
     pub idle_rss_kb: u64,
+    /// The anonymous part of the idle RSS (`RssAnon`: not shared with other processes); 0 in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub idle_anon_kb: u64,
     /// (open idle connections through the pair, RSS in kB)
     pub rss_with_connections_kb: Vec<(usize, u64)>,
     /// (offered rate, CPU seconds this process used per 10,000 requests at that rate)
@@ -336,6 +340,11 @@ impl Report {
             per(&|s| max_over(s, &|p| Some(p.idle_rss_kb))),
             1,
         ));
+        rows.push(Row::new(
+            "RSS of one proxy, idle: the anonymous part, not shared (MB)".into(),
+            per(&|s| max_over(s, &|p| (p.idle_anon_kb > 0).then_some(p.idle_anon_kb))),
+            1,
+        ));
         for &rate in &self.settings.rates {
             rows.push(Row::new(
                 format!("RSS of one proxy at {} rps (MB)", format_rate(rate)),
@@ -488,6 +497,7 @@ pub(crate) mod tests {
                 ProcessReport {
                     role: "client".into(),
                     idle_rss_kb: 4096,
+                    idle_anon_kb: 1024,
                     rss_with_connections_kb: vec![(1000, 10240)],
                     cpu_s_per_10k_requests: vec![(1000.0, 0.25)],
                     rss_under_load_kb: vec![(1000.0, 6144)],
@@ -495,6 +505,7 @@ pub(crate) mod tests {
                 ProcessReport {
                     role: "server".into(),
                     idle_rss_kb: 5120,
+                    idle_anon_kb: 1536,
                     rss_with_connections_kb: vec![(1000, 8192)],
                     cpu_s_per_10k_requests: vec![(1000.0, 0.5)],
                     rss_under_load_kb: vec![(1000.0, 7168)],
@@ -569,6 +580,10 @@ pub(crate) mod tests {
         assert_eq!(
             line("RSS of one proxy, idle"),
             "| RSS of one proxy, idle (MB, larger of the pair) | - | - | 5.0 | - | - | - | - | - |"
+        );
+        assert_eq!(
+            line("RSS of one proxy, idle: the anonymous part"),
+            "| RSS of one proxy, idle: the anonymous part, not shared (MB) | - | - | 1.5 | - | - | - | - | - |"
         );
         assert_eq!(
             line("CPU s per 10k requests at 1,000"),

@@ -44,26 +44,33 @@ impl BackendKind {
     }
 }
 
-/// Release binaries of the other crates.
+/// The target the container images are built for: their binaries are static (`FROM scratch`).
+pub const IMAGE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Release binaries of the other crates: the static ones the container images ship
+/// (`docker/build-images.sh` builds them the same way), so what is measured is what runs in a
+/// pod.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub dir: PathBuf,
 }
 
 impl Binaries {
-    /// The directory holding this executable (`target/release` under `cargo run --release`),
-    /// after building the agent, proxy and injector binaries there unless `build` is false.
+    /// `<target dir>/x86_64-unknown-linux-gnu/release`, next to the `release` directory this
+    /// executable is in, after building the agent, proxy and injector there (static, as for the
+    /// images) unless `build` is false.
     pub fn locate(build: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the bench executable")?;
-        let dir = exe
+        let target = exe
             .parent()
-            .context("bench executable has no parent directory")?
+            .and_then(Path::parent)
+            .context("bench executable is not in <target dir>/<profile>")?
             .to_path_buf();
         if build {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(&cargo);
             cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--release", "--bins"])
+                .args(["build", "--release", "--bins", "--target", IMAGE_TARGET])
                 .args([
                     "-p",
                     "tandem-agent",
@@ -71,26 +78,29 @@ impl Binaries {
                     "tandem-proxy",
                     "-p",
                     "tandem-injector",
-                ]);
-            // Build into the same target directory this binary came from.
-            if let Some(target) = dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
-            }
-            eprintln!("bench: building the release binaries: {cmd:?}");
+                ])
+                // Into the same target directory this binary came from. --target keeps build
+                // scripts and proc-macros dynamic; only the binaries get crt-static.
+                .env("CARGO_TARGET_DIR", &target)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static");
+            eprintln!("bench: building the static release binaries: {cmd:?}");
             let status = cmd.status().with_context(|| format!("running {cargo}"))?;
             if !status.success() {
                 // Some crates may not have a binary yet; the subjects that need one say so.
                 eprintln!("bench: `cargo build` of the other binaries failed ({status})");
             }
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir: target.join(IMAGE_TARGET).join("release"),
+        })
     }
 
     pub fn path(&self, name: &str) -> anyhow::Result<PathBuf> {
         let p = self.dir.join(name);
         anyhow::ensure!(
             p.is_file(),
-            "{} not found (build it with `cargo build --release -p {name}`)",
+            "{} not found (build it with `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build \
+             --release --target {IMAGE_TARGET} -p {name}`)",
             p.display()
         );
         Ok(p)
