@@ -1,7 +1,7 @@
 //! The performance targets, checked against one run's report: met, missed by how much,
 //! or not measured.
 
-use crate::http_scenario::{HAPROXY_TCP, TANDEM_HTTP};
+use crate::http_scenario::{HAPROXY_TCP, TANDEM_HTTP, TANDEM_TCP};
 use crate::loadgen::Direction;
 use crate::report::{Report, SubjectReport, DIRECT, HAPROXY, RELAY, TANDEM, TANDEM_TUNNEL};
 
@@ -194,6 +194,22 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
         ),
         _ => TargetCheck::not_measured(t),
     });
+    // The issue's own wording of the latency goal: one connection, serial.
+    let t = "HTTP: serial added p50 <= 0.6x HAProxy pair's added (tandem tcp, one kept-alive connection)";
+    let added = |name: &str| Some(serial(name)?.0 - serial(DIRECT)?.0);
+    out.push(match (added(TANDEM_TCP), added(HAPROXY_TCP)) {
+        (Some(a), Some(h)) if a >= 0.0 && h > 0.0 => TargetCheck::new(
+            t,
+            format!("{a:+.0} vs {h:+.0} µs ({:.2}x)", a / h),
+            Some(a <= 0.6 * h),
+        ),
+        (Some(a), Some(h)) => TargetCheck::new(
+            t,
+            format!("inconclusive: {a:+.0} vs {h:+.0} µs (noise exceeds the difference)"),
+            None,
+        ),
+        _ => TargetCheck::not_measured(t),
+    });
     out
 }
 
@@ -338,12 +354,15 @@ mod tests {
         let vs = find("HTTP: Tandem pair with L7 ahead");
         assert_eq!(vs.measured, "p50 170 vs 200 µs, p99 280 vs 300 µs");
         assert_eq!(vs.met, Some(true));
+        let serial = find("HTTP: serial added p50");
+        assert_eq!(serial.measured, "+100 vs +150 µs (0.67x)");
+        assert_eq!(serial.met, Some(false));
 
         let mut r = sample();
         r.http = crate::report::Outcome::NotRun {
             reason: "not selected".into(),
         };
-        assert!(check(&r).iter().rev().take(2).all(|c| c.met.is_none()));
+        assert!(check(&r).iter().rev().take(3).all(|c| c.met.is_none()));
     }
 
     #[test]
