@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::echo::{Backend, MESSAGE_SIZE};
 use crate::haproxy::{HaproxyPair, Relay};
-use crate::loadgen::{self, Direction, RateRun};
+use crate::loadgen::{self, Direction, RateRun, Slices};
 use crate::process::ChildProcess;
 use crate::report::{
     Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, RELAY,
@@ -53,6 +53,7 @@ impl Settings {
             saturation_seconds: secs(2.0, 5.0),
             new_conn_workers: 8,
             new_conn_seconds: secs(2.0, 5.0),
+            throughput_rounds: if quick { 2 } else { 10 },
             bulk_seconds: secs(1.0, 3.0),
             idle_connection_counts: if quick || high <= 1000 {
                 vec![1000]
@@ -76,8 +77,9 @@ impl Settings {
 /// The TCP scenarios first: all subjects are started first. The fixed-rate runs, where the
 /// differences are fractions of a millisecond, are interleaved: each rate is cut into rounds
 /// and every round runs each subject once, in a rotating order, so drift from other work on the
-/// machine lands on all subjects alike. The throughput scenarios then run one subject after the
-/// other. Then the HTTP scenario, with its own subjects, interleaved the same way.
+/// machine lands on all subjects alike; so are saturation and new connections. Bulk and memory
+/// then run one subject after the other. Then the HTTP scenario, with its own subjects,
+/// interleaved the same way.
 pub fn run(opts: &Options) -> anyhow::Result<Report> {
     // The build runs at the caller's priority; everything after it at the requested one.
     let bins = Binaries::locate(opts.build)?;
@@ -134,8 +136,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The TCP scenarios: every subject started, the fixed rates interleaved, then throughput and
-/// memory one subject after the other, policy propagation, and the injector.
+/// The TCP scenarios: every subject started, the fixed rates, saturation and new connections
+/// interleaved, then bulk and memory one subject after the other, policy propagation, and the
+/// injector.
 fn tcp_scenarios(
     rt: &tokio::runtime::Runtime,
     bins: &Binaries,
@@ -183,8 +186,9 @@ fn tcp_scenarios(
     for &rate in &settings.rates {
         fixed_rate_interleaved(&mut live, settings, rate);
     }
+    throughput_interleaved(&mut live, settings);
     for l in &mut live {
-        throughput_and_memory(l, settings);
+        bulk_and_memory(l, settings);
     }
     let mut policy = Outcome::NotRun {
         reason: "the tandem subject did not run".into(),
@@ -430,27 +434,58 @@ fn haproxy_maxconn(settings: &Settings) -> u32 {
     (most + 500) as u32
 }
 
-fn throughput_and_memory(l: &mut Live, s: &Settings) {
+/// Saturation, then new connections, each cut into rounds: every round runs each subject for
+/// one slice, in a rotating order (as the fixed rates do), so the machine's drift lands on all
+/// subjects alike and their ratios hold.
+fn throughput_interleaved(live: &mut [Live], s: &Settings) {
+    let rounds = s.throughput_rounds.max(1);
+    eprintln!(
+        "bench: saturation and new connections, {rounds} rounds of {:.1} + {:.1} s per subject",
+        s.saturation_seconds / rounds as f64,
+        s.new_conn_seconds / rounds as f64
+    );
+    let n = live.len();
+    for (scenario, seconds) in [
+        ("saturation", s.saturation_seconds),
+        ("new connection per request", s.new_conn_seconds),
+    ] {
+        let slice = Duration::from_secs_f64(seconds / rounds as f64);
+        let mut runs: Vec<Option<Slices>> = vec![Some(Slices::default()); n];
+        for round in 0..rounds {
+            for k in 0..n {
+                let i = (k + round) % n;
+                let Some(total) = runs[i].as_mut() else {
+                    continue;
+                };
+                let target = live[i].subject.target();
+                let slice = if scenario == "saturation" {
+                    loadgen::saturation_slice(target, s.connections, slice)
+                } else {
+                    loadgen::new_connection_slice(target, s.new_conn_workers, slice)
+                };
+                match slice {
+                    Ok(r) => total.merge(&r),
+                    Err(e) => {
+                        live[i].fail(scenario, e);
+                        runs[i] = None;
+                    }
+                }
+            }
+        }
+        for (l, run) in live.iter_mut().zip(runs) {
+            let Some(run) = run else { continue };
+            if scenario == "saturation" {
+                l.report.saturation = Some(run.saturation(s.connections));
+            } else {
+                l.report.new_conn = Some(run.new_conn(s.new_conn_workers));
+            }
+        }
+    }
+}
+
+fn bulk_and_memory(l: &mut Live, s: &Settings) {
     let name = l.report.name.clone();
     let target = l.subject.target();
-    eprintln!("bench: {name}: saturation");
-    match loadgen::saturation(
-        target,
-        s.connections,
-        Duration::from_secs_f64(s.saturation_seconds),
-    ) {
-        Ok(r) => l.report.saturation = Some(r),
-        Err(e) => l.fail("saturation", e),
-    }
-    eprintln!("bench: {name}: new connection per request");
-    match loadgen::new_connection_per_request(
-        target,
-        s.new_conn_workers,
-        Duration::from_secs_f64(s.new_conn_seconds),
-    ) {
-        Ok(r) => l.report.new_conn = Some(r),
-        Err(e) => l.fail("new connection per request", e),
-    }
     eprintln!("bench: {name}: bulk");
     for dir in [Direction::Upload, Direction::Download] {
         for streams in [1, 8] {

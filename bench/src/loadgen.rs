@@ -186,12 +186,77 @@ pub fn fixed_rate(
     Ok(run)
 }
 
+/// What closed-loop slices of one scenario add up to: the latencies, the errors and the time
+/// the load ran. Slices of one subject, interleaved with other subjects' ([`Slices::merge`]),
+/// make one result.
+#[derive(Debug, Clone)]
+pub struct Slices {
+    pub latency: Histogram<u64>,
+    pub errors: u64,
+    pub seconds: f64,
+}
+
+impl Default for Slices {
+    fn default() -> Self {
+        Self {
+            latency: new_histogram(),
+            errors: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+impl Slices {
+    pub fn merge(&mut self, other: &Slices) {
+        self.latency
+            .add(&other.latency)
+            .expect("histograms share bounds");
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.latency.len() as f64 / self.seconds.max(1e-9)
+    }
+
+    /// As a saturation result over `connections`.
+    pub fn saturation(&self, connections: usize) -> SaturationResult {
+        SaturationResult {
+            connections,
+            requests: self.latency.len(),
+            errors: self.errors,
+            rps: self.per_sec(),
+            latency: Percentiles::of(&self.latency),
+        }
+    }
+
+    /// As a new-connection-per-request result of `workers`.
+    pub fn new_conn(&self, workers: usize) -> NewConnResult {
+        NewConnResult {
+            workers,
+            connections: self.latency.len(),
+            errors: self.errors,
+            conns_per_sec: self.per_sec(),
+            ttfb: Percentiles::of(&self.latency),
+        }
+    }
+}
+
 /// Closed-loop run: every connection sends its next request as soon as the previous answer is in.
 pub fn saturation(
     target: SocketAddr,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<SaturationResult> {
+    Ok(saturation_slice(target, connections, duration)?.saturation(connections))
+}
+
+/// One slice of [`saturation`]: the connections are opened before the clock starts.
+pub fn saturation_slice(
+    target: SocketAddr,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Slices> {
     let mut streams = Vec::with_capacity(connections);
     for _ in 0..connections {
         streams.push(echo_connection(target)?);
@@ -218,14 +283,11 @@ pub fn saturation(
             })
         })
         .collect();
-    let (h, errors) = join_histograms(handles);
-    let secs = start.elapsed().as_secs_f64();
-    Ok(SaturationResult {
-        connections,
-        requests: h.len(),
+    let (latency, errors) = join_histograms(handles);
+    Ok(Slices {
+        latency,
         errors,
-        rps: h.len() as f64 / secs,
-        latency: Percentiles::of(&h),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -236,6 +298,15 @@ pub fn new_connection_per_request(
     workers: usize,
     duration: Duration,
 ) -> anyhow::Result<NewConnResult> {
+    Ok(new_connection_slice(target, workers, duration)?.new_conn(workers))
+}
+
+/// One slice of [`new_connection_per_request`].
+pub fn new_connection_slice(
+    target: SocketAddr,
+    workers: usize,
+    duration: Duration,
+) -> anyhow::Result<Slices> {
     // Fail fast with a clear error if the subject does not answer at all.
     one_shot(target).with_context(|| format!("first one-shot request through {target}"))?;
     let start = Instant::now();
@@ -259,14 +330,11 @@ pub fn new_connection_per_request(
             })
         })
         .collect();
-    let (h, errors) = join_histograms(handles);
-    let secs = start.elapsed().as_secs_f64();
-    Ok(NewConnResult {
-        workers,
-        connections: h.len(),
+    let (latency, errors) = join_histograms(handles);
+    Ok(Slices {
+        latency,
         errors,
-        conns_per_sec: h.len() as f64 / secs,
-        ttfb: Percentiles::of(&h),
+        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
@@ -392,4 +460,35 @@ fn join_histograms(
         errors += e;
     }
     (all, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(latencies_us: &[u64], errors: u64, seconds: f64) -> Slices {
+        let mut latency = new_histogram();
+        for us in latencies_us {
+            latency.saturating_record(us * 1000);
+        }
+        Slices {
+            latency,
+            errors,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn interleaved_slices_add_up_to_one_run() {
+        let mut total = Slices::default();
+        total.merge(&slice(&[100, 100, 100], 0, 0.5));
+        total.merge(&slice(&[300], 1, 0.5));
+        let s = total.saturation(8);
+        // 4 requests over the 1 s the load ran, wherever the slices fell.
+        assert_eq!((s.requests, s.errors, s.rps), (4, 1, 4.0));
+        assert_eq!(s.latency.p50_us, 100.0);
+        assert_eq!(s.latency.max_us, 300.0);
+        let n = total.new_conn(2);
+        assert_eq!((n.workers, n.connections, n.conns_per_sec), (2, 4, 4.0));
+    }
 }

@@ -93,9 +93,15 @@ pub struct Settings {
     pub rate_seconds: f64,
     pub rate_rounds: usize,
     pub connections: usize,
+    /// Seconds per subject of the closed loop, cut into `throughput_rounds` interleaved slices.
     pub saturation_seconds: f64,
     pub new_conn_workers: usize,
+    /// Seconds per subject of new connections, cut into `throughput_rounds` interleaved slices.
     pub new_conn_seconds: f64,
+    /// Interleaved rounds of the saturation and new-connection runs (0 in reports written
+    /// when they ran one subject after the other).
+    #[serde(default)]
+    pub throughput_rounds: usize,
     pub bulk_seconds: f64,
     pub idle_connection_counts: Vec<usize>,
     pub policy_tries: usize,
@@ -467,6 +473,7 @@ pub(crate) mod tests {
             saturation_seconds: 2.0,
             new_conn_workers: 8,
             new_conn_seconds: 2.0,
+            throughput_rounds: 2,
             bulk_seconds: 1.0,
             idle_connection_counts: vec![1000],
             policy_tries: 5,

@@ -32,7 +32,7 @@ impl Report {
         out.push_str(&format!(
             "Settings: fixed rates {rates} rps for {rs} s each ({rr} interleaved rounds) over {c} \
              persistent connections; \
-             saturation {ss} s; new connection per request with {w} workers for {ns} s; bulk \
+             saturation {ss} s; new connection per request with {w} workers for {ns} s{tr}; bulk \
              {bs} s per run; idle connections {idle}; {pt} policy tries; injector {ic} \
              concurrent clients for {is} s; HTTP {hs} s serial and {hc} s over {hn} \
              connections per subject ({hr} interleaved rounds); nice level {nice} for the bench \
@@ -49,6 +49,10 @@ impl Report {
             ss = s.saturation_seconds,
             w = s.new_conn_workers,
             ns = s.new_conn_seconds,
+            tr = match s.throughput_rounds {
+                0 => String::new(),
+                n => format!(" (both in {n} interleaved rounds)"),
+            },
             bs = s.bulk_seconds,
             idle = s
                 .idle_connection_counts
