@@ -11,8 +11,8 @@ use crate::haproxy::{HaproxyPair, Relay};
 use crate::loadgen::{self, Direction, RateRun, Slices};
 use crate::process::ChildProcess;
 use crate::report::{
-    Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY, RELAY,
-    SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    column, Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY,
+    RELAY, SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -212,8 +212,7 @@ fn tcp_scenarios(
         rt.block_on(l.backend.shutdown());
     }
     subjects.extend(failed);
-    let order = |n: &str| SUBJECTS.iter().position(|x| *x == n);
-    subjects.sort_by_key(|s| order(&s.name));
+    subjects.sort_by_key(|s| column(&s.name));
 
     eprintln!("bench: injector");
     let injector = Outcome::from_result(injector::measure(
@@ -300,6 +299,33 @@ impl Live {
     }
 }
 
+/// Runs `rounds` rounds of `slice`, each round once per subject in a rotating order, so drift
+/// from other work on the machine lands on all subjects alike. A subject whose slice fails
+/// (`what` names it in the report) sits out the remaining rounds; which subjects finished is
+/// returned.
+fn interleave(
+    live: &mut [Live],
+    rounds: usize,
+    what: &str,
+    mut slice: impl FnMut(usize, &mut Live) -> anyhow::Result<()>,
+) -> Vec<bool> {
+    let n = live.len();
+    let mut ok = vec![true; n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            if !ok[i] {
+                continue;
+            }
+            if let Err(e) = slice(i, &mut live[i]) {
+                live[i].fail(what, e);
+                ok[i] = false;
+            }
+        }
+    }
+    ok
+}
+
 fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
     eprintln!(
         "bench: {rate} rps, {} rounds of {:.1} s per subject",
@@ -308,48 +334,34 @@ fn fixed_rate_interleaved(live: &mut [Live], s: &Settings, rate: f64) {
     );
     let ticks = procstat::clock_ticks_per_sec();
     let slice = Duration::from_secs_f64(s.rate_seconds / s.rate_rounds as f64);
-    let n = live.len();
-    let mut runs: Vec<Option<RateRun>> = vec![Some(RateRun::default()); n];
+    let mut runs: Vec<RateRun> = vec![RateRun::default(); live.len()];
     let mut cpu: Vec<Vec<Duration>> = live
         .iter()
         .map(|l| vec![Duration::ZERO; l.subject.processes().len()])
         .collect();
-    for round in 0..s.rate_rounds {
-        for k in 0..n {
-            let i = (k + round) % n;
-            if runs[i].is_none() {
-                continue;
-            }
-            let before = live[i].cpu_times(ticks);
-            match loadgen::fixed_rate(live[i].subject.target(), rate, s.connections, slice) {
-                Ok(r) => {
-                    let after = live[i].cpu_times(ticks);
-                    let rss = live[i].rss_kb();
-                    for (p, kb) in rss.into_iter().enumerate() {
-                        let slot = &mut live[i].report.processes[p].rss_under_load_kb;
-                        match slot.iter_mut().find(|(x, _)| *x == rate) {
-                            Some((_, max)) => *max = (*max).max(kb),
-                            None => slot.push((rate, kb)),
-                        }
-                    }
-                    for (p, (a, b)) in before.iter().zip(after).enumerate() {
-                        if let (Some(a), Some(b)) = (a, b) {
-                            cpu[i][p] += b.saturating_sub(*a);
-                        }
-                    }
-                    if let Some(total) = runs[i].as_mut() {
-                        total.merge(&r);
-                    }
-                }
-                Err(e) => {
-                    live[i].fail(&format!("{rate} rps"), e);
-                    runs[i] = None;
-                }
+    let finished = interleave(live, s.rate_rounds, &format!("{rate} rps"), |i, l| {
+        let before = l.cpu_times(ticks);
+        let r = loadgen::fixed_rate(l.subject.target(), rate, s.connections, slice)?;
+        let after = l.cpu_times(ticks);
+        for (p, kb) in l.rss_kb().into_iter().enumerate() {
+            let slot = &mut l.report.processes[p].rss_under_load_kb;
+            match slot.iter_mut().find(|(x, _)| *x == rate) {
+                Some((_, max)) => *max = (*max).max(kb),
+                None => slot.push((rate, kb)),
             }
         }
-    }
+        for (p, (a, b)) in before.iter().zip(after).enumerate() {
+            if let (Some(a), Some(b)) = (a, b) {
+                cpu[i][p] += b.saturating_sub(*a);
+            }
+        }
+        runs[i].merge(&r);
+        Ok(())
+    });
     for (i, run) in runs.into_iter().enumerate() {
-        let Some(run) = run else { continue };
+        if !finished[i] {
+            continue;
+        }
         let result = run.result(rate, s.connections);
         for (p, used) in cpu[i].iter().enumerate() {
             let per_10k = used.as_secs_f64() * 10_000.0 / result.requests.max(1) as f64;
@@ -434,51 +446,45 @@ fn haproxy_maxconn(settings: &Settings) -> u32 {
     (most + 500) as u32
 }
 
-/// Saturation, then new connections, each cut into rounds: every round runs each subject for
-/// one slice, in a rotating order (as the fixed rates do), so the machine's drift lands on all
-/// subjects alike and their ratios hold.
+/// Saturation, then new connections, each cut into rounds that run every subject for one slice
+/// in a rotating order (as the fixed rates do), so their ratios are not one subject's luck.
 fn throughput_interleaved(live: &mut [Live], s: &Settings) {
     let rounds = s.throughput_rounds.max(1);
+    let share = |seconds: f64| Duration::from_secs_f64(seconds / rounds as f64);
     eprintln!(
         "bench: saturation and new connections, {rounds} rounds of {:.1} + {:.1} s per subject",
-        s.saturation_seconds / rounds as f64,
-        s.new_conn_seconds / rounds as f64
+        share(s.saturation_seconds).as_secs_f64(),
+        share(s.new_conn_seconds).as_secs_f64()
     );
-    let n = live.len();
-    for (scenario, seconds) in [
-        ("saturation", s.saturation_seconds),
-        ("new connection per request", s.new_conn_seconds),
-    ] {
-        let slice = Duration::from_secs_f64(seconds / rounds as f64);
-        let mut runs: Vec<Option<Slices>> = vec![Some(Slices::default()); n];
-        for round in 0..rounds {
-            for k in 0..n {
-                let i = (k + round) % n;
-                let Some(total) = runs[i].as_mut() else {
-                    continue;
-                };
-                let target = live[i].subject.target();
-                let slice = if scenario == "saturation" {
-                    loadgen::saturation_slice(target, s.connections, slice)
-                } else {
-                    loadgen::new_connection_slice(target, s.new_conn_workers, slice)
-                };
-                match slice {
-                    Ok(r) => total.merge(&r),
-                    Err(e) => {
-                        live[i].fail(scenario, e);
-                        runs[i] = None;
-                    }
-                }
-            }
+    let mut runs = vec![Slices::default(); live.len()];
+    let slice = share(s.saturation_seconds);
+    let finished = interleave(live, rounds, "saturation", |i, l| {
+        runs[i].merge(&loadgen::saturation_slice(
+            l.subject.target(),
+            s.connections,
+            slice,
+        )?);
+        Ok(())
+    });
+    for ((l, run), done) in live.iter_mut().zip(&runs).zip(finished) {
+        if done {
+            l.report.saturation = Some(run.saturation(s.connections));
         }
-        for (l, run) in live.iter_mut().zip(runs) {
-            let Some(run) = run else { continue };
-            if scenario == "saturation" {
-                l.report.saturation = Some(run.saturation(s.connections));
-            } else {
-                l.report.new_conn = Some(run.new_conn(s.new_conn_workers));
-            }
+    }
+
+    let mut runs = vec![Slices::default(); live.len()];
+    let slice = share(s.new_conn_seconds);
+    let finished = interleave(live, rounds, "new connection per request", |i, l| {
+        runs[i].merge(&loadgen::new_connection_slice(
+            l.subject.target(),
+            s.new_conn_workers,
+            slice,
+        )?);
+        Ok(())
+    });
+    for ((l, run), done) in live.iter_mut().zip(&runs).zip(finished) {
+        if done {
+            l.report.new_conn = Some(run.new_conn(s.new_conn_workers));
         }
     }
 }

@@ -163,7 +163,8 @@ impl HaproxyPair {
     }
 }
 
-/// The floor of any proxy in the path: one HAProxy process relaying plain TCP, without TLS.
+/// The ceiling on new connections/s for any proxy in the path: one HAProxy process relaying
+/// plain TCP, without TLS.
 /// A connection through it costs the two TCP connections every interposed proxy makes (the
 /// caller's and the one to the backend) and nothing else, so its new-connection rate bounds
 /// what any pair of proxies can reach on the same machine.

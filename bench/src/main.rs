@@ -28,7 +28,8 @@ enum Cmd {
     /// Run every scenario against every subject and report them side by side.
     ///
     /// Subjects: direct (client -> backend), relay (one haproxy process relaying plain TCP, no
-    /// TLS: the floor of any proxy in the path; TCP scenarios only), tandem (tandem-agent dev +
+    /// TLS: the ceiling on new connections/s for any proxy in the path; TCP scenarios only),
+    /// tandem (tandem-agent dev +
     /// two tandem-proxy processes), tandem-tunnel (the same with --tunnel: app connections are
     /// streams of one mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing
     /// the same mutual TLS). Scenarios: 1 kB
@@ -52,8 +53,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "tcp,http",
               value_parser = [TCP_SCENARIOS, HTTP_SCENARIO])]
         scenarios: Vec<String>,
-        /// Do not run `cargo build --release` for the agent, proxy and injector binaries first
-        /// (they are then expected next to this executable).
+        /// Do not build the static release binaries of the agent, proxy and injector first
+        /// (they are then expected in <target dir>/x86_64-unknown-linux-gnu/release).
         #[arg(long)]
         no_build: bool,
         /// Directory for results JSON.
@@ -75,7 +76,7 @@ enum Cmd {
     /// process) and write a flat profile per process.
     Profile {
         /// tandem, tandem-tunnel, tandem-no-resumption (--tls-resumption=false), haproxy or relay
-        /// (one HAProxy process relaying plain TCP, no TLS: the floor of any proxy in the path).
+        /// (one HAProxy process relaying plain TCP, no TLS).
         #[arg(long, default_value = TANDEM,
               value_parser = [TANDEM, TANDEM_TUNNEL, TANDEM_NO_RESUMPTION, HAPROXY, RELAY])]
         subject: String,

@@ -18,7 +18,8 @@ pub const TANDEM: &str = "tandem";
 /// A Tandem pair with `--tunnel` on both proxies: app connections ride one mTLS connection.
 pub const TANDEM_TUNNEL: &str = "tandem-tunnel";
 pub const HAPROXY: &str = "haproxy";
-/// One HAProxy process relaying plain TCP, no TLS: the floor of any proxy in the path.
+/// One HAProxy process relaying plain TCP, no TLS: the ceiling on new connections/s for any
+/// proxy in the path.
 pub const RELAY: &str = "relay";
 /// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
 /// `profile`, to measure what resumption saves).
@@ -29,7 +30,7 @@ pub const SUBJECTS: [&str; 5] = [DIRECT, RELAY, TANDEM, TANDEM_TUNNEL, HAPROXY];
 type PerSubject = [Option<f64>; SUBJECTS.len()];
 
 /// Where `name` is in [`SUBJECTS`] (a column of the table).
-fn column(name: &str) -> usize {
+pub(crate) fn column(name: &str) -> usize {
     SUBJECTS
         .iter()
         .position(|s| *s == name)

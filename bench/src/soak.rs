@@ -1,7 +1,8 @@
 //! `tandem-bench soak --minutes N`: a Tandem pair under steady load while its world keeps
 //! changing, checked for leaks.
 //!
-//! `tandem-agent dev` and two `tandem-proxy` processes (release build): `static-server` in
+//! `tandem-agent dev` and two `tandem-proxy` processes (the static release build the images
+//! ship): `static-server` in
 //! front of the echo backend, `static-client` with an upstream listener for it. For the whole
 //! run four keep-alive connections do a 1 kB round trip every 40 ms and two workers open a new
 //! connection per request, 25 a second each: 150 requests/s. Meanwhile ([`schedule()`]):
@@ -58,8 +59,8 @@ pub struct SoakArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Do not build the release binaries first (they are then expected next to this
-    /// executable).
+    /// Do not build the static release binaries first (they are then expected in
+    /// <target dir>/x86_64-unknown-linux-gnu/release).
     #[arg(long)]
     pub no_build: bool,
     /// Directory for the processes' logs.

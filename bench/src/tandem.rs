@@ -61,16 +61,28 @@ impl Binaries {
     /// images) unless `build` is false.
     pub fn locate(build: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the bench executable")?;
-        let target = exe
+        // <target dir>/release/tandem-bench, or <target dir>/<triple>/release/tandem-bench
+        // when the bench itself was built with --target.
+        let mut target = exe
             .parent()
             .and_then(Path::parent)
             .context("bench executable is not in <target dir>/<profile>")?
             .to_path_buf();
+        if target.file_name().is_some_and(|n| n == IMAGE_TARGET) {
+            target.pop();
+        }
         if build {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(&cargo);
             cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--release", "--bins", "--target", IMAGE_TARGET])
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--bins",
+                    "--target",
+                    IMAGE_TARGET,
+                ])
                 .args([
                     "-p",
                     "tandem-agent",
