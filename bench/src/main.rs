@@ -54,7 +54,7 @@ enum Cmd {
               value_parser = [TCP_SCENARIOS, HTTP_SCENARIO])]
         scenarios: Vec<String>,
         /// Do not build the static release binaries of the agent, proxy and injector first
-        /// (they are then expected in <target dir>/x86_64-unknown-linux-gnu/release).
+        /// (they are then expected in `<target dir>/x86_64-unknown-linux-gnu/release`).
         #[arg(long)]
         no_build: bool,
         /// Directory for results JSON.

@@ -60,7 +60,7 @@ pub struct SoakArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Do not build the static release binaries first (they are then expected in
-    /// <target dir>/x86_64-unknown-linux-gnu/release).
+    /// `<target dir>/x86_64-unknown-linux-gnu/release`).
     #[arg(long)]
     pub no_build: bool,
     /// Directory for the processes' logs.
