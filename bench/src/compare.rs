@@ -456,37 +456,44 @@ fn throughput_interleaved(live: &mut [Live], s: &Settings) {
         share(s.saturation_seconds).as_secs_f64(),
         share(s.new_conn_seconds).as_secs_f64()
     );
-    let mut runs = vec![Slices::default(); live.len()];
-    let slice = share(s.saturation_seconds);
-    let finished = interleave(live, rounds, "saturation", |i, l| {
-        runs[i].merge(&loadgen::saturation_slice(
-            l.subject.target(),
-            s.connections,
-            slice,
-        )?);
-        Ok(())
-    });
-    for ((l, run), done) in live.iter_mut().zip(&runs).zip(finished) {
-        if done {
-            l.report.saturation = Some(run.saturation(s.connections));
-        }
+    let saturation = closed_loop_interleaved(
+        live,
+        rounds,
+        "saturation",
+        share(s.saturation_seconds),
+        |target, d| loadgen::saturation_slice(target, s.connections, d),
+    );
+    let new_conn = closed_loop_interleaved(
+        live,
+        rounds,
+        "new connection per request",
+        share(s.new_conn_seconds),
+        |target, d| loadgen::new_connection_slice(target, s.new_conn_workers, d),
+    );
+    for ((l, saturation), new_conn) in live.iter_mut().zip(saturation).zip(new_conn) {
+        l.report.saturation = saturation.map(|r| r.saturation(s.connections));
+        l.report.new_conn = new_conn.map(|r| r.new_conn(s.new_conn_workers));
     }
+}
 
+/// [`interleave`] of one closed-loop scenario, `slice` long per subject and round: each
+/// subject's slices added up, `None` for a subject whose slice failed.
+fn closed_loop_interleaved(
+    live: &mut [Live],
+    rounds: usize,
+    what: &str,
+    slice: Duration,
+    run: impl Fn(SocketAddr, Duration) -> anyhow::Result<Slices>,
+) -> Vec<Option<Slices>> {
     let mut runs = vec![Slices::default(); live.len()];
-    let slice = share(s.new_conn_seconds);
-    let finished = interleave(live, rounds, "new connection per request", |i, l| {
-        runs[i].merge(&loadgen::new_connection_slice(
-            l.subject.target(),
-            s.new_conn_workers,
-            slice,
-        )?);
+    let finished = interleave(live, rounds, what, |i, l| {
+        runs[i].merge(&run(l.subject.target(), slice)?);
         Ok(())
     });
-    for ((l, run), done) in live.iter_mut().zip(&runs).zip(finished) {
-        if done {
-            l.report.new_conn = Some(run.new_conn(s.new_conn_workers));
-        }
-    }
+    runs.into_iter()
+        .zip(finished)
+        .map(|(run, done)| done.then_some(run))
+        .collect()
 }
 
 fn bulk_and_memory(l: &mut Live, s: &Settings) {
