@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -311,16 +312,27 @@ impl Drop for Registered {
     }
 }
 
-/// `TCP_NODELAY` and keepalives on a proxied socket. Failures only cost performance.
-pub(crate) fn tune(stream: &TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
+/// `TCP_NODELAY` and keepalives on a proxied socket, or on a listener of them. Failures only
+/// cost performance.
+pub(crate) fn tune(socket: &impl AsFd) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(e) = socket.set_tcp_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE)
         .with_interval(Duration::from_secs(10));
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
         tracing::debug!(error = %e, "cannot enable TCP keepalive");
+    }
+}
+
+/// [`tune`] for a socket accepted from a listener that was tuned: nothing on Linux, which
+/// copies the listener's options into each socket it accepts (4 system calls fewer per
+/// connection).
+pub(crate) fn tune_accepted(stream: &TcpStream) {
+    if !cfg!(target_os = "linux") {
+        tune(stream);
     }
 }
 
@@ -438,6 +450,30 @@ impl Drop for Tracked {
             duration.ms = self.started.elapsed().as_millis() as u64,
             end,
             "connection closed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `tune_accepted` relies on: a socket accepted from a tuned listener has its options.
+    #[tokio::test]
+    async fn an_accepted_socket_has_the_tuned_options() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tune(&listener);
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        tune_accepted(&accepted);
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap(), "TCP_NODELAY");
+        assert!(socket.keepalive().unwrap(), "SO_KEEPALIVE");
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(10)
         );
     }
 }

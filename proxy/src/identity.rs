@@ -16,6 +16,14 @@ use tokio::sync::watch;
 use crate::consul::{self, Blocking, CaRoots, ConsulError, LeafCert};
 use crate::watcher::{WatchContext, WatchError, Watched, Watcher};
 
+/// What a client config is for: the expected identity's datacenter and service (lower case),
+/// whether it offers the tunnel, and the instance's address.
+type ClientKey = (String, String, bool, String);
+
+/// How many client configs a [`TlsState`] keeps; past it one is dropped for each new one (its
+/// instance's next handshake is a full one). Each holds at most 8 sessions of a few kB.
+const MAX_CLIENT_CONFIGS: usize = 256;
+
 /// Everything a connection needs from the current credentials.
 pub struct TlsState {
     /// Config for the public listener (requires a mesh client certificate).
@@ -24,9 +32,9 @@ pub struct TlsState {
     pub(crate) tunnel_server: Arc<ServerConfig>,
     identity: Identity,
     roots: TrustRoots,
-    /// Client configs per expected upstream identity (and whether they offer the tunnel),
-    /// built on first use.
-    clients: Mutex<HashMap<(String, String, bool), Arc<ClientConfig>>>,
+    /// Client configs per instance dialed, built on first use (at most
+    /// [`MAX_CLIENT_CONFIGS`]).
+    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
     /// Our own service identity (from the leaf).
     pub local: Option<ServiceId>,
     /// The leaf's serial number, for logs.
@@ -106,28 +114,41 @@ impl TlsState {
         ServiceId::new(self.trust_domain().clone(), datacenter, service)
     }
 
-    /// A client config that presents our leaf and accepts only `expected`.
-    pub fn client_for(&self, expected: &ServiceId) -> Result<Arc<ClientConfig>, tls::TlsError> {
-        self.client(expected, false)
+    /// A client config for dialing the instance at `instance` (its address), which presents
+    /// our leaf and accepts only `expected`.
+    ///
+    /// Each instance has a config of its own because each has a session cache of its own:
+    /// rustls keys sessions by server name, which is the service's SNI for every instance of
+    /// it, and a ticket resumes only at the instance that issued it. With one cache per
+    /// service, round-robin would offer every instance the previous instance's ticket.
+    pub fn client_for(
+        &self,
+        expected: &ServiceId,
+        instance: &str,
+    ) -> Result<Arc<ClientConfig>, tls::TlsError> {
+        self.client(expected, instance, false)
     }
 
     /// The same, offering the tunnel's ALPN protocol.
     pub(crate) fn tunnel_client_for(
         &self,
         expected: &ServiceId,
+        instance: &str,
     ) -> Result<Arc<ClientConfig>, tls::TlsError> {
-        self.client(expected, true)
+        self.client(expected, instance, true)
     }
 
     fn client(
         &self,
         expected: &ServiceId,
+        instance: &str,
         tunnel: bool,
     ) -> Result<Arc<ClientConfig>, tls::TlsError> {
         let key = (
             expected.datacenter.to_ascii_lowercase(),
             expected.service.to_ascii_lowercase(),
             tunnel,
+            instance.to_string(),
         );
         let mut cache = self
             .clients
@@ -136,16 +157,23 @@ impl TlsState {
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let mut config = tls::client_config(&self.identity, &self.roots, expected)?;
-        if tunnel || !self.resumption {
-            let mut changed = (*config).clone();
-            if tunnel {
-                changed.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
+        let mut config = (*tls::client_config(&self.identity, &self.roots, expected)?).clone();
+        if tunnel {
+            config.alpn_protocols = vec![crate::tunnel::PROTOCOL.as_bytes().to_vec()];
+        }
+        config.resumption = if self.resumption {
+            // One server name (the SNI) is all this instance's cache ever holds.
+            let sessions = rustls::client::ClientSessionMemoryCache::new(1);
+            rustls::client::Resumption::store(Arc::new(sessions))
+        } else {
+            rustls::client::Resumption::disabled()
+        };
+        let config = Arc::new(config);
+        if cache.len() >= MAX_CLIENT_CONFIGS {
+            let dropped = cache.keys().next().cloned();
+            if let Some(dropped) = dropped {
+                cache.remove(&dropped);
             }
-            if !self.resumption {
-                changed.resumption = rustls::client::Resumption::disabled();
-            }
-            config = Arc::new(changed);
         }
         cache.insert(key, config.clone());
         Ok(config)

@@ -79,6 +79,7 @@ impl Inbound {
         stop_accepting: CancellationToken,
         tasks: TaskTracker,
     ) {
+        connections::tune(&listener);
         listener::serve(
             listener,
             "inbound",
@@ -122,7 +123,7 @@ impl Inbound {
             return conn.end(End::Probe);
         }
         conn.set_target(self.app_label.clone());
-        connections::tune(&stream);
+        connections::tune_accepted(&stream);
 
         if first_byte == FirstByte::TimedOut {
             metrics.handshake_failed(Direction::Inbound, "timeout");

@@ -54,6 +54,7 @@ impl Outbound {
         tasks: TaskTracker,
     ) {
         let name = format!("upstream {}", self.upstream);
+        connections::tune(&listener);
         listener::serve(listener, &name, &stop_accepting, &tasks, |stream, client| {
             let slot = self.data.slot(Direction::Outbound, client)?;
             let this = self.clone();
@@ -73,7 +74,7 @@ impl Outbound {
     async fn handle(&self, app: TcpStream, client: SocketAddr) {
         let mut conn = self.data.track(Direction::Outbound, client);
         conn.set_upstream(self.upstream.clone());
-        connections::tune(&app);
+        connections::tune_accepted(&app);
         let stopper = Stopper::new();
         conn.set_registered(self.data.connections.insert(
             Direction::Outbound,
@@ -158,7 +159,9 @@ impl Outbound {
         }
         let state = self.data.tls.borrow().clone();
         let expected = state.expected(&endpoint.datacenter, &endpoint.service);
-        let config = state.client_for(&expected).map_err(config_failed)?;
+        let config = state
+            .client_for(&expected, &endpoint.address())
+            .map_err(config_failed)?;
         Ok(Dialed::Tls(
             self.connect(endpoint, &expected, config).await?,
         ))
@@ -196,7 +199,7 @@ impl Outbound {
                 Reserved::Dial(dialing) => {
                     let config = dialing
                         .credentials
-                        .tunnel_client_for(&expected)
+                        .tunnel_client_for(&expected, &authority)
                         .map_err(config_failed)?;
                     let tls = match self.connect(endpoint, &expected, config).await {
                         Ok(tls) => tls,

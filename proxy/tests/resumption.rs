@@ -93,3 +93,43 @@ async fn without_resumption_every_handshake_is_a_full_one() {
     server.shutdown().await;
     agent.shutdown().await;
 }
+
+/// Round-robin over two instances of one service: every connection resumes, because each
+/// instance is offered a ticket it issued itself, not the one of the instance dialed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_of_an_upstream_resumes_its_own_sessions() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let agent = agent(true).await;
+    let url = agent.url();
+    let (port_a, hits_a) = http_app("a").await;
+    let (port_b, hits_b) = http_app("b").await;
+    let a = server_proxy(&url, "static-server", "static-server-a", port_a).await;
+    let b = server_proxy(&url, "static-server", "static-server-b", port_b).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("both instances answered", || async {
+        let _ = get(upstream).await;
+        hits_a.load(SeqCst) > 0 && hits_b.load(SeqCst) > 0
+    })
+    .await;
+
+    let resumed = || async {
+        handshakes(&a, "inbound", "resumed").await + handshakes(&b, "inbound", "resumed").await
+    };
+    let (before, hits_before) = (resumed().await, hits_a.load(SeqCst));
+    for _ in 0..10 {
+        let body = get(upstream).await;
+        assert!(body == "a" || body == "b", "answered: {body:?}");
+    }
+    assert!(
+        hits_a.load(SeqCst) > hits_before,
+        "instance a had some of the connections"
+    );
+    let resumed = resumed().await - before;
+    assert!(resumed >= 10.0, "10 connections, {resumed} resumed");
+    client.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    agent.shutdown().await;
+}

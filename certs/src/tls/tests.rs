@@ -13,6 +13,8 @@ use crate::testing::{TestIdentity, TestPki};
 struct Outcome {
     /// The server's view: the client's service identity, or why the handshake failed.
     server: Result<ServiceId, String>,
+    /// Whether the server resumed a session rather than making a full handshake.
+    resumed: bool,
     /// The client's view: the server's service identity and the protocol version.
     client: Result<(ServiceId, rustls::ProtocolVersion), String>,
 }
@@ -29,12 +31,14 @@ async fn handshake(
             .accept(server_io)
             .await
             .map_err(|e| e.to_string())?;
-        let peer = peer_service_id(tls.get_ref().1.peer_certificates()).map_err(|e| e.to_string());
+        let conn = tls.get_ref().1;
+        let peer = peer_service_id(conn.peer_certificates()).map_err(|e| e.to_string());
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let mut ping = [0u8; 4];
         tls.read_exact(&mut ping).await.map_err(|e| e.to_string())?;
         tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
         tls.shutdown().await.map_err(|e| e.to_string())?;
-        peer
+        Ok((peer?, resumed))
     };
     let client_side = async move {
         let mut tls = TlsConnector::from(client)
@@ -55,7 +59,15 @@ async fn handshake(
     })
     .await
     .expect("handshake finished within the deadline");
-    Outcome { server, client }
+    let (server, resumed) = match server {
+        Ok((peer, resumed)) => (Ok(peer), resumed),
+        Err(e) => (Err(e), false),
+    };
+    Outcome {
+        server,
+        resumed,
+        client,
+    }
 }
 
 fn load(pki: &TestPki, kind: TestIdentity, service: &str) -> Identity {
@@ -121,6 +133,28 @@ async fn valid_pair_succeeds_both_ways_and_exposes_spiffe_ids() {
     .await;
     assert_eq!(out.server.unwrap(), pki.service_id("db"));
     assert_eq!(out.client.unwrap().0, web);
+}
+
+/// A second handshake of the same caller resumes, with the identity verified at its full
+/// handshake; a config built anew (a rotation) has a session cache of its own and resumes none
+/// of the old sessions.
+#[tokio::test]
+async fn a_session_resumes_with_its_identity_but_never_across_a_new_config() {
+    let pki = TestPki::new();
+    let roots = pki.roots();
+    let db = pki.service_id("db");
+    let server = server_config(&load(&pki, TestIdentity::Valid, "db"), &roots).unwrap();
+    let caller = client_config(&load(&pki, TestIdentity::Valid, "web"), &roots, &db).unwrap();
+    for resumed in [false, true, true] {
+        let out = handshake(server.clone(), caller.clone(), server_name(&db)).await;
+        assert_eq!(out.resumed, resumed);
+        assert_eq!(out.server.unwrap(), pki.service_id("web"));
+        assert_eq!(out.client.unwrap().0, db);
+    }
+    let rotated = server_config(&load(&pki, TestIdentity::Valid, "db"), &roots).unwrap();
+    let out = handshake(rotated, caller, server_name(&db)).await;
+    assert!(!out.resumed, "a session of another config is not resumed");
+    assert_eq!(out.server.unwrap(), pki.service_id("web"));
 }
 
 #[tokio::test]

@@ -546,6 +546,15 @@ pub struct Running {
     pub admin: SocketAddr,
 }
 
+/// A test that fails must not leave its proxy running: it would keep the port, and the test
+/// runner's output pipe open (so `cargo test | ...` never ends).
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the binary and reads its "tandem-proxy ready ..." line.
 pub fn spawn(args: &[&str]) -> Running {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-proxy"));
