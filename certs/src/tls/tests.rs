@@ -135,6 +135,76 @@ async fn valid_pair_succeeds_both_ways_and_exposes_spiffe_ids() {
     assert_eq!(out.client.unwrap().0, web);
 }
 
+/// A client session cache that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// Each handshake, full or resumed, leaves the caller one ticket: enough for its next one.
+#[tokio::test]
+async fn a_handshake_leaves_the_caller_one_ticket() {
+    let pki = TestPki::new();
+    let roots = pki.roots();
+    let db = pki.service_id("db");
+    let server = server_config(&load(&pki, TestIdentity::Valid, "db"), &roots).unwrap();
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(4),
+        tickets: Default::default(),
+    });
+    let mut caller =
+        (*client_config(&load(&pki, TestIdentity::Valid, "web"), &roots, &db).unwrap()).clone();
+    caller.resumption = rustls::client::Resumption::store(store.clone());
+    let caller = Arc::new(caller);
+    for (n, resumed) in [false, true, true].into_iter().enumerate() {
+        let out = handshake(server.clone(), caller.clone(), server_name(&db)).await;
+        assert_eq!(out.resumed, resumed);
+        let tickets = store.tickets.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(tickets, n + 1, "one ticket per handshake");
+    }
+}
+
 /// A second handshake of the same caller resumes, with the identity verified at its full
 /// handshake; a config built anew (a rotation) has a session cache of its own and resumes none
 /// of the old sessions.
