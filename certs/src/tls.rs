@@ -214,22 +214,16 @@ impl TrustRoots {
 /// certificate that chains to `roots` with EKU clientAuth and whose first URI SAN is a service
 /// SPIFFE ID in the roots' trust domain. Authorization (intentions) is the caller's: read the
 /// peer with [`peer_service_id`] after the handshake.
-///
-/// A TLS 1.3 handshake ends with one session ticket, not rustls' default two: a resumed
-/// handshake uses up one and gets one, so a caller keeps as many as it opens connections at
-/// once, and the server's session cache (256 sessions, for all callers) lasts twice as many
-/// handshakes.
 pub fn server_config(
     identity: &Identity,
     roots: &TrustRoots,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier = SpiffeClientVerifier::new(roots)?;
-    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+    let config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified.clone())));
-    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
