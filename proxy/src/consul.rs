@@ -537,15 +537,8 @@ mod tests {
         };
         let mut headers = http::HeaderMap::new();
         let decide = |method, path, headers: &http::HeaderMap| {
-            set.authorize_request(
-                &client,
-                &RequestView {
-                    method,
-                    path,
-                    headers,
-                },
-            )
-            .action
+            set.authorize_request(&client, &RequestView::new(method, path, headers))
+                .action
         };
         assert_eq!(decide("GET", "/admin/x", &headers), Action::Deny);
         // `/` without `x-debug` fits no permission: the default (allow here) decides.
@@ -564,11 +557,8 @@ mod tests {
             },
             Action::Deny,
         );
-        let view = RequestView {
-            method: "POST",
-            path: "/",
-            headers: &http::HeaderMap::new(),
-        };
+        let headers = http::HeaderMap::new();
+        let view = RequestView::new("POST", "/", &headers);
         assert_eq!(
             denying.authorize_request(&client, &view).action,
             Action::Deny,

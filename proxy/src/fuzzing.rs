@@ -46,14 +46,7 @@ pub fn consul_answer(body: &[u8], headers: &[(String, String)]) {
             let _ = set.authorize(&source);
             let mut headers = http::HeaderMap::new();
             headers.insert("x-debug", http::HeaderValue::from_static("1"));
-            let _ = set.authorize_request(
-                &source,
-                &RequestView {
-                    method: "GET",
-                    path: "/admin/x",
-                    headers: &headers,
-                },
-            );
+            let _ = set.authorize_request(&source, &RequestView::new("GET", "/admin/x", &headers));
         }
     }
     if let Ok(entry) = serde_json::from_slice::<ConfigEntry>(body) {

@@ -450,11 +450,7 @@ mod tests {
         ]);
         let set = IntentionSet::new(vec![l7, ixn("*", "db", "allow", 8)], Action::Deny);
         let headers = http::HeaderMap::new();
-        let req = |method, path| RequestView {
-            method,
-            path,
-            headers: &headers,
-        };
+        let req = |method, path| RequestView::new(method, path, &headers);
         let decide = |method, path| set.authorize_request(&web(), &req(method, path));
         assert_eq!(decide("GET", "/admin").action, Action::Deny);
         assert_eq!(decide("GET", "/admin").by, DecidedBy::Permission);

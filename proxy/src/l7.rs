@@ -161,11 +161,7 @@ impl Requests {
         let access_log = self.inbound.access_log;
         let path = access_log.then(|| request.uri().path().to_string());
         let decision = {
-            let view = RequestView {
-                method: request.method().as_str(),
-                path: request.uri().path(),
-                headers: request.headers(),
-            };
+            let view = RequestView::of(&request);
             self.inbound
                 .intentions
                 .borrow()

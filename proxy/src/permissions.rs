@@ -4,9 +4,14 @@
 //! A permission is an `Action` and an `HTTP` match: at most one of `PathExact`, `PathPrefix`,
 //! `PathRegex` (on the path without its query, as Envoy's `url_path` matcher that Consul
 //! generates), `Methods` (any of them), and every `Header` (`Present`, `Exact`, `Prefix`,
-//! `Suffix` or `Regex`, each maybe `Invert`ed). The first permission whose match fits the request
+//! `Suffix` or `Regex`, each maybe `Invert`ed). A `Header` may name one of the request's
+//! pseudo-headers, as in Envoy's header matcher: `:authority` (an HTTP/1 request's `Host`),
+//! `:method`, `:path` (with the query) and `:scheme` (`https` for an HTTP/1 request, which came
+//! over mTLS); any other name starting with `:` is never present. The first permission whose match fits the request
 //! decides. Regexes are RE2 syntax, matched against the whole value, in linear time (the
 //! `regex` crate), and compiled here, never per request.
+
+use std::borrow::Cow;
 
 use regex::Regex;
 use serde::Deserialize;
@@ -20,6 +25,45 @@ pub(crate) struct RequestView<'a> {
     /// The path without its query.
     pub(crate) path: &'a str,
     pub(crate) headers: &'a http::HeaderMap,
+    /// `:authority`: an h2 request's, or an HTTP/1 request's `Host`.
+    pub(crate) authority: Option<&'a str>,
+    /// `:path`: the path with its query.
+    pub(crate) path_and_query: &'a str,
+    /// `:scheme`: an h2 request's, else `https`.
+    pub(crate) scheme: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    /// A request with no query, no authority and scheme `https` (for tests and fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn new(method: &'a str, path: &'a str, headers: &'a http::HeaderMap) -> Self {
+        RequestView {
+            method,
+            path,
+            headers,
+            authority: None,
+            path_and_query: path,
+            scheme: "https",
+        }
+    }
+
+    /// What a permission sees of `request`.
+    pub(crate) fn of<B>(request: &'a http::Request<B>) -> Self {
+        let uri = request.uri();
+        let headers = request.headers();
+        RequestView {
+            method: request.method().as_str(),
+            path: uri.path(),
+            headers,
+            authority: uri.authority().map(|a| a.as_str()).or_else(|| {
+                headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            }),
+            path_and_query: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
+            scheme: uri.scheme_str().unwrap_or("https"),
+        }
+    }
 }
 
 /// One compiled permission.
@@ -53,9 +97,21 @@ enum PathMatch {
 
 #[derive(Debug, Clone)]
 struct HeaderMatch {
-    name: http::HeaderName,
+    name: HeaderName,
     test: HeaderTest,
     invert: bool,
+}
+
+/// What a `Header` permission names.
+#[derive(Debug, Clone)]
+enum HeaderName {
+    Header(http::HeaderName),
+    Authority,
+    Method,
+    Path,
+    Scheme,
+    /// A pseudo-header requests do not have.
+    Absent,
 }
 
 #[derive(Debug, Clone)]
@@ -202,14 +258,23 @@ impl HttpMatch {
             Some(PathMatch::Regex(re)) => re.is_match(request.path),
         };
         path && (self.methods.is_empty() || self.methods.iter().any(|m| m == request.method))
-            && self.headers.iter().all(|h| h.matches(request.headers))
+            && self.headers.iter().all(|h| h.matches(request))
     }
 }
 
 impl HeaderMatch {
     fn compile(json: HeaderJson) -> Result<Self, PermissionError> {
-        let name = http::HeaderName::from_bytes(json.name.as_bytes())
-            .map_err(|_| PermissionError::HeaderName(json.name.clone()))?;
+        let name = match json.name.to_ascii_lowercase().as_str() {
+            ":authority" => HeaderName::Authority,
+            ":method" => HeaderName::Method,
+            ":path" => HeaderName::Path,
+            ":scheme" => HeaderName::Scheme,
+            pseudo if pseudo.len() > 1 && pseudo.starts_with(':') => HeaderName::Absent,
+            name => HeaderName::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| PermissionError::HeaderName(json.name.clone()))?,
+            ),
+        };
         let set = [
             json.present,
             !json.exact.is_empty(),
@@ -244,26 +309,39 @@ impl HeaderMatch {
     /// Envoy's header matcher: a header sent more than once is matched as its values joined
     /// with commas. An absent header fits no test, inverted or not, except an inverted
     /// `Present` (Envoy's `HeaderUtility::matchHeaders`).
-    fn matches(&self, headers: &http::HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter().peekable();
-        if values.peek().is_none() {
+    fn matches(&self, request: &RequestView<'_>) -> bool {
+        let value = match &self.name {
+            HeaderName::Header(name) => joined(request.headers, name),
+            HeaderName::Authority => request.authority.map(Cow::Borrowed),
+            HeaderName::Method => Some(Cow::Borrowed(request.method)),
+            HeaderName::Path => Some(Cow::Borrowed(request.path_and_query)),
+            HeaderName::Scheme => Some(Cow::Borrowed(request.scheme)),
+            HeaderName::Absent => None,
+        };
+        let Some(value) = value else {
             return self.invert && matches!(self.test, HeaderTest::Present);
-        }
-        let fits = {
-            let joined = values
-                .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                .collect::<Vec<_>>()
-                .join(",");
-            match &self.test {
-                HeaderTest::Present => true,
-                HeaderTest::Exact(v) => joined == *v,
-                HeaderTest::Prefix(v) => joined.starts_with(v.as_str()),
-                HeaderTest::Suffix(v) => joined.ends_with(v.as_str()),
-                HeaderTest::Regex(re) => re.is_match(&joined),
-            }
+        };
+        let fits = match &self.test {
+            HeaderTest::Present => true,
+            HeaderTest::Exact(v) => value == v.as_str(),
+            HeaderTest::Prefix(v) => value.starts_with(v.as_str()),
+            HeaderTest::Suffix(v) => value.ends_with(v.as_str()),
+            HeaderTest::Regex(re) => re.is_match(&value),
         };
         fits != self.invert
     }
+}
+
+/// The values of header `name` joined with commas, or `None` when the request has none.
+fn joined<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = String::from_utf8_lossy(values.next()?.as_bytes());
+    Some(values.fold(first, |mut all, v| {
+        let all_mut = all.to_mut();
+        all_mut.push(',');
+        all_mut.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        all
+    }))
 }
 
 /// A request path as Envoy's `normalize_path` makes it before matching and forwarding (RFC 3986
@@ -337,11 +415,7 @@ mod tests {
     use serde_json::json;
 
     fn view<'a>(method: &'a str, path: &'a str, headers: &'a http::HeaderMap) -> RequestView<'a> {
-        RequestView {
-            method,
-            path,
-            headers,
-        }
+        RequestView::new(method, path, headers)
     }
 
     fn compile(json: serde_json::Value) -> Permission {
@@ -433,6 +507,52 @@ mod tests {
     }
 
     #[test]
+    fn pseudo_headers_are_matched_as_envoy_sees_them() {
+        let fits = |request: &http::Request<()>, header: serde_json::Value| {
+            compile(json!({"Action": "allow", "HTTP": {"Header": [header]}}))
+                .matches(&RequestView::of(request))
+        };
+        let h1 = http::Request::get("/api/items?page=2")
+            .header("host", "web.example:8080")
+            .body(())
+            .unwrap();
+        for header in [
+            json!({"Name": ":authority", "Exact": "web.example:8080"}),
+            json!({"Name": ":method", "Exact": "GET"}),
+            json!({"Name": ":path", "Exact": "/api/items?page=2"}),
+            json!({"Name": ":scheme", "Exact": "https"}),
+            json!({"Name": ":Authority", "Prefix": "web."}),
+            json!({"Name": ":authority", "Exact": "other", "Invert": true}),
+            json!({"Name": ":protocol", "Present": true, "Invert": true}),
+        ] {
+            assert!(fits(&h1, header.clone()), "{header} fits {h1:?}");
+        }
+        for header in [
+            json!({"Name": ":authority", "Exact": "other"}),
+            json!({"Name": ":path", "Exact": "/api/items"}),
+            json!({"Name": ":method", "Regex": "POST|PUT"}),
+            json!({"Name": ":protocol", "Present": true}),
+        ] {
+            assert!(!fits(&h1, header.clone()), "{header} does not fit {h1:?}");
+        }
+        let no_host = http::Request::get("/").body(()).unwrap();
+        assert!(!fits(
+            &no_host,
+            json!({"Name": ":authority", "Present": true})
+        ));
+        // An h2 request carries its own authority and scheme.
+        let h2 = http::Request::get("http://api.internal/x")
+            .body(())
+            .unwrap();
+        assert!(fits(
+            &h2,
+            json!({"Name": ":authority", "Exact": "api.internal"})
+        ));
+        assert!(fits(&h2, json!({"Name": ":scheme", "Exact": "http"})));
+        assert!(fits(&h2, json!({"Name": ":path", "Exact": "/x"})));
+    }
+
+    #[test]
     fn a_header_sent_twice_is_matched_joined() {
         let p = compile(json!({"Action": "allow", "HTTP": {
             "Header": [{"Name": "x-a", "Exact": "1,2"}]}}));
@@ -449,6 +569,7 @@ mod tests {
             json!({"Action": "allow", "HTTP": {"PathExact": "/", "PathPrefix": "/"}}),
             json!({"Action": "maybe"}),
             json!({"Action": "allow", "HTTP": {"Header": [{"Name": "x"}]}}),
+            json!({"Action": "allow", "HTTP": {"Header": [{"Name": ":", "Present": true}]}}),
             json!("not an object"),
         ] {
             let (p, e) = Permission::compile(&bad);
