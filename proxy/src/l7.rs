@@ -4,7 +4,9 @@
 //! intention change applies to the next request of an open connection. A denied request gets
 //! `403 RBAC: access denied` (gRPC: `grpc-status: 7`), and the connection stays open. Each
 //! request is counted and timed to the end of its response; with `--http-access-log` it gets a
-//! log line.
+//! log line. An HTTP/1.1 upgrade (WebSocket) to an `http` app is decided like any request, sent
+//! on an app connection of its own, and once the app switches protocols the two connections are
+//! relayed as bytes until either side closes.
 
 use std::convert::Infallible;
 use std::io;
@@ -20,6 +22,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tandem_certs::spiffe::ServiceId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -50,6 +53,9 @@ pub(crate) struct Requests {
     /// The connection to the app, opened at the first allowed request and again after the
     /// app closed it.
     app_conn: Mutex<Option<AppSender>>,
+    /// The caller's and the app's side of an upgrade the app accepted, for [`Requests::serve`]
+    /// to relay once hyper hands the connection over.
+    upgraded: std::sync::Mutex<Option<(OnUpgrade, OnUpgrade)>>,
 }
 
 /// A connection to the app, in the version the service's protocol asks for.
@@ -85,6 +91,7 @@ impl Requests {
             app,
             tasks,
             app_conn: Mutex::new(None),
+            upgraded: std::sync::Mutex::new(None),
         }
     }
 
@@ -122,7 +129,7 @@ impl Requests {
         builder
             .http1()
             .header_read_timeout(Option::<Duration>::None);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut shutting_down = false;
         let end = loop {
@@ -141,6 +148,17 @@ impl Requests {
                 _ = meter.activity.idle(idle) => break End::IdleTimeout,
                 _ = stopper.cancelled() => break stopper.reason(),
             }
+        };
+        let upgraded = self
+            .upgraded
+            .lock()
+            .expect("the upgrade slot lock is never poisoned")
+            .take();
+        let end = match (end, upgraded) {
+            (End::Completed, Some((caller, app))) => {
+                relay(caller, app, &meter.activity, idle, stopper).await
+            }
+            (end, _) => end,
         };
         Transfer {
             received: meter.received.load(Ordering::Relaxed),
@@ -173,9 +191,16 @@ impl Requests {
                 "request denied by intentions");
             denied(is_grpc(request.headers()))
         } else {
-            match self.forward(request).await {
+            let forwarded = if self.protocol == Protocol::Http && is_upgrade(&request) {
+                self.forward_upgrade(request).await
+            } else {
+                self.forward(request).await
+            };
+            match forwarded {
                 Ok(mut answer) => {
-                    remove_hop_by_hop(answer.headers_mut());
+                    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        remove_hop_by_hop(answer.headers_mut());
+                    }
                     answer.map(BodyExt::boxed)
                 }
                 Err(e) => {
@@ -241,7 +266,41 @@ impl Requests {
         }
     }
 
-    async fn connect(&self) -> Result<AppSender, AppError> {
+    /// Sends an HTTP/1.1 upgrade request to the app on a connection of its own, keeping its
+    /// `Upgrade` header. When the app answers `101 Switching Protocols`, both sides are left in
+    /// [`Requests::upgraded`] for [`Requests::serve`] to relay.
+    async fn forward_upgrade(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, AppError> {
+        let upgrade = request.headers().get(header::UPGRADE).cloned();
+        remove_hop_by_hop(request.headers_mut());
+        if let Some(upgrade) = upgrade {
+            let headers = request.headers_mut();
+            headers.insert(header::UPGRADE, upgrade);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let caller = hyper::upgrade::on(&mut request);
+        let io = TokioIo::new(self.dial_app().await?);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        self.tasks.spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "app connection of an upgrade ended with an error");
+            }
+        });
+        to_http1(&mut request);
+        let mut answer = sender.send_request(request).await?;
+        if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let app = hyper::upgrade::on(&mut answer);
+            *self
+                .upgraded
+                .lock()
+                .expect("the upgrade slot lock is never poisoned") = Some((caller, app));
+        }
+        Ok(answer)
+    }
+
+    async fn dial_app(&self) -> Result<TcpStream, AppError> {
         let timeout = self.inbound.data.limits.connect_timeout;
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect(self.app)).await {
             Ok(Ok(tcp)) => tcp,
@@ -249,7 +308,11 @@ impl Requests {
             Err(_) => return Err(AppError::ConnectTimeout(self.app)),
         };
         connections::tune(&tcp);
-        let io = TokioIo::new(tcp);
+        Ok(tcp)
+    }
+
+    async fn connect(&self) -> Result<AppSender, AppError> {
+        let io = TokioIo::new(self.dial_app().await?);
         if self.protocol == Protocol::Http {
             let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
             self.tasks.spawn(async move {
@@ -268,6 +331,50 @@ impl Requests {
             });
             Ok(AppSender::Http2(sender))
         }
+    }
+}
+
+/// Whether the request asks an HTTP/1.1 connection to switch protocols (a WebSocket): an
+/// `Upgrade` header named in `Connection`.
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Relays the bytes of an upgraded connection both ways until both sides have closed, either
+/// side fails, it is idle for `idle`, or `stopper` fires.
+async fn relay(
+    caller: OnUpgrade,
+    app: OnUpgrade,
+    activity: &Activity,
+    idle: Option<Duration>,
+    stopper: &Stopper,
+) -> End {
+    let (caller, app) = match tokio::try_join!(caller, app) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "an upgraded connection was not handed over");
+            return End::DownstreamError;
+        }
+    };
+    let (mut caller, mut app) = (TokioIo::new(caller), TokioIo::new(app));
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut caller, &mut app) => match copied {
+            Ok(_) => End::Completed,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+                End::DownstreamError
+            }
+        },
+        _ = activity.idle(idle) => End::IdleTimeout,
+        _ = stopper.cancelled() => stopper.reason(),
     }
 }
 

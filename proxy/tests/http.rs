@@ -332,3 +332,130 @@ async fn a_kept_alive_connection_idle_for_31_seconds_still_answers() {
     server.shutdown().await;
     agent.shutdown().await;
 }
+
+/// An app that accepts a WebSocket upgrade (answers `101` to a request with
+/// `Upgrade: websocket`, then echoes every byte) and answers anything else `400`.
+async fn upgrade_app() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let head = read_head(&mut s).await;
+                if !head
+                    .to_ascii_lowercase()
+                    .contains("\r\nupgrade: websocket\r\n")
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+                    .await;
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Reads an HTTP head (through the blank line), byte by byte so nothing after it is consumed.
+async fn read_head(s: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A WebSocket opening handshake for `path`, sent on a new connection to `upstream`; the
+/// connection and the answer's head.
+async fn open_websocket(upstream: SocketAddr, path: &str) -> (TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(upstream).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s))
+        .await
+        .unwrap();
+    (s, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_is_decided_then_relayed_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = agent(true).await;
+    let url = agent.url();
+    mark_http(&url).await;
+    put_permissions(
+        &url,
+        json!([{"Action": "deny", "HTTP": {"PathPrefix": "/private"}},
+               {"Action": "allow", "HTTP": {"PathPrefix": "/"}}]),
+    )
+    .await;
+    let app_port = upgrade_app().await;
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("the L7 path decides the upgrade", || async {
+        open_websocket(upstream, "/private")
+            .await
+            .1
+            .starts_with("HTTP/1.1 403")
+    })
+    .await;
+
+    let (mut ws, head) = open_websocket(upstream, "/chat").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "switched: {head:?}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nupgrade: websocket\r\n") && lower.contains("connection: upgrade"),
+        "the 101 keeps its upgrade headers: {head:?}"
+    );
+    // Bytes both ways, more than one read's worth, then a close from the caller.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut read, mut write) = ws.split();
+    let (sent, echoed) = tokio::join!(
+        async {
+            write.write_all(&payload).await.unwrap();
+            write.shutdown().await.unwrap();
+        },
+        async {
+            let mut echoed = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut echoed))
+                .await
+                .expect("the echo ends after the caller's close")
+                .unwrap();
+            echoed
+        }
+    );
+    let () = sent;
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "the bytes came back unchanged");
+
+    // The upgrade request itself was counted as a request.
+    let text = metrics(&server).await;
+    assert!(
+        metric(&text, "tandem_http_requests_total", &[("code", "101")]) >= 1.0,
+        "a 101 in tandem_http_requests_total"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
