@@ -4,9 +4,10 @@
 //! intention change applies to the next request of an open connection. A denied request gets
 //! `403 RBAC: access denied` (gRPC: `grpc-status: 7`), and the connection stays open. Each
 //! request is counted and timed to the end of its response; with `--http-access-log` it gets a
-//! log line. An HTTP/1.1 upgrade (WebSocket) to an `http` app is decided like any request, sent
-//! on an app connection of its own, and once the app switches protocols the two connections are
-//! relayed as bytes until either side closes.
+//! log line. An HTTP/1.1 WebSocket upgrade to an `http` app is decided like any request, sent on
+//! an app connection of its own, and once the app switches protocols the two connections are
+//! relayed as bytes until both sides have closed. No other upgrade is made (an `h2c` one would
+//! carry requests no permission decides): it is forwarded without its `Upgrade` header.
 
 use std::convert::Infallible;
 use std::io;
@@ -73,6 +74,8 @@ enum AppError {
     ConnectTimeout(SocketAddr),
     #[error("the app's connection failed: {0}")]
     Http(#[from] hyper::Error),
+    #[error("the app answered 101 Switching Protocols to a request that asked no WebSocket")]
+    UnaskedSwitch,
 }
 
 impl Requests {
@@ -191,15 +194,23 @@ impl Requests {
                 "request denied by intentions");
             denied(is_grpc(request.headers()))
         } else {
-            let forwarded = if self.protocol == Protocol::Http && is_upgrade(&request) {
+            let upgrading = self.protocol == Protocol::Http && is_websocket_upgrade(&request);
+            let forwarded = if upgrading {
                 self.forward_upgrade(request).await
             } else {
                 self.forward(request).await
             };
             match forwarded {
+                Ok(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrading => {
+                    tracing::warn!(peer.id = %self.peer, "the app switched protocols unasked");
+                    app_failed(&AppError::UnaskedSwitch)
+                }
                 Ok(mut answer) => {
-                    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        remove_hop_by_hop(answer.headers_mut());
+                    remove_hop_by_hop(answer.headers_mut());
+                    if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        let headers = answer.headers_mut();
+                        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     }
                     answer.map(BodyExt::boxed)
                 }
@@ -266,20 +277,17 @@ impl Requests {
         }
     }
 
-    /// Sends an HTTP/1.1 upgrade request to the app on a connection of its own, keeping its
-    /// `Upgrade` header. When the app answers `101 Switching Protocols`, both sides are left in
-    /// [`Requests::upgraded`] for [`Requests::serve`] to relay.
+    /// Sends an HTTP/1.1 WebSocket upgrade request to the app on a connection of its own, with
+    /// `Upgrade: websocket`. When the app answers `101 Switching Protocols` to a WebSocket, both
+    /// sides are left in [`Requests::upgraded`] for [`Requests::serve`] to relay.
     async fn forward_upgrade(
         &self,
         mut request: Request<Incoming>,
     ) -> Result<Response<Incoming>, AppError> {
-        let upgrade = request.headers().get(header::UPGRADE).cloned();
         remove_hop_by_hop(request.headers_mut());
-        if let Some(upgrade) = upgrade {
-            let headers = request.headers_mut();
-            headers.insert(header::UPGRADE, upgrade);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
+        let headers = request.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         let caller = hyper::upgrade::on(&mut request);
         let io = TokioIo::new(self.dial_app().await?);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
@@ -291,6 +299,9 @@ impl Requests {
         to_http1(&mut request);
         let mut answer = sender.send_request(request).await?;
         if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if !is_websocket(answer.headers()) {
+                return Err(AppError::UnaskedSwitch);
+            }
             let app = hyper::upgrade::on(&mut answer);
             *self
                 .upgraded
@@ -334,11 +345,11 @@ impl Requests {
     }
 }
 
-/// Whether the request asks an HTTP/1.1 connection to switch protocols (a WebSocket): an
-/// `Upgrade` header named in `Connection`.
-fn is_upgrade<B>(request: &Request<B>) -> bool {
+/// Whether the request asks its HTTP/1.1 connection to become a WebSocket: `Upgrade: websocket`
+/// named in `Connection`. Other upgrades (`h2c`, `TLS/1.0`) are not made.
+fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
+        && is_websocket(request.headers())
         && request
             .headers()
             .get_all(header::CONNECTION)
@@ -346,6 +357,15 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether `Upgrade` is the one token `websocket` (any case).
+fn is_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    matches!(
+        (upgrades.next(), upgrades.next()),
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+    )
 }
 
 /// Relays the bytes of an upgraded connection both ways until both sides have closed, either
@@ -357,22 +377,26 @@ async fn relay(
     idle: Option<Duration>,
     stopper: &Stopper,
 ) -> End {
-    let (caller, app) = match tokio::try_join!(caller, app) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::debug!(error = %e, "an upgraded connection was not handed over");
-            return End::DownstreamError;
-        }
-    };
-    let (mut caller, mut app) = (TokioIo::new(caller), TokioIo::new(app));
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut caller, &mut app) => match copied {
+    let copy = async {
+        let (caller, app) = match tokio::try_join!(caller, app) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "an upgraded connection was not handed over");
+                return End::DownstreamError;
+            }
+        };
+        let (mut caller, mut app) = (TokioIo::new(caller), TokioIo::new(app));
+        match tokio::io::copy_bidirectional(&mut caller, &mut app).await {
             Ok(_) => End::Completed,
+            // Either side's failure: the copy does not say which.
             Err(e) => {
                 tracing::debug!(error = %e, "upgraded connection ended with an error");
                 End::DownstreamError
             }
-        },
+        }
+    };
+    tokio::select! {
+        end = copy => end,
         _ = activity.idle(idle) => End::IdleTimeout,
         _ = stopper.cancelled() => stopper.reason(),
     }
@@ -411,7 +435,7 @@ fn denied(grpc: bool) -> Response<AnswerBody> {
 fn app_failed(error: &AppError) -> Response<AnswerBody> {
     let status = match error {
         AppError::Connect(..) | AppError::ConnectTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AppError::Http(_) => StatusCode::BAD_GATEWAY,
+        AppError::Http(_) | AppError::UnaskedSwitch => StatusCode::BAD_GATEWAY,
     };
     Response::builder()
         .status(status)
@@ -463,6 +487,13 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// does (dot segments removed, unreserved characters decoded), and the cookies of an h2 caller
 /// joined into one header (RFC 9113 8.2.3), as an HTTP/1 app and the permissions expect them.
 fn normalize<B>(request: &mut Request<B>) {
+    // The target's authority (h2's `:authority`, an HTTP/1 absolute-form target) is the one
+    // decided and forwarded: a `Host` that differs is replaced (RFC 9112 3.2.2, RFC 9113 8.3.1).
+    if let Some(authority) = request.uri().authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
     let path = request.uri().path();
     let normal = normalize_path(path);
     if normal != path {
@@ -658,6 +689,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Host` that differs from the target's authority is replaced by it, so the authority a
+    /// permission decided on is the one the app sees.
+    #[test]
+    fn the_target_authority_replaces_a_differing_host() {
+        let mut absolute = Request::get("http://public.internal/x")
+            .header(header::HOST, "admin.internal")
+            .body(())
+            .unwrap();
+        normalize(&mut absolute);
+        assert_eq!(absolute.headers()[header::HOST], "public.internal");
+        let view = RequestView::of(&absolute);
+        assert_eq!(view.authority, Some("public.internal"));
+        let mut origin = Request::get("/x")
+            .header(header::HOST, "web.internal")
+            .body(())
+            .unwrap();
+        normalize(&mut origin);
+        assert_eq!(origin.headers()[header::HOST], "web.internal");
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_is_made() {
+        let request = |upgrade: &str, connection: &str, version| {
+            Request::get("/chat")
+                .version(version)
+                .header(header::UPGRADE, upgrade)
+                .header(header::CONNECTION, connection)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_websocket_upgrade(&request(
+            "websocket",
+            "Upgrade",
+            Version::HTTP_11
+        )));
+        assert!(is_websocket_upgrade(&request(
+            "WebSocket",
+            "keep-alive, upgrade",
+            Version::HTTP_11
+        )));
+        for (upgrade, connection, version) in [
+            ("h2c", "Upgrade, HTTP2-Settings", Version::HTTP_11),
+            ("websocket, h2c", "upgrade", Version::HTTP_11),
+            ("websocket", "keep-alive", Version::HTTP_11),
+            ("websocket", "upgrade", Version::HTTP_10),
+            ("websocket", "upgrade", Version::HTTP_2),
+        ] {
+            assert!(
+                !is_websocket_upgrade(&request(upgrade, connection, version)),
+                "{upgrade} / {connection} / {version:?}"
+            );
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed_and_te_trailers_kept() {

@@ -7,7 +7,8 @@
 //! `Suffix` or `Regex`, each maybe `Invert`ed). A `Header` may name one of the request's
 //! pseudo-headers, as in Envoy's header matcher: `:authority` (an HTTP/1 request's `Host`),
 //! `:method`, `:path` (with the query) and `:scheme` (`https` for an HTTP/1 request, which came
-//! over mTLS); any other name starting with `:` is never present. The first permission whose match fits the request
+//! over mTLS); any other name starting with `:` is never present. The first permission whose
+//! match fits the request
 //! decides. Regexes are RE2 syntax, matched against the whole value, in linear time (the
 //! `regex` crate), and compiled here, never per request.
 
@@ -29,7 +30,7 @@ pub(crate) struct RequestView<'a> {
     pub(crate) authority: Option<&'a str>,
     /// `:path`: the path with its query.
     pub(crate) path_and_query: &'a str,
-    /// `:scheme`: an h2 request's, else `https`.
+    /// `:scheme`: an h2 request's; `https` for HTTP/1 (it came over mTLS).
     pub(crate) scheme: &'a str,
 }
 
@@ -61,7 +62,10 @@ impl<'a> RequestView<'a> {
                     .and_then(|h| h.to_str().ok())
             }),
             path_and_query: uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
-            scheme: uri.scheme_str().unwrap_or("https"),
+            scheme: match request.version() {
+                http::Version::HTTP_2 => uri.scheme_str().unwrap_or("https"),
+                _ => "https",
+            },
         }
     }
 }
@@ -542,6 +546,7 @@ mod tests {
         ));
         // An h2 request carries its own authority and scheme.
         let h2 = http::Request::get("http://api.internal/x")
+            .version(http::Version::HTTP_2)
             .body(())
             .unwrap();
         assert!(fits(
@@ -550,6 +555,18 @@ mod tests {
         ));
         assert!(fits(&h2, json!({"Name": ":scheme", "Exact": "http"})));
         assert!(fits(&h2, json!({"Name": ":path", "Exact": "/x"})));
+        // An HTTP/1 absolute-form target is HTTP/1 all the same: it came over mTLS.
+        let absolute = http::Request::get("http://api.internal/x")
+            .body(())
+            .unwrap();
+        assert!(fits(
+            &absolute,
+            json!({"Name": ":scheme", "Exact": "https"})
+        ));
+        assert!(fits(
+            &absolute,
+            json!({"Name": ":authority", "Exact": "api.internal"})
+        ));
     }
 
     #[test]

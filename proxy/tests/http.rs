@@ -333,8 +333,8 @@ async fn a_kept_alive_connection_idle_for_31_seconds_still_answers() {
     agent.shutdown().await;
 }
 
-/// An app that accepts a WebSocket upgrade (answers `101` to a request with
-/// `Upgrade: websocket`, then echoes every byte) and answers anything else `400`.
+/// An app that accepts any upgrade it is asked for (answers `101` with the request's `Upgrade`,
+/// then echoes every byte) and answers a request without one `400`.
 async fn upgrade_app() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -342,19 +342,20 @@ async fn upgrade_app() -> u16 {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                if !head
-                    .to_ascii_lowercase()
-                    .contains("\r\nupgrade: websocket\r\n")
-                {
+                let head = read_head(&mut s).await.to_ascii_lowercase();
+                let Some(upgrade) = head
+                    .split("\r\n")
+                    .find_map(|line| line.strip_prefix("upgrade: "))
+                else {
                     let _ = s
                         .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
                         .await;
                     return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-                    .await;
+                };
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {upgrade}\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
                 let mut buf = vec![0u8; 16 * 1024];
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 || s.write_all(&buf[..n]).await.is_err() {
@@ -384,10 +385,15 @@ async fn read_head(s: &mut TcpStream) -> String {
 /// A WebSocket opening handshake for `path`, sent on a new connection to `upstream`; the
 /// connection and the answer's head.
 async fn open_websocket(upstream: SocketAddr, path: &str) -> (TcpStream, String) {
+    open_upgrade(upstream, path, "websocket").await
+}
+
+/// The same with `Upgrade: upgrade`.
+async fn open_upgrade(upstream: SocketAddr, path: &str, upgrade: &str) -> (TcpStream, String) {
     use tokio::io::AsyncWriteExt;
     let mut s = TcpStream::connect(upstream).await.unwrap();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+        "GET {path} HTTP/1.1\r\nhost: static-server\r\nconnection: Upgrade\r\nupgrade: {upgrade}\r\n\
          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
     );
     s.write_all(request.as_bytes()).await.unwrap();
@@ -448,6 +454,11 @@ async fn a_websocket_upgrade_is_decided_then_relayed_both_ways() {
     let () = sent;
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "the bytes came back unchanged");
+
+    // Any other upgrade is not made: an h2c connection would carry requests no permission
+    // decides. The app, which would accept it, gets the request without its Upgrade header.
+    let (_, head) = open_upgrade(upstream, "/chat", "h2c").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "no h2c upgrade: {head:?}");
 
     // The upgrade request itself was counted as a request.
     let text = metrics(&server).await;
