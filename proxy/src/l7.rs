@@ -176,7 +176,8 @@ impl Requests {
         mut request: Request<Incoming>,
     ) -> Result<Response<Timed>, Infallible> {
         let started = Instant::now();
-        normalize(&mut request);
+        let upgrading = self.protocol == Protocol::Http && is_websocket_upgrade(&request);
+        let malformed = normalize(&mut request).err();
         let method = request.method().clone();
         let version = request.version();
         let access_log = self.inbound.access_log;
@@ -188,13 +189,15 @@ impl Requests {
                 .borrow()
                 .authorize_request(&connections::source(&self.peer), &view)
         };
-        let mut answer = if decision.action == Action::Deny {
+        let mut answer = if let Some(reason) = malformed {
+            tracing::debug!(peer.id = %self.peer, reason, "malformed request refused");
+            bad_request(reason)
+        } else if decision.action == Action::Deny {
             self.metrics().http_denied(decision.by.as_str());
             tracing::debug!(peer.id = %self.peer, method = %method, by = decision.by.as_str(),
                 "request denied by intentions");
             denied(is_grpc(request.headers()))
         } else {
-            let upgrading = self.protocol == Protocol::Http && is_websocket_upgrade(&request);
             let forwarded = if upgrading {
                 self.forward_upgrade(request).await
             } else {
@@ -250,7 +253,6 @@ impl Requests {
         &self,
         mut request: Request<Incoming>,
     ) -> Result<Response<Incoming>, AppError> {
-        remove_hop_by_hop(request.headers_mut());
         let mut conn = self.app_conn.lock().await;
         let usable = match conn.as_mut() {
             Some(AppSender::Http1(s)) => s.ready().await.is_ok(),
@@ -284,7 +286,6 @@ impl Requests {
         &self,
         mut request: Request<Incoming>,
     ) -> Result<Response<Incoming>, AppError> {
-        remove_hop_by_hop(request.headers_mut());
         let headers = request.headers_mut();
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -431,6 +432,15 @@ fn denied(grpc: bool) -> Response<AnswerBody> {
         .expect("static response parts are valid")
 }
 
+/// The answer to a request whose target or Host cannot be decided on.
+fn bad_request(reason: &'static str) -> Response<AnswerBody> {
+    Response::builder()
+        .status(StatusCode::BAD_REQUEST)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(full(reason))
+        .expect("static response parts are valid")
+}
+
 /// The answer when the app could not be reached or failed mid-request.
 fn app_failed(error: &AppError) -> Response<AnswerBody> {
     let status = match error {
@@ -463,7 +473,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     for name in listed {
-        headers.remove(name);
+        // `Connection: host` must not take away the authority a permission decided on.
+        if name != header::HOST {
+            headers.remove(name);
+        }
     }
     for name in [
         header::CONNECTION,
@@ -486,12 +499,27 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// The request as it is decided and forwarded: its path normalized as Envoy's `normalize_path`
 /// does (dot segments removed, unreserved characters decoded), and the cookies of an h2 caller
 /// joined into one header (RFC 9113 8.2.3), as an HTTP/1 app and the permissions expect them.
-fn normalize<B>(request: &mut Request<B>) {
-    // The target's authority (h2's `:authority`, an HTTP/1 absolute-form target) is the one
-    // decided and forwarded: a `Host` that differs is replaced (RFC 9112 3.2.2, RFC 9113 8.3.1).
+fn normalize<B>(request: &mut Request<B>) -> Result<(), &'static str> {
+    // What is decided is what is forwarded: hop-by-hop headers go first, and the authority is
+    // one. The target's (h2's `:authority`, an HTTP/1 absolute-form target) replaces a `Host`
+    // that differs (RFC 9112 3.2.2, RFC 9113 8.3.1); else the one `Host` must be an authority
+    // (no path, no user info), as the h2 target built from it will be.
+    remove_hop_by_hop(request.headers_mut());
+    if request.headers().get_all(header::HOST).iter().count() > 1 {
+        return Err("more than one Host header");
+    }
     if let Some(authority) = request.uri().authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            request.headers_mut().insert(header::HOST, host);
+        if authority.as_str().contains('@') {
+            return Err("user info in the request target");
+        }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "the request target's authority is not a valid Host")?;
+        request.headers_mut().insert(header::HOST, host);
+    } else if let Some(host) = request.headers().get(header::HOST) {
+        let authority = http::uri::Authority::try_from(host.as_bytes())
+            .map_err(|_| "the Host header is not an authority")?;
+        if authority.as_str().contains('@') {
+            return Err("user info in the Host header");
         }
     }
     let path = request.uri().path();
@@ -521,10 +549,11 @@ fn normalize<B>(request: &mut Request<B>) {
             request.headers_mut().insert(header::COOKIE, value);
         }
     }
+    Ok(())
 }
 
 /// An HTTP/1.1 request to the app: origin-form target, the authority as `Host`.
-fn to_http1(request: &mut Request<Incoming>) {
+fn to_http1<B>(request: &mut Request<B>) {
     if request.version() == Version::HTTP_2 {
         if let Some(authority) = request.uri().authority().map(|a| a.to_string()) {
             if let Ok(host) = HeaderValue::from_str(&authority) {
@@ -547,16 +576,26 @@ fn to_http1(request: &mut Request<Incoming>) {
 
 /// An h2 request to the app: an absolute target (its authority from `Host` for a request that
 /// came as HTTP/1).
-fn to_http2(request: &mut Request<Incoming>) {
+fn to_http2<B>(request: &mut Request<B>) {
     if request.uri().authority().is_none() {
-        let host = request
+        // [`normalize`] checked that a Host is an authority; it is parsed as one, never pasted
+        // into a target string (where a `/` in it would change the path).
+        let authority = request
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_string();
-        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = format!("http://{host}{target}").parse::<Uri>() {
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+        let target = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        if let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(target)
+            .build()
+        {
             *request.uri_mut() = uri;
         }
     }
@@ -690,6 +729,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 mod tests {
     use super::*;
 
+    /// A Host that is not one authority is refused before anything is decided: a path in it
+    /// would become the path of the h2 target built from it, user info would reach the app.
+    #[test]
+    fn a_host_must_be_one_authority() {
+        let with_host = |hosts: &[&str]| {
+            let mut request = Request::get("/ok");
+            for host in hosts {
+                request = request.header(header::HOST, *host);
+            }
+            request.body(()).unwrap()
+        };
+        for bad in [
+            &["x/admin?"][..],
+            &["allowed@admin.internal"],
+            &["a.internal", "b.internal"],
+        ] {
+            assert!(normalize(&mut with_host(bad)).is_err(), "{bad:?}");
+        }
+        let mut good = with_host(&["web.internal:8080"]);
+        assert_eq!(normalize(&mut good), Ok(()));
+        to_http2(&mut good);
+        assert_eq!(good.uri().to_string(), "http://web.internal:8080/ok");
+        assert!(good.headers().get(header::HOST).is_none());
+        let mut user_info = Request::get("http://u@web.internal/").body(()).unwrap();
+        assert!(normalize(&mut user_info).is_err());
+    }
+
+    /// What is decided is what is forwarded: headers `Connection` names are gone before the
+    /// decision, and `Connection: host` does not take the Host away.
+    #[test]
+    fn connection_named_headers_go_before_the_decision_but_host_stays() {
+        let mut request = Request::get("/ok")
+            .header(header::HOST, "web.internal")
+            .header(header::CONNECTION, "host, x-role")
+            .header("x-role", "admin")
+            .body(())
+            .unwrap();
+        assert_eq!(normalize(&mut request), Ok(()));
+        assert_eq!(request.headers()[header::HOST], "web.internal");
+        assert!(request.headers().get("x-role").is_none());
+        assert!(request.headers().get(header::CONNECTION).is_none());
+    }
+
     /// A `Host` that differs from the target's authority is replaced by it, so the authority a
     /// permission decided on is the one the app sees.
     #[test]
@@ -698,7 +780,7 @@ mod tests {
             .header(header::HOST, "admin.internal")
             .body(())
             .unwrap();
-        normalize(&mut absolute);
+        assert_eq!(normalize(&mut absolute), Ok(()));
         assert_eq!(absolute.headers()[header::HOST], "public.internal");
         let view = RequestView::of(&absolute);
         assert_eq!(view.authority, Some("public.internal"));
@@ -706,7 +788,7 @@ mod tests {
             .header(header::HOST, "web.internal")
             .body(())
             .unwrap();
-        normalize(&mut origin);
+        assert_eq!(normalize(&mut origin), Ok(()));
         assert_eq!(origin.headers()[header::HOST], "web.internal");
     }
 
@@ -769,7 +851,7 @@ mod tests {
         request
             .headers_mut()
             .append(header::COOKIE, "c=3".parse().unwrap());
-        normalize(&mut request);
+        assert_eq!(normalize(&mut request), Ok(()));
         assert_eq!(request.uri().path(), "/admin");
         assert_eq!(request.uri().query(), Some("x=1"));
         assert_eq!(request.headers()[header::COOKIE], "a=1; b=2; c=3");

@@ -334,7 +334,8 @@ async fn a_kept_alive_connection_idle_for_31_seconds_still_answers() {
 }
 
 /// An app that accepts any upgrade it is asked for (answers `101` with the request's `Upgrade`,
-/// then echoes every byte) and answers a request without one `400`.
+/// then echoes every byte) and answers a request without one `400`; on `/unasked` it switches
+/// to `websocket` unasked, on `/h2c` it switches to `h2c` whatever was asked.
 async fn upgrade_app() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -343,10 +344,17 @@ async fn upgrade_app() -> u16 {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let head = read_head(&mut s).await.to_ascii_lowercase();
-                let Some(upgrade) = head
+                let asked = head
                     .split("\r\n")
-                    .find_map(|line| line.strip_prefix("upgrade: "))
-                else {
+                    .find_map(|line| line.strip_prefix("upgrade: "));
+                let upgrade = if head.starts_with("get /h2c ") {
+                    Some("h2c")
+                } else if head.starts_with("get /unasked ") {
+                    Some("websocket")
+                } else {
+                    asked
+                };
+                let Some(upgrade) = upgrade else {
                     let _ = s
                         .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
                         .await;
@@ -459,6 +467,16 @@ async fn a_websocket_upgrade_is_decided_then_relayed_both_ways() {
     // decides. The app, which would accept it, gets the request without its Upgrade header.
     let (_, head) = open_upgrade(upstream, "/chat", "h2c").await;
     assert!(head.starts_with("HTTP/1.1 400"), "no h2c upgrade: {head:?}");
+
+    // An app that switches unasked, or to another protocol than the WebSocket asked for, is
+    // answered 502: no relay.
+    let (_, head) = open_upgrade(upstream, "/h2c", "websocket").await;
+    assert!(
+        head.starts_with("HTTP/1.1 502"),
+        "switched to h2c: {head:?}"
+    );
+    let mut plain = Http1::connect(upstream).await;
+    assert_eq!(plain.get("/unasked").await.0, 502);
 
     // The upgrade request itself was counted as a request.
     let text = metrics(&server).await;
