@@ -177,7 +177,12 @@ impl Requests {
     ) -> Result<Response<Timed>, Infallible> {
         let started = Instant::now();
         let upgrading = self.protocol == Protocol::Http && is_websocket_upgrade(&request);
-        let malformed = normalize(&mut request).err();
+        // An upgrade carries no body: one the app did not read would be taken for a request on
+        // its connection that nothing decided.
+        let malformed = normalize(&mut request).err().or_else(|| {
+            (upgrading && !request.body().is_end_stream())
+                .then_some("a WebSocket upgrade request with a body")
+        });
         let method = request.method().clone();
         let version = request.version();
         let access_log = self.inbound.access_log;

@@ -468,6 +468,21 @@ async fn a_websocket_upgrade_is_decided_then_relayed_both_ways() {
     let (_, head) = open_upgrade(upstream, "/chat", "h2c").await;
     assert!(head.starts_with("HTTP/1.1 400"), "no h2c upgrade: {head:?}");
 
+    // An upgrade with a body is refused: the app might take the body for a second request.
+    let mut with_body = TcpStream::connect(upstream).await.unwrap();
+    with_body
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nhost: static-server\r\nconnection: upgrade\r\n\
+              upgrade: websocket\r\ncontent-length: 25\r\n\r\nGET /private HTTP/1.1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = read_head(&mut with_body).await;
+    assert!(
+        head.starts_with("HTTP/1.1 400"),
+        "an upgrade with a body: {head:?}"
+    );
+
     // An app that switches unasked, or to another protocol than the WebSocket asked for, is
     // answered 502: no relay.
     let (_, head) = open_upgrade(upstream, "/h2c", "websocket").await;
