@@ -95,7 +95,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let mut machine = machine::describe();
     let mut settings = Settings::for_run(opts.quick, machine.nofile_limit);
     settings.nice = opts.nice.unwrap_or(0);
-    let versions = versions();
+    let versions = versions(&bins);
     let pki = BenchPki::generate()?;
 
     let runs = |group: &str| opts.scenarios.iter().any(|s| s == group);
@@ -543,7 +543,7 @@ fn bulk_and_memory(l: &mut Live, s: &Settings) {
     }
 }
 
-fn versions() -> Versions {
+fn versions(bins: &Binaries) -> Versions {
     let cmd = |program: &str, args: &[&str]| {
         std::process::Command::new(program)
             .args(args)
@@ -567,5 +567,19 @@ fn versions() -> Versions {
         ),
         haproxy: crate::haproxy::version().unwrap_or_else(|e| format!("unavailable: {e:#}")),
         rustc: cmd("rustc", &["--version"]),
+        link_order: match bins.path("tandem-proxy").and_then(|proxy| {
+            crate::link_order::coverage(&proxy, &crate::link_order::default_out())
+        }) {
+            Ok(c) => {
+                if c.found * 10 < c.named * 9 {
+                    eprintln!(
+                        "bench: warning: the proxy's link order is stale ({c}): run \
+                         `tandem-bench link-order`, or the idle proxy maps most of its text"
+                    );
+                }
+                c.to_string()
+            }
+            Err(e) => format!("unknown: {e:#}"),
+        },
     }
 }

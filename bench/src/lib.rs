@@ -11,6 +11,7 @@
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
 //!   `perf record`; [`soak`]: a pair for N minutes under load, rotations, restarts and pauses.
 //! - [`provider`]: rustls' ring provider against aws-lc-rs, handshakes and bulk, in memory.
+//! - [`link_order`]: the functions the proxy runs under callgrind, for its link order.
 
 // Its report and settings types have 190 fields, described in docs/PERFORMANCE.md but not
 // yet one by one.
@@ -25,6 +26,7 @@ pub mod http_load;
 pub mod http_scenario;
 pub mod injector;
 pub mod l7;
+pub mod link_order;
 pub mod loadgen;
 pub mod machine;
 pub mod pki;

@@ -114,6 +114,25 @@ enum Cmd {
         #[arg(long, value_enum, value_delimiter = ',', default_value = "p256,x25519")]
         kx: Vec<Kx>,
     },
+    /// Run a Tandem pair and a tunnel pair with each proxy under `valgrind --tool=callgrind`
+    /// (start-up, idle connections, requests at a fixed rate, new connections) and write every
+    /// function the proxies ran, the busiest first, to the proxy's link-order file. The proxy's
+    /// static release build lays those functions out first (`proxy/build.rs`), so the few
+    /// megabytes of text it runs are contiguous and an idle proxy maps little else.
+    LinkOrder {
+        /// The file written.
+        #[arg(long, default_value_os_t = tandem_bench::link_order::default_out())]
+        out: PathBuf,
+        /// Seconds of each load (under callgrind, tens of times slower than native).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Where callgrind's outputs and the proxy logs go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("tandem-bench-link-order"))]
+        work_dir: PathBuf,
+        /// Do not build the release binaries first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -168,6 +187,23 @@ fn main() -> anyhow::Result<()> {
             print!(
                 "{}",
                 crypto_provider::run(&crypto_provider::Options { seconds, runs, kx })?
+            );
+            return Ok(());
+        }
+        Cmd::LinkOrder {
+            out,
+            seconds,
+            work_dir,
+            no_build,
+        } => {
+            print!(
+                "{}",
+                tandem_bench::link_order::run(&tandem_bench::link_order::Options {
+                    out,
+                    work_dir,
+                    seconds,
+                    build: !no_build,
+                })?
             );
             return Ok(());
         }

@@ -85,6 +85,10 @@ pub struct Versions {
     pub git_commit: String,
     pub haproxy: String,
     pub rustc: String,
+    /// How many of the names in `proxy/link-order.txt` the measured proxy has
+    /// ([`crate::link_order::coverage`]); empty in results from before it was recorded.
+    #[serde(default)]
+    pub link_order: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -543,6 +547,7 @@ pub(crate) mod tests {
                 git_commit: "abc".into(),
                 haproxy: "HAProxy version 2.6.12".into(),
                 rustc: "rustc 1.95.0".into(),
+                link_order: String::new(),
             },
             settings,
             subjects: vec![direct, tandem, haproxy],

@@ -90,6 +90,8 @@ impl Binaries {
                     "tandem-proxy",
                     "-p",
                     "tandem-injector",
+                    "-p",
+                    "http-echo",
                 ])
                 // Into the same target directory this binary came from. --target keeps build
                 // scripts and proc-macros dynamic; only the binaries get crt-static.
@@ -178,6 +180,17 @@ impl TandemPair {
         wrapper: &[String],
     ) -> anyhow::Result<Self> {
         Self::start_with(bins, backend, BackendKind::Echo, log_dir, wrapper, &[])
+    }
+
+    /// Like [`TandemPair::start_wrapped`], with `flags` added to both proxies' arguments.
+    pub fn start_wrapped_with(
+        bins: &Binaries,
+        backend: SocketAddr,
+        log_dir: &Path,
+        wrapper: &[String],
+        flags: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(bins, backend, BackendKind::Echo, log_dir, wrapper, flags)
     }
 
     fn start_with(

@@ -14,7 +14,7 @@ impl Report {
             "Run of {date}{quick}. Machine: {cpu}, {nproc} cores (`nproc`), {mem} MB RAM, \
              Linux {kernel}, open-files limit {nofile}; load average {la0} at the start, {la1} \
              at the end (other engineers' builds share the cores). Tandem {tv} (commit \
-             `{commit}`), {haproxy}, {rustc}.\n\n",
+             `{commit}`), {haproxy}, {rustc}{link_order}.\n\n",
             date = self.date,
             quick = if self.quick { " (`--quick`)" } else { "" },
             cpu = m.cpu_model,
@@ -28,6 +28,11 @@ impl Report {
             commit = v.git_commit,
             haproxy = v.haproxy,
             rustc = v.rustc,
+            link_order = if v.link_order.is_empty() {
+                String::new()
+            } else {
+                format!("; proxy: {}", v.link_order)
+            },
         ));
         out.push_str(&format!(
             "Settings: fixed rates {rates} rps for {rs} s each ({rr} interleaved rounds) over {c} \
