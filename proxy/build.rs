@@ -1,7 +1,8 @@
-//! How the release build for the images' target links the proxy, to keep an idle proxy's
-//! resident text small. A read fault on the executable maps the page-cache pages around it,
-//! 64 KiB or more at a time ("fault-around"), so what is resident is every block the proxy ran
-//! anything in, not just what it ran.
+//! How the static release build (the images' binary: `x86_64-unknown-linux-gnu` with
+//! `crt-static`, linked by lld) links the proxy, to keep an idle proxy's resident text small. A
+//! read fault on the executable maps the page-cache pages around it, 64 KiB or more at a time
+//! ("fault-around"), so what is resident is every block the proxy ran anything in, not just what
+//! it ran.
 //!
 //! - **Link order.** The functions `link-order.txt` names go first, in its order (lld's
 //!   `--symbol-ordering-file`). They are the functions the proxy runs (`tandem-bench link-order`
@@ -9,50 +10,86 @@
 //!   of the text. A name the build does not have is ignored: only the layout changes.
 //! - **Packed relative relocations** (`-z pack-relative-relocs`, DT_RELR): the static PIE's
 //!   relocation table, read in full at every start, shrinks from about 540 KB to 7 KB. Only when
-//!   the glibc linked in is 2.36 or later, the first whose start-up code applies them.
+//!   the glibc the build links is 2.36 or later, the first whose static start-up applies them.
 //!
-//! `TANDEM_LINK_ORDER=off` leaves both out, for a linker other than lld (the default one on this
-//! target since Rust 1.90) or mold.
+//! Other builds (dynamic, debug, other targets) are left alone. Both options need lld, the
+//! default linker on this target since Rust 1.90; a build told to use another linker
+//! (`-Clinker-features=-lld`, `-Clink-self-contained=-linker`, `-fuse-ld=` anything but lld)
+//! does without them, and so does one with `TANDEM_LINK_ORDER=off`.
 
 use std::env;
 use std::path::Path;
 use std::process::Command;
 
-/// The target of the container images, whose default linker is lld.
-const ORDERED_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The target of the container images.
+const IMAGE_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn main() {
     println!("cargo:rerun-if-changed=link-order.txt");
     println!("cargo:rerun-if-env-changed=TANDEM_LINK_ORDER");
+    println!("cargo:rerun-if-env-changed=CC");
     let target = env::var("TARGET").unwrap_or_default();
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
-    let wanted = env::var("TANDEM_LINK_ORDER").map_or(true, |v| v != "off");
-    if target != ORDERED_TARGET || !release || !wanted {
+    let static_build = env::var("CARGO_CFG_TARGET_FEATURE")
+        .is_ok_and(|features| features.split(',').any(|f| f == "crt-static"));
+    let wanted = env::var("TANDEM_LINK_ORDER").as_deref() != Ok("off");
+    if target != IMAGE_TARGET || !release || !static_build || !wanted || !links_with_lld() {
         return;
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let file = Path::new(&dir).join("link-order.txt");
-    link_arg(&format!("--symbol-ordering-file={}", file.display()));
-    link_arg("--no-warn-symbol-ordering");
+    // -Xlinker passes its argument whole: -Wl, would split a path with a comma in it.
+    linker_arg(&format!("--symbol-ordering-file={}", file.display()));
+    linker_arg("--no-warn-symbol-ordering");
     if glibc_at_least(2, 36) {
-        link_arg("-z,pack-relative-relocs");
+        linker_arg("-z");
+        linker_arg("pack-relative-relocs");
     }
 }
 
-fn link_arg(arg: &str) {
-    println!("cargo:rustc-link-arg-bin=tandem-proxy=-Wl,{arg}");
+fn linker_arg(arg: &str) {
+    println!("cargo:rustc-link-arg-bin=tandem-proxy=-Xlinker");
+    println!("cargo:rustc-link-arg-bin=tandem-proxy={arg}");
 }
 
-/// Whether this host's glibc (the one a native `-gnu` build links) is `major.minor` or later,
-/// from `getconf GNU_LIBC_VERSION` ("glibc 2.36"); false when that cannot be read.
+/// False when the flags of this build choose a linker other than (rust-)lld.
+fn links_with_lld() -> bool {
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    !flags.split('\x1f').any(|flag| {
+        flag.contains("linker-features=-lld")
+            || flag.contains("link-self-contained=-linker")
+            || flag
+                .split_once("-fuse-ld=")
+                .is_some_and(|(_, ld)| !ld.starts_with("lld"))
+    })
+}
+
+/// Whether the glibc of the C compiler this build links with is `major.minor` or later: its
+/// `features.h` defines `__GLIBC__` and `__GLIBC_MINOR__`. False when they cannot be read.
 fn glibc_at_least(major: u32, minor: u32) -> bool {
-    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else {
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let Ok(out) = Command::new(&cc)
+        .args([
+            "-dM",
+            "-E",
+            "-include",
+            "features.h",
+            "-x",
+            "c",
+            "/dev/null",
+        ])
+        .output()
+    else {
         return false;
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.trim().strip_prefix("glibc ").unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
+    let macros = String::from_utf8_lossy(&out.stdout);
+    let define = |name: &str| {
+        macros.lines().find_map(|l| {
+            let rest = l.strip_prefix("#define ")?.strip_prefix(name)?;
+            rest.strip_prefix(' ')?.trim().parse::<u32>().ok()
+        })
+    };
+    match (define("__GLIBC__"), define("__GLIBC_MINOR__")) {
         (Some(a), Some(b)) => (a, b) >= (major, minor),
         _ => false,
     }

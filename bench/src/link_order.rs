@@ -30,6 +30,7 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// Seconds of each load under callgrind.
     pub seconds: f64,
+    /// Build the static release binaries first.
     pub build: bool,
 }
 
@@ -50,7 +51,8 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let bins = Binaries::locate(opts.build)?;
     let rt = tokio::runtime::Runtime::new()?;
     let backend = rt.block_on(Backend::start())?;
-    let d = Duration::from_secs_f64(opts.seconds);
+    let d = Duration::try_from_secs_f64(opts.seconds)
+        .with_context(|| format!("invalid --seconds {}", opts.seconds))?;
     for (name, flags) in [("plain", &[][..]), ("tunnel", &["--tunnel"][..])] {
         let wrapper: Vec<String> = [
             "valgrind",
@@ -80,7 +82,8 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         let path = entry?.path();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        for (function, ir) in self_cost(&text) {
+        let costs = self_cost(&text).with_context(|| format!("reading {}", path.display()))?;
+        for (function, ir) in costs {
             *cost.entry(function).or_insert(0) += ir;
         }
         files += 1;
@@ -106,16 +109,10 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     ))
 }
 
-const HEADER: &str = "\
-# Functions of tandem-proxy the linker lays out first, in this order (proxy/build.rs passes the
-# file to lld as --symbol-ordering-file). Written by `tandem-bench link-order`: every function
-# the proxies ran under callgrind, the busiest first. A name that no longer exists is ignored;
-# regenerate after a toolchain or dependency update, which renames every symbol.
-";
-
 /// Instructions executed in each function itself (callees excluded), from a callgrind output
-/// file with the default `Ir` event. Functions without a symbol (`0x...`) are left out.
-pub fn self_cost(text: &str) -> HashMap<String, u64> {
+/// file with line positions and the one default event, `Ir`. Functions without a symbol
+/// (`0x...`) and valgrind's own names (`(below main)`) are left out.
+fn self_cost(text: &str) -> anyhow::Result<HashMap<String, u64>> {
     // Callgrind compresses names: `fn=(12) name` defines id 12, a later `fn=(12)` refers to it.
     let mut names: HashMap<&str, &str> = HashMap::new();
     let mut cost: HashMap<String, u64> = HashMap::new();
@@ -128,20 +125,36 @@ pub fn self_cost(text: &str) -> HashMap<String, u64> {
             .or_else(|| line.strip_prefix("cfn="))
         {
             let name = match spec.split_once(' ') {
-                Some((id, name)) => {
+                Some((id, name)) if id.starts_with('(') => {
                     names.insert(id, name);
                     Some(name)
                 }
-                None => names.get(spec).copied(),
+                _ if spec.starts_with('(') => names.get(spec).copied(),
+                // Written without compression.
+                _ => Some(spec),
             };
             // A recursion level (`name'2`) is the same function.
-            let name = name.map(|n| n.split('\'').next().unwrap_or(n));
-            if let Some(n) = name.filter(|n| !n.starts_with("0x")) {
+            let name = name
+                .map(|n| n.split('\'').next().unwrap_or(n))
+                .filter(|n| !n.starts_with("0x") && !n.starts_with('('));
+            if let Some(n) = name {
                 cost.entry(n.to_string()).or_insert(0);
             }
             if line.starts_with("fn=") {
                 current = name;
             }
+        } else if let Some(positions) = line.strip_prefix("positions:") {
+            anyhow::ensure!(
+                positions.trim() == "line",
+                "callgrind positions \"{}\": expected line only",
+                positions.trim()
+            );
+        } else if let Some(events) = line.strip_prefix("events:") {
+            anyhow::ensure!(
+                events.trim() == "Ir",
+                "callgrind events \"{}\": expected Ir only",
+                events.trim()
+            );
         } else if line.starts_with("calls=") {
             after_calls = true;
         } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
@@ -152,17 +165,17 @@ pub fn self_cost(text: &str) -> HashMap<String, u64> {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|n| n.parse::<u64>().ok());
-            if let (Some(f), Some(ir)) = (current.filter(|n| !n.starts_with("0x")), ir) {
+            if let (Some(f), Some(ir)) = (current, ir) {
                 *cost.entry(f.to_string()).or_insert(0) += ir;
             }
         }
     }
-    cost
+    Ok(cost)
 }
 
 /// Function names by cost, the highest first; equal costs by name, so a rerun on the same
 /// counts writes the same file.
-pub fn busiest_first(cost: HashMap<String, u64>) -> Vec<String> {
+fn busiest_first(cost: HashMap<String, u64>) -> Vec<String> {
     let mut v: Vec<(String, u64)> = cost.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.into_iter().map(|(name, _)| name).collect()
@@ -213,7 +226,7 @@ pub fn coverage(binary: &Path, order: &Path) -> anyhow::Result<Coverage> {
 
 /// The names in an order file: its lines, without `#` comments and blank lines (as lld reads
 /// it).
-pub fn order_names(text: &str) -> impl Iterator<Item = &str> {
+fn order_names(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -225,17 +238,27 @@ pub fn default_out() -> PathBuf {
     bench.parent().unwrap_or(bench).join("proxy/link-order.txt")
 }
 
+const HEADER: &str = "\
+# Functions of tandem-proxy the linker lays out first, in this order (proxy/build.rs passes the
+# file to lld as --symbol-ordering-file). Written by `tandem-bench link-order`: every function
+# the proxies ran under callgrind, the busiest first. A name that no longer exists is ignored;
+# regenerate after a toolchain or dependency update, which renames every symbol.
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const OUTPUT: &str = "\
 version: 1
+positions: line
 events: Ir
 fl=(1) src/main.rs
 fn=(1) main
 10 5
+fi=(2) src/inlined.rs
 +1 2
+fe=(1)
 cfn=(2) _ZN4work17h0123E
 calls=3 20
 * 300
@@ -250,29 +273,47 @@ fn=(4) rec'2
 5 1
 fn=(5) rec
 5 2
-totals: 417
+fn=(6) (below main)
+1 9
+fn=plain
+3 4
+totals: 426
 ";
 
     #[test]
     fn counts_only_each_functions_own_instructions() {
-        let cost = self_cost(OUTPUT);
-        assert_eq!(
-            cost.get("main"),
-            Some(&7),
-            "the call's inclusive 300 is not main's"
-        );
+        let cost = self_cost(OUTPUT).unwrap();
+        assert_eq!(cost.get("main"), Some(&7), "the call's 300 is the callee's");
         assert_eq!(cost.get("_ZN4work17h0123E"), Some(&100));
         assert_eq!(
             cost.get("rec"),
             Some(&3),
             "recursion levels are one function"
         );
-        assert!(!cost.keys().any(|k| k.starts_with("0x")), "{cost:?}");
+        assert_eq!(
+            cost.get("plain"),
+            Some(&4),
+            "a name written without compression"
+        );
+        assert!(
+            !cost
+                .keys()
+                .any(|k| k.starts_with("0x") || k.starts_with('(')),
+            "{cost:?}"
+        );
         assert_eq!(
             busiest_first(cost),
-            ["_ZN4work17h0123E", "main", "rec"],
+            ["_ZN4work17h0123E", "main", "plain", "rec"],
             "highest cost first"
         );
+    }
+
+    #[test]
+    fn refuses_output_it_would_misread() {
+        let err = self_cost("positions: instr line\nevents: Ir\n").unwrap_err();
+        assert!(err.to_string().contains("positions"), "{err}");
+        let err = self_cost("events: Ir Dr\n").unwrap_err();
+        assert!(err.to_string().contains("events"), "{err}");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub struct Binaries {
 
 impl Binaries {
     /// `<target dir>/x86_64-unknown-linux-gnu/release`, next to the `release` directory this
-    /// executable is in, after building the agent, proxy and injector there (static, as for the
-    /// images) unless `build` is false.
+    /// executable is in, after building the agent, proxy, injector and http-echo there (static,
+    /// as for the images) unless `build` is false.
     pub fn locate(build: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the bench executable")?;
         // <target dir>/release/tandem-bench, or <target dir>/<triple>/release/tandem-bench
@@ -90,6 +90,8 @@ impl Binaries {
                     "tandem-proxy",
                     "-p",
                     "tandem-injector",
+                    // As docker/build-images.sh builds: one feature resolution, so the
+                    // proxy's symbols are those its link order names (proxy/build.rs).
                     "-p",
                     "http-echo",
                 ])

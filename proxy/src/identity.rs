@@ -20,9 +20,51 @@ use crate::watcher::{WatchContext, WatchError, Watched, Watcher};
 /// whether it offers the tunnel, and the instance's address.
 type ClientKey = (String, String, bool, String);
 
-/// How many client configs a [`TlsState`] keeps; past it one is dropped for each new one (its
-/// instance's next handshake is a full one). Each holds at most 8 sessions of a few kB.
+/// How many client configs a [`TlsState`] keeps; past it the least recently used one is dropped
+/// for each new one (its instance's next handshake is a full one). Each holds one session of a
+/// few kB.
 const MAX_CLIENT_CONFIGS: usize = 256;
+
+/// The client configs of a [`TlsState`] (`C`: a config), each with when it was last used.
+struct ClientConfigs<C = Arc<ClientConfig>> {
+    configs: HashMap<ClientKey, (C, u64)>,
+    /// Counts uses: the larger, the more recent.
+    clock: u64,
+}
+
+impl<C> Default for ClientConfigs<C> {
+    fn default() -> Self {
+        Self {
+            configs: HashMap::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl<C: Clone> ClientConfigs<C> {
+    fn get(&mut self, key: &ClientKey) -> Option<C> {
+        self.clock += 1;
+        let (config, used) = self.configs.get_mut(key)?;
+        *used = self.clock;
+        Some(config.clone())
+    }
+
+    /// Adds `config`, first dropping the least recently used one when full.
+    fn insert(&mut self, key: ClientKey, config: C) {
+        if self.configs.len() >= MAX_CLIENT_CONFIGS && !self.configs.contains_key(&key) {
+            let oldest = self
+                .configs
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.configs.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        self.configs.insert(key, (config, self.clock));
+    }
+}
 
 /// Everything a connection needs from the current credentials.
 pub struct TlsState {
@@ -34,7 +76,7 @@ pub struct TlsState {
     roots: TrustRoots,
     /// Client configs per instance dialed, built on first use (at most
     /// [`MAX_CLIENT_CONFIGS`]).
-    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
+    clients: Mutex<ClientConfigs>,
     /// Our own service identity (from the leaf).
     pub local: Option<ServiceId>,
     /// The leaf's serial number, for logs.
@@ -73,7 +115,7 @@ impl TlsState {
             leaf_not_after: identity.not_after(),
             identity,
             roots,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(ClientConfigs::default()),
             leaf_serial: serial,
             resumption: true,
         })
@@ -155,7 +197,7 @@ impl TlsState {
             .lock()
             .expect("client config cache lock is never poisoned");
         if let Some(c) = cache.get(&key) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let mut config = (*tls::client_config(&self.identity, &self.roots, expected)?).clone();
         if tunnel {
@@ -169,12 +211,6 @@ impl TlsState {
             rustls::client::Resumption::disabled()
         };
         let config = Arc::new(config);
-        if cache.len() >= MAX_CLIENT_CONFIGS {
-            let dropped = cache.keys().next().cloned();
-            if let Some(dropped) = dropped {
-                cache.remove(&dropped);
-            }
-        }
         cache.insert(key, config.clone());
         Ok(config)
     }
@@ -724,5 +760,39 @@ impl WatchError for Failure {
             Failure::Consul(e) => e.kind(),
             Failure::Unusable(_) => "unusable certificates".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: usize) -> ClientKey {
+        (
+            "dc1".into(),
+            "db".into(),
+            false,
+            format!("10.0.0.{n}:20000"),
+        )
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_least_recently_used_config() {
+        let mut cache = ClientConfigs::default();
+        for n in 0..MAX_CLIENT_CONFIGS {
+            cache.insert(key(n), n);
+        }
+        // Instance 0 is the oldest entry, but dialed again now: instance 1 goes instead.
+        assert_eq!(cache.get(&key(0)), Some(0));
+        cache.insert(key(MAX_CLIENT_CONFIGS), MAX_CLIENT_CONFIGS);
+        assert_eq!(cache.configs.len(), MAX_CLIENT_CONFIGS);
+        assert_eq!(cache.get(&key(0)), Some(0), "used recently: kept");
+        assert_eq!(cache.get(&key(1)), None, "least recently used: dropped");
+        assert_eq!(cache.get(&key(2)), Some(2));
+        // Replacing an entry that is there drops nothing else.
+        cache.insert(key(2), 22);
+        assert_eq!(cache.configs.len(), MAX_CLIENT_CONFIGS);
+        assert_eq!(cache.get(&key(3)), Some(3));
+        assert_eq!(cache.get(&key(2)), Some(22));
     }
 }
