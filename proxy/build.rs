@@ -13,9 +13,11 @@
 //!   the glibc the build links is 2.36 or later, the first whose static start-up applies them.
 //!
 //! Other builds (dynamic, debug, other targets) are left alone. Both options need lld, the
-//! default linker on this target since Rust 1.90; a build told to use another linker
-//! (`-Clinker-features=-lld`, `-Clink-self-contained=-linker`, `-fuse-ld=` anything but lld)
-//! does without them, and so does one with `TANDEM_LINK_ORDER=off`.
+//! default linker on this target since Rust 1.90. A build does without them when its rustc is
+//! older, when it is given a linker of its own (`target.<triple>.linker`, `-Clinker`), when its
+//! flags turn lld off (`-Clinker-features=-lld`, `-Clink-self-contained=-linker`, a
+//! `-Clinker-flavor` without lld, `-fuse-ld=` anything but `lld`), and with
+//! `TANDEM_LINK_ORDER=off`.
 
 use std::env;
 use std::path::Path;
@@ -27,13 +29,16 @@ const IMAGE_TARGET: &str = "x86_64-unknown-linux-gnu";
 fn main() {
     println!("cargo:rerun-if-changed=link-order.txt");
     println!("cargo:rerun-if-env-changed=TANDEM_LINK_ORDER");
-    println!("cargo:rerun-if-env-changed=CC");
     let target = env::var("TARGET").unwrap_or_default();
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
     let static_build = env::var("CARGO_CFG_TARGET_FEATURE")
         .is_ok_and(|features| features.split(',').any(|f| f == "crt-static"));
     let wanted = env::var("TANDEM_LINK_ORDER").as_deref() != Ok("off");
     if target != IMAGE_TARGET || !release || !static_build || !wanted || !links_with_lld() {
+        return;
+    }
+    // Cargo sets RUSTC_LINKER when a linker is configured; rustc 1.90 made lld the default.
+    if env::var_os("RUSTC_LINKER").is_some() || !rustc_at_least(1, 90) {
         return;
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -52,23 +57,48 @@ fn linker_arg(arg: &str) {
     println!("cargo:rustc-link-arg-bin=tandem-proxy={arg}");
 }
 
-/// False when the flags of this build choose a linker other than (rust-)lld.
+/// False when the flags of this build turn (rust-)lld off or choose another linker. Values may
+/// be lists (`-Clinker-features=+cc,-lld`); a `-fuse-ld=` path to an lld also reads as another
+/// linker, which only costs the layout.
 fn links_with_lld() -> bool {
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     !flags.split('\x1f').any(|flag| {
-        flag.contains("linker-features=-lld")
-            || flag.contains("link-self-contained=-linker")
+        let other_ld = flag
+            .split_once("-fuse-ld=")
+            .is_some_and(|(_, ld)| ld != "lld");
+        let other_flavor = flag
+            .split_once("linker-flavor=")
+            .is_some_and(|(_, flavor)| !flavor.contains("lld"));
+        let own_linker = flag.starts_with("linker=") || flag.starts_with("-Clinker=");
+        other_ld
+            || other_flavor
+            || own_linker
             || flag
-                .split_once("-fuse-ld=")
-                .is_some_and(|(_, ld)| !ld.starts_with("lld"))
+                .split([',', '='])
+                .any(|item| item == "-lld" || item == "-linker")
     })
 }
 
-/// Whether the glibc of the C compiler this build links with is `major.minor` or later: its
-/// `features.h` defines `__GLIBC__` and `__GLIBC_MINOR__`. False when they cannot be read.
+/// Whether the rustc building this is `major.minor` or later (`rustc 1.95.0 (...)`).
+fn rustc_at_least(major: u32, minor: u32) -> bool {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1).unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// Whether the glibc that `cc` (rustc's link driver when no linker is configured) links is
+/// `major.minor` or later: its `features.h` defines `__GLIBC__` and `__GLIBC_MINOR__`. False
+/// when they cannot be read.
 fn glibc_at_least(major: u32, minor: u32) -> bool {
-    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
-    let Ok(out) = Command::new(&cc)
+    let Ok(out) = Command::new("cc")
         .args([
             "-dM",
             "-E",

@@ -109,6 +109,55 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     ))
 }
 
+/// How much of an order file a binary still has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// Function names in the order file.
+    pub named: usize,
+    /// Of those, the ones the binary defines.
+    pub found: usize,
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of the {} functions of the link order are in the binary",
+            self.found, self.named
+        )
+    }
+}
+
+/// Which of the order file's names `binary` defines (from `nm`). A toolchain or dependency
+/// update renames symbols; the build then ignores the stale names and the layout falls back to
+/// the linker's default.
+pub fn coverage(binary: &Path, order: &Path) -> anyhow::Result<Coverage> {
+    let text =
+        std::fs::read_to_string(order).with_context(|| format!("reading {}", order.display()))?;
+    let out = std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(binary)
+        .output()
+        .context("running nm")?;
+    anyhow::ensure!(out.status.success(), "nm {} failed", binary.display());
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let defined: std::collections::HashSet<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let names: Vec<&str> = order_names(&text).collect();
+    Ok(Coverage {
+        named: names.len(),
+        found: names.iter().filter(|n| defined.contains(*n)).count(),
+    })
+}
+
+/// `proxy/link-order.txt` in this checkout.
+pub fn default_out() -> PathBuf {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench.parent().unwrap_or(bench).join("proxy/link-order.txt")
+}
+
 /// Instructions executed in each function itself (callees excluded), from a callgrind output
 /// file with line positions and the one default event, `Ir`. Functions without a symbol
 /// (`0x...`) and valgrind's own names (`(below main)`) are left out.
@@ -181,61 +230,12 @@ fn busiest_first(cost: HashMap<String, u64>) -> Vec<String> {
     v.into_iter().map(|(name, _)| name).collect()
 }
 
-/// How much of an order file a binary still has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Coverage {
-    /// Function names in the order file.
-    pub named: usize,
-    /// Of those, the ones the binary defines.
-    pub found: usize,
-}
-
-impl std::fmt::Display for Coverage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of the {} functions of the link order are in the binary",
-            self.found, self.named
-        )
-    }
-}
-
-/// Which of the order file's names `binary` defines (from `nm`). A toolchain or dependency
-/// update renames symbols; the build then ignores the stale names and the layout falls back to
-/// the linker's default.
-pub fn coverage(binary: &Path, order: &Path) -> anyhow::Result<Coverage> {
-    let text =
-        std::fs::read_to_string(order).with_context(|| format!("reading {}", order.display()))?;
-    let out = std::process::Command::new("nm")
-        .arg("--defined-only")
-        .arg(binary)
-        .output()
-        .context("running nm")?;
-    anyhow::ensure!(out.status.success(), "nm {} failed", binary.display());
-    let symbols = String::from_utf8_lossy(&out.stdout);
-    let defined: std::collections::HashSet<&str> = symbols
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
-    let names: Vec<&str> = order_names(&text).collect();
-    Ok(Coverage {
-        named: names.len(),
-        found: names.iter().filter(|n| defined.contains(*n)).count(),
-    })
-}
-
 /// The names in an order file: its lines, without `#` comments and blank lines (as lld reads
 /// it).
 fn order_names(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
-
-/// `proxy/link-order.txt` in this checkout.
-pub fn default_out() -> PathBuf {
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
-    bench.parent().unwrap_or(bench).join("proxy/link-order.txt")
 }
 
 const HEADER: &str = "\

@@ -21,8 +21,8 @@ use crate::watcher::{WatchContext, WatchError, Watched, Watcher};
 type ClientKey = (String, String, bool, String);
 
 /// How many client configs a [`TlsState`] keeps; past it the least recently used one is dropped
-/// for each new one (its instance's next handshake is a full one). Each holds one session of a
-/// few kB.
+/// for each new one (its instance's next handshake is a full one). Each holds one server name's
+/// sessions: at most 8 tickets of a few kB.
 const MAX_CLIENT_CONFIGS: usize = 256;
 
 /// The client configs of a [`TlsState`] (`C`: a config), each with when it was last used.
