@@ -40,6 +40,9 @@ pub struct Inbound {
     protocol: watch::Receiver<Arc<Protocol>>,
     /// `--http-access-log`: a log line per HTTP request.
     pub(crate) access_log: bool,
+    /// `--close-denied-connections`: a relayed WebSocket is closed too once its request is
+    /// denied (a `tcp` caller's connection by [`enforce`]).
+    pub(crate) close_denied: bool,
     pub(crate) data: DataPath,
 }
 
@@ -67,6 +70,7 @@ impl Inbound {
             intentions,
             protocol,
             access_log: settings.http_access_log,
+            close_denied: settings.close_denied_connections,
             data,
         })
     }

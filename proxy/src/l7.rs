@@ -54,9 +54,17 @@ pub(crate) struct Requests {
     /// The connection to the app, opened at the first allowed request and again after the
     /// app closed it.
     app_conn: Mutex<Option<AppSender>>,
-    /// The caller's and the app's side of an upgrade the app accepted, for [`Requests::serve`]
-    /// to relay once hyper hands the connection over.
-    upgraded: std::sync::Mutex<Option<(OnUpgrade, OnUpgrade)>>,
+    /// An upgrade the app accepted, for [`Requests::serve`] to relay once hyper hands the
+    /// connection over.
+    upgraded: std::sync::Mutex<Option<Upgrade>>,
+}
+
+/// A WebSocket the app accepted: both sides, and the request that was decided.
+struct Upgrade {
+    caller: OnUpgrade,
+    app: OnUpgrade,
+    /// What the intentions decided on (no body), decided again when they change.
+    request: Request<()>,
 }
 
 /// A connection to the app, in the version the service's protocol asks for.
@@ -158,8 +166,9 @@ impl Requests {
             .expect("the upgrade slot lock is never poisoned")
             .take();
         let end = match (end, upgraded) {
-            (End::Completed, Some((caller, app))) => {
-                relay(caller, app, &meter.activity, idle, stopper).await
+            (End::Completed, Some(up)) => {
+                let revoked = self.revoked(&up.request);
+                relay(up.caller, up.app, &meter.activity, idle, stopper, revoked).await
             }
             (end, _) => end,
         };
@@ -167,6 +176,29 @@ impl Requests {
             received: meter.received.load(Ordering::Relaxed),
             sent: meter.sent.load(Ordering::Relaxed),
             end,
+        }
+    }
+
+    /// Resolves once changed intentions deny `request`, the request of a relayed WebSocket
+    /// (with `--close-denied-connections`; never without).
+    async fn revoked(&self, request: &Request<()>) {
+        let mut intentions = self.inbound.intentions.clone();
+        if !self.inbound.close_denied {
+            return std::future::pending().await;
+        }
+        loop {
+            if intentions.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let decision = intentions
+                .borrow_and_update()
+                .authorize_request(&connections::source(&self.peer), &RequestView::of(request));
+            if decision.action == Action::Deny {
+                tracing::info!(peer.id = %self.peer, by = decision.by.as_str(),
+                    "closing a WebSocket a changed intention denies");
+                self.metrics().revoked();
+                return;
+            }
         }
     }
 
@@ -204,7 +236,8 @@ impl Requests {
             denied(is_grpc(request.headers()))
         } else {
             let forwarded = if upgrading {
-                self.forward_upgrade(request).await
+                let decided = head_of(&request);
+                self.forward_upgrade(request, decided).await
             } else {
                 self.forward(request).await
             };
@@ -286,10 +319,12 @@ impl Requests {
 
     /// Sends an HTTP/1.1 WebSocket upgrade request to the app on a connection of its own, with
     /// `Upgrade: websocket`. When the app answers `101 Switching Protocols` to a WebSocket, both
-    /// sides are left in [`Requests::upgraded`] for [`Requests::serve`] to relay.
+    /// sides and `decided` (the request as the intentions saw it) are left in
+    /// [`Requests::upgraded`] for [`Requests::serve`] to relay.
     async fn forward_upgrade(
         &self,
         mut request: Request<Incoming>,
+        decided: Request<()>,
     ) -> Result<Response<Incoming>, AppError> {
         let headers = request.headers_mut();
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -312,7 +347,11 @@ impl Requests {
             *self
                 .upgraded
                 .lock()
-                .expect("the upgrade slot lock is never poisoned") = Some((caller, app));
+                .expect("the upgrade slot lock is never poisoned") = Some(Upgrade {
+                caller,
+                app,
+                request: decided,
+            });
         }
         Ok(answer)
     }
@@ -374,14 +413,25 @@ fn is_websocket(headers: &HeaderMap) -> bool {
     )
 }
 
+/// The method, target, version and headers of `request`, without its body.
+fn head_of<B>(request: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.version_mut() = request.version();
+    *head.headers_mut() = request.headers().clone();
+    head
+}
+
 /// Relays the bytes of an upgraded connection both ways until both sides have closed, either
-/// side fails, it is idle for `idle`, or `stopper` fires.
+/// side fails, it is idle for `idle`, `stopper` fires or `revoked` resolves.
 async fn relay(
     caller: OnUpgrade,
     app: OnUpgrade,
     activity: &Activity,
     idle: Option<Duration>,
     stopper: &Stopper,
+    revoked: impl std::future::Future<Output = ()>,
 ) -> End {
     let copy = async {
         let (caller, app) = match tokio::try_join!(caller, app) {
@@ -405,6 +455,7 @@ async fn relay(
         end = copy => end,
         _ = activity.idle(idle) => End::IdleTimeout,
         _ = stopper.cancelled() => stopper.reason(),
+        () = revoked => End::Revoked,
     }
 }
 

@@ -396,6 +396,73 @@ async fn open_websocket(upstream: SocketAddr, path: &str) -> (TcpStream, String)
     open_upgrade(upstream, path, "websocket").await
 }
 
+/// Bytes written on a relayed WebSocket come back (the test app echoes).
+async fn echoes(ws: &mut TcpStream, bytes: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if ws.write_all(bytes).await.is_err() {
+        return false;
+    }
+    let mut back = vec![0; bytes.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut back)).await,
+        Ok(Ok(_)) if back == bytes
+    )
+}
+
+#[tokio::test]
+async fn a_relayed_websocket_is_closed_once_a_changed_intention_denies_its_request() {
+    use tokio::io::AsyncReadExt;
+    let agent = agent(true).await;
+    let url = agent.url();
+    mark_http(&url).await;
+    put_permissions(
+        &url,
+        json!([{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]),
+    )
+    .await;
+    let app_port = upgrade_app().await;
+    let server = server_proxy(&url, "static-server", "static-server", app_port).await;
+    let client = client_proxy(&url, "static-client", "static-server").await;
+    let upstream = client.upstream_addr("static-server").unwrap();
+    wait_for("the L7 path relays a WebSocket", || async {
+        open_websocket(upstream, "/chat")
+            .await
+            .1
+            .starts_with("HTTP/1.1 101")
+    })
+    .await;
+    let (mut chat, head) = open_websocket(upstream, "/chat").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    let (mut news, head) = open_websocket(upstream, "/news").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    assert!(echoes(&mut chat, b"before").await && echoes(&mut news, b"before").await);
+
+    // Only /chat is denied now: its WebSocket is closed, the other one stays.
+    put_permissions(
+        &url,
+        json!([{"Action": "deny", "HTTP": {"PathPrefix": "/chat"}},
+               {"Action": "allow", "HTTP": {"PathPrefix": "/"}}]),
+    )
+    .await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), chat.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the denied WebSocket is closed within 10 s");
+    assert!(
+        echoes(&mut news, b"after").await,
+        "a WebSocket whose request is still allowed stays open"
+    );
+    let text = metrics(&server).await;
+    assert_eq!(metric(&text, "tandem_connections_revoked_total", &[]), 1.0);
+    let (_, head) = open_websocket(upstream, "/chat").await;
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "a new one is denied: {head:?}"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+    agent.shutdown().await;
+}
+
 /// The same with `Upgrade: upgrade`.
 async fn open_upgrade(upstream: SocketAddr, path: &str, upgrade: &str) -> (TcpStream, String) {
     use tokio::io::AsyncWriteExt;
