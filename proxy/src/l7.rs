@@ -186,10 +186,9 @@ impl Requests {
         if !self.inbound.close_denied {
             return std::future::pending().await;
         }
+        // Decided once more first: the intentions may have changed since the upgrade request
+        // was decided.
         loop {
-            if intentions.changed().await.is_err() {
-                return std::future::pending().await;
-            }
             let decision = intentions
                 .borrow_and_update()
                 .authorize_request(&connections::source(&self.peer), &RequestView::of(request));
@@ -198,6 +197,9 @@ impl Requests {
                     "closing a WebSocket a changed intention denies");
                 self.metrics().revoked();
                 return;
+            }
+            if intentions.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
