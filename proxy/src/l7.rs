@@ -182,10 +182,10 @@ impl Requests {
     /// Resolves once changed intentions deny `request`, the request of a relayed WebSocket
     /// (with `--close-denied-connections`; never without).
     async fn revoked(&self, request: &Request<()>) {
-        let mut intentions = self.inbound.intentions.clone();
         if !self.inbound.close_denied {
             return std::future::pending().await;
         }
+        let mut intentions = self.inbound.intentions.clone();
         // Decided once more first: the intentions may have changed since the upgrade request
         // was decided.
         loop {
