@@ -50,12 +50,16 @@ pub fn run(opts: &ProfileOptions) -> anyhow::Result<String> {
     let pki = BenchPki::generate()?;
     let backend = rt.block_on(Backend::start())?;
     if let Some(wrap) = &opts.wrap {
-        anyhow::ensure!(
-            opts.subject == crate::report::TANDEM,
-            "--wrap applies to the tandem subject only"
-        );
+        let Some(flags) = TandemPair::subject_flags(&opts.subject) else {
+            anyhow::bail!(
+                "--wrap applies to the Tandem subjects only, not {}",
+                opts.subject
+            );
+        };
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let wrapper: Vec<String> = wrap.split_whitespace().map(String::from).collect();
-        let mut pair = TandemPair::start_wrapped(&bins, backend.addr(), &opts.out_dir, &wrapper)?;
+        let mut pair =
+            TandemPair::start_wrapped_with(&bins, backend.addr(), &opts.out_dir, &wrapper, &flags)?;
         let summary = run_wrapped(&mut pair, opts)?;
         drop(pair);
         rt.block_on(backend.shutdown());

@@ -23,6 +23,18 @@ pub const SERVER_SERVICE: &str = "echo";
 /// open connections, so that all of them ride the one tunnel.
 pub const TUNNEL_STREAMS: u32 = 12_000;
 
+/// The flags of the `tandem-no-resumption` pair.
+const NO_RESUMPTION_FLAGS: [&str; 2] = ["--tls-resumption", "false"];
+
+/// The flags of the `tandem-tunnel` pair: one tunnel, up to [`TUNNEL_STREAMS`] streams.
+fn tunnel_flags() -> [String; 3] {
+    [
+        "--tunnel".into(),
+        "--tunnel-max-streams".into(),
+        TUNNEL_STREAMS.to_string(),
+    ]
+}
+
 /// What the backend behind a pair speaks, so start-up knows how to check that the pair answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -147,8 +159,14 @@ impl TandemPair {
         backend: SocketAddr,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let flags = ["--tls-resumption", "false"];
-        Self::start_with(bins, backend, BackendKind::Echo, log_dir, &[], &flags)
+        Self::start_with(
+            bins,
+            backend,
+            BackendKind::Echo,
+            log_dir,
+            &[],
+            &NO_RESUMPTION_FLAGS,
+        )
     }
 
     /// A pair whose proxies both run with `--tunnel` (one tunnel, up to [`TUNNEL_STREAMS`]
@@ -158,9 +176,23 @@ impl TandemPair {
         backend: SocketAddr,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let streams = TUNNEL_STREAMS.to_string();
-        let flags = ["--tunnel", "--tunnel-max-streams", &streams];
+        let flags = tunnel_flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         Self::start_with(bins, backend, BackendKind::Echo, log_dir, &[], &flags)
+    }
+
+    /// The flags of the pair a subject name stands for (`tandem`, `tandem-tunnel`,
+    /// `tandem-no-resumption`); `None` for a subject that is no Tandem pair.
+    pub fn subject_flags(subject: &str) -> Option<Vec<String>> {
+        let flags: Vec<String> = match subject {
+            crate::report::TANDEM => Vec::new(),
+            crate::report::TANDEM_TUNNEL => tunnel_flags().to_vec(),
+            crate::report::TANDEM_NO_RESUMPTION => {
+                NO_RESUMPTION_FLAGS.iter().map(|f| f.to_string()).collect()
+            }
+            _ => return None,
+        };
+        Some(flags)
     }
 
     /// A pair in front of an HTTP backend ([`crate::http_backend`]); the service's protocol is
