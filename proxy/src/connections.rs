@@ -454,6 +454,43 @@ impl Drop for Tracked {
     }
 }
 
+/// What unit tests of the data path build on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// The most a connection's task may keep while it copies (test build). It was 11-12 KiB
+    /// on either side before the handshake, dialing, the tunnel and HTTP were boxed, and
+    /// 2-3 KiB after.
+    pub(crate) const TASK_STATE_LIMIT: usize = 4096;
+
+    /// A data path with `service`'s credentials from a fresh test PKI and 100 connections at
+    /// most.
+    pub(crate) fn data_path(service: &str) -> DataPath {
+        use tandem_certs::testing::{TestIdentity, TestPki};
+        let pki = TestPki::new();
+        let state = TlsState::new(pki.tls_identity(TestIdentity::Valid, service), pki.roots())
+            .expect("a test identity makes credentials");
+        let (_tx, tls) = watch::channel(Arc::new(state));
+        let limits = Limits {
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            max_connections: 100,
+        };
+        DataPath::new(tls, Arc::new(Metrics::new()), limits)
+    }
+
+    /// Both ends of a loopback TCP connection: (the connecting one, the accepted one).
+    pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, peer) = accepted.unwrap();
+        (client.unwrap(), accepted, peer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

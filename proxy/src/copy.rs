@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::End;
@@ -132,9 +132,28 @@ enum Failure {
 /// Copies `downstream` (the initiator) to `upstream` and back until both directions have
 /// ended. EOF on one side is passed on as a shutdown of the other's write half, so each
 /// direction closes on its own (half-close).
-pub(crate) async fn bidirectional<D, U>(
+///
+/// Both streams are moved to the heap (split into halves) before the copy starts, so the
+/// returned future holds only the halves: it is what an open connection's task keeps for the
+/// connection's whole life, and a TLS stream is over 1 KB.
+pub(crate) fn bidirectional<'a, D, U>(
     downstream: D,
     upstream: U,
+    idle: Option<Duration>,
+    stopper: &'a Stopper,
+) -> impl std::future::Future<Output = Transfer> + 'a
+where
+    D: AsyncRead + AsyncWrite + Unpin + 'a,
+    U: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    let downstream = tokio::io::split(downstream);
+    let upstream = tokio::io::split(upstream);
+    copy_halves(downstream, upstream, idle, stopper)
+}
+
+async fn copy_halves<D, U>(
+    (mut d_read, mut d_write): (ReadHalf<D>, WriteHalf<D>),
+    (mut u_read, mut u_write): (ReadHalf<U>, WriteHalf<U>),
     idle: Option<Duration>,
     stopper: &Stopper,
 ) -> Transfer
@@ -142,8 +161,6 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut d_read, mut d_write) = tokio::io::split(downstream);
-    let (mut u_read, mut u_write) = tokio::io::split(upstream);
     let received = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     let activity = Activity::new();

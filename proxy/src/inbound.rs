@@ -11,6 +11,7 @@ use tandem_certs::spiffe::ServiceId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use crate::config::InboundSettings;
 use crate::connections::{self, Connections, DataPath, End, Tracked};
 use crate::copy::{self, Stopper};
+use crate::identity::TlsState;
 use crate::intentions::IntentionSet;
 use crate::l7::Requests;
 use crate::listener;
@@ -116,22 +118,60 @@ impl Inbound {
         tasks: TaskTracker,
         draining: CancellationToken,
     ) {
+        let mut conn = self.data.track(Direction::Inbound, client);
+        // Boxed, as the tunnel is below: the handshake needs far more state than the copy of a
+        // plain connection, and a task keeps its largest state for the connection's life (an
+        // idle connection costs that much).
+        let accepted = match Box::pin(self.accept(stream, &mut conn)).await {
+            Ok(accepted) => accepted,
+            Err(end) => return conn.end(end),
+        };
+        match accepted {
+            Accepted::Caller(stream, peer) => {
+                self.serve_caller(stream, peer, conn, tasks, draining).await
+            }
+            Accepted::Tunnel(stream, peer, tls) => {
+                let stopper = Stopper::new();
+                conn.set_registered(self.data.connections.insert(
+                    Direction::Inbound,
+                    None,
+                    stopper.clone(),
+                ));
+                let transfer = Box::pin(tunnel::serve(
+                    self.clone(),
+                    stream,
+                    peer,
+                    tls,
+                    client,
+                    tasks,
+                    draining,
+                    &stopper,
+                ))
+                .await;
+                conn.finish(transfer);
+            }
+        }
+    }
+
+    /// A connection up to its verified caller: waits for the first byte, makes the mTLS
+    /// handshake and reads the caller's identity; how it ended otherwise.
+    async fn accept(&self, stream: TcpStream, conn: &mut Tracked) -> Result<Accepted, End> {
         let limits = &self.data.limits;
         let metrics = &self.data.metrics;
-        let mut conn = self.data.track(Direction::Inbound, client);
+        let client = conn.client();
         let first_byte = first_byte(&stream, limits.handshake_timeout).await;
         if first_byte == FirstByte::None {
             // Counted as a probe and closed with end="probe"; no failure, no access log line.
             metrics.probed();
             tracing::debug!(client.addr = %client, "probe: closed before sending a byte");
-            return conn.end(End::Probe);
+            return Err(End::Probe);
         }
         conn.set_target(self.app_label.clone());
         connections::tune_accepted(&stream);
 
         if first_byte == FirstByte::TimedOut {
             metrics.handshake_failed(Direction::Inbound, "timeout");
-            return conn.end(End::HandshakeTimeout);
+            return Err(End::HandshakeTimeout);
         }
         let tls = self.data.tls.borrow().clone();
         let remaining = limits.handshake_timeout.saturating_sub(conn.age());
@@ -155,17 +195,18 @@ impl Inbound {
                 let resumed =
                     s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 metrics.handshake_done(Direction::Inbound, resumed);
-                s
+                // Boxed: it moves on to the task's serving state, which should stay small.
+                Box::new(s)
             }
             Ok(Err(e)) => {
                 let reason = connections::handshake_reason(&e);
                 metrics.handshake_failed(Direction::Inbound, reason);
                 tracing::debug!(client.addr = %client, error = %e, reason, "inbound handshake failed");
-                return conn.end(End::HandshakeFailed);
+                return Err(End::HandshakeFailed);
             }
             Err(_) => {
                 metrics.handshake_failed(Direction::Inbound, "timeout");
-                return conn.end(End::HandshakeTimeout);
+                return Err(End::HandshakeTimeout);
             }
         };
 
@@ -176,34 +217,17 @@ impl Inbound {
                 metrics.handshake_failed(Direction::Inbound, "bad_identity");
                 tracing::debug!(client.addr = %client, error = %e, "inbound peer has no service identity");
                 close(&mut stream).await;
-                return conn.end(End::BadIdentity);
+                return Err(End::BadIdentity);
             }
         };
         conn.set_peer(peer.clone());
         if tunnel::negotiated(stream.get_ref().1) {
             let Some(tunnel_peer) = tunnel::Peer::of(stream.get_ref().1) else {
-                return conn.end(End::BadIdentity);
+                return Err(End::BadIdentity);
             };
-            let stopper = Stopper::new();
-            conn.set_registered(self.data.connections.insert(
-                Direction::Inbound,
-                None,
-                stopper.clone(),
-            ));
-            let transfer = tunnel::serve(
-                self.clone(),
-                stream,
-                tunnel_peer,
-                tls,
-                client,
-                tasks,
-                draining,
-                &stopper,
-            )
-            .await;
-            return conn.finish(transfer);
+            return Ok(Accepted::Tunnel(stream, tunnel_peer, tls));
         }
-        self.serve_caller(stream, peer, conn, tasks, draining).await;
+        Ok(Accepted::Caller(stream, peer))
     }
 
     /// Whether the live intentions deny `peer` at L4 (for a `tcp` service; an HTTP service
@@ -252,7 +276,8 @@ impl Inbound {
             ));
             let idle = limits.idle_timeout;
             let requests = Arc::new(Requests::new(self.clone(), peer, protocol, app, tasks));
-            return conn.finish(requests.serve(stream, idle, &stopper, &draining).await);
+            let served = Box::pin(requests.serve(stream, idle, &stopper, &draining)).await;
+            return conn.finish(served);
         }
         let (registered, decision) = self
             .data
@@ -290,6 +315,14 @@ impl Inbound {
         connections::tune(&app);
         conn.finish(copy::bidirectional(stream, app, limits.idle_timeout, &stopper).await);
     }
+}
+
+/// A connection whose caller is verified.
+enum Accepted {
+    /// A caller's own connection, and who it is.
+    Caller(Box<TlsStream<TcpStream>>, ServiceId),
+    /// A tunnel from a peer, and the credentials its handshake used.
+    Tunnel(Box<TlsStream<TcpStream>>, tunnel::Peer, Arc<TlsState>),
 }
 
 /// Waits (up to `timeout`) for the caller's first byte without consuming it. A health probe,
@@ -352,4 +385,48 @@ pub(crate) async fn enforce(
 async fn close<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     use tokio::io::AsyncWriteExt;
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connections::testing;
+    use crate::intentions::Action;
+
+    /// Every open connection keeps its task's state for as long as it lives, so that state is
+    /// what an idle connection costs: the rarely taken branches (the tunnel, HTTP) must not
+    /// make it larger (they are boxed when taken).
+    #[tokio::test]
+    async fn an_inbound_connection_task_stays_small() {
+        let settings = InboundSettings {
+            listener: "127.0.0.1:0".parse().unwrap(),
+            service_port: Some(9),
+            service_address: [127, 0, 0, 1].into(),
+            close_denied_connections: true,
+            default_intention_policy: None,
+            http_access_log: false,
+        };
+        let (_tx, intentions) = watch::channel(Arc::new(IntentionSet::new(vec![], Action::Allow)));
+        let inbound = Inbound::new(&settings, intentions, testing::data_path("static-server"));
+        let (_client, accepted, addr) = testing::tcp_pair().await;
+        let (tasks, draining) = (TaskTracker::new(), CancellationToken::new());
+        let task = inbound
+            .clone()
+            .handle(accepted, addr, tasks.clone(), draining.clone());
+        let (_client, accepted, addr) = testing::tcp_pair().await;
+        let caller = inbound.clone().serve_caller(
+            accepted,
+            "spiffe://test/ns/default/dc/dc1/svc/static-client"
+                .parse()
+                .unwrap(),
+            inbound.data.track(Direction::Inbound, addr),
+            tasks,
+            draining,
+        );
+        let (task, caller) = (std::mem::size_of_val(&task), std::mem::size_of_val(&caller));
+        assert!(
+            task <= testing::TASK_STATE_LIMIT && caller <= testing::TASK_STATE_LIMIT,
+            "an inbound connection's task keeps {task} bytes, a caller's {caller}"
+        );
+    }
 }

@@ -82,8 +82,10 @@ impl Outbound {
             stopper.clone(),
         ));
 
+        // Boxed: dialing (a handshake, or establishing a tunnel) needs far more state than
+        // the copy after it, and the task keeps its largest state for the connection's life.
         let dialed = tokio::select! {
-            d = self.dial() => d,
+            d = Box::pin(self.dial()) => d,
             _ = stopper.cancelled() => None,
         };
         let Some((dialed, endpoint)) = dialed else {
@@ -162,9 +164,9 @@ impl Outbound {
         let config = state
             .client_for(&expected, &endpoint.address())
             .map_err(config_failed)?;
-        Ok(Dialed::Tls(
+        Ok(Dialed::Tls(Box::new(
             self.connect(endpoint, &expected, config).await?,
-        ))
+        )))
     }
 
     /// A stream of a tunnel to `endpoint`: on an open tunnel, or on one established now. When
@@ -211,7 +213,7 @@ impl Outbound {
                     if !tunnel::negotiated(tls.get_ref().1) {
                         metrics.tunnel_fallback("not_negotiated");
                         dialing.declined();
-                        return Ok(Some(Dialed::Tls(tls)));
+                        return Ok(Some(Dialed::Tls(Box::new(tls))));
                     }
                     let Some(peer) = tunnel::Peer::of(tls.get_ref().1) else {
                         dialing.failed();
@@ -293,13 +295,11 @@ impl Outbound {
 }
 
 /// What an app connection is carried on.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one lives per dial and is moved into the copy at once: boxing the TLS stream would add an allocation to every plain connection"
-)]
 enum Dialed {
-    /// Its own mTLS connection.
-    Tls(TlsStream<TcpStream>),
+    /// Its own mTLS connection. Boxed: the TLS stream is over 1 KB and moves through the
+    /// connection's task, which would keep a slot for it at every step for the connection's
+    /// life (the heap holds it either way once the copy splits it).
+    Tls(Box<TlsStream<TcpStream>>),
     /// A stream of a tunnel.
     Stream(Stream),
 }
@@ -307,4 +307,29 @@ enum Dialed {
 fn config_failed(e: tandem_certs::tls::TlsError) -> &'static str {
     tracing::error!(error = %e, "cannot build the upstream TLS config");
     "tls_config"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connections::testing;
+
+    /// Every open connection keeps its task's state for as long as it lives: dialing (and
+    /// establishing a tunnel) must not make it larger (it is boxed while it runs).
+    #[tokio::test]
+    async fn an_outbound_connection_task_stays_small() {
+        let (_tx, endpoints) = watch::channel(Arc::new(Vec::new()));
+        let outbound = Outbound::new(
+            "static-server".into(),
+            endpoints,
+            testing::data_path("static-client"),
+        );
+        let (_client, accepted, addr) = testing::tcp_pair().await;
+        let task = outbound.handle(accepted, addr);
+        let task = std::mem::size_of_val(&task);
+        assert!(
+            task <= testing::TASK_STATE_LIMIT,
+            "an outbound connection's task keeps {task} bytes"
+        );
+    }
 }
