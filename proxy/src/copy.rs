@@ -375,6 +375,7 @@ where
         // The writer is full: keep the rest until it takes it (and read nothing meanwhile,
         // so a stalled writer holds back the reader).
         self.count.fetch_add(sent as u64, Ordering::Relaxed);
+        self.unwritten.reserve_exact(n - sent);
         self.unwritten.extend_from_slice(&data[sent..]);
         Poll::Ready(Ok(State::Writing))
     }

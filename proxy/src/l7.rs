@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connections::{self, End};
-use crate::copy::{Activity, Stopper, Transfer};
+use crate::copy::{self, Activity, Stopper, Transfer};
 use crate::inbound::Inbound;
 use crate::intentions::Action;
 use crate::metrics::Metrics;
@@ -443,15 +443,11 @@ async fn relay(
                 return End::DownstreamError;
             }
         };
-        let (mut caller, mut app) = (TokioIo::new(caller), TokioIo::new(app));
-        match tokio::io::copy_bidirectional(&mut caller, &mut app).await {
-            Ok(_) => End::Completed,
-            // Either side's failure: the copy does not say which.
-            Err(e) => {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-                End::DownstreamError
-            }
-        }
+        // The L4 copy: no buffer while the connection waits (a WebSocket mostly does), and
+        // the failing side named. The idle timeout is the meter's, below.
+        copy::bidirectional(TokioIo::new(caller), TokioIo::new(app), None, stopper)
+            .await
+            .end
     };
     tokio::select! {
         end = copy => end,
