@@ -392,8 +392,6 @@ mod tests {
     use super::*;
     use crate::connections::testing;
     use crate::intentions::Action;
-    use hyper::upgrade::Upgraded;
-    use hyper_util::rt::TokioIo;
 
     /// Every open connection keeps its task's state for as long as it lives, so that state is
     /// what an idle connection costs: the rarely taken branches (the tunnel, HTTP) must not
@@ -417,7 +415,7 @@ mod tests {
             .handle(accepted, addr, tasks.clone(), draining.clone());
         // A tunnel's stream, whose task is mostly this (never called: only its type is read).
         let (_client, _accepted, addr) = testing::tcp_pair().await;
-        let caller = future_size(|stream: TokioIo<Upgraded>| {
+        let caller = future_size(|stream: crate::tunnel::StreamIo| {
             inbound.clone().serve_caller(
                 stream,
                 "spiffe://test/ns/default/dc/dc1/svc/static-client"

@@ -17,18 +17,17 @@
 //! drain; the server sends `GOAWAY` on tunnels established with its old leaf.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http_body_util::Empty;
-use hyper::body::{Bytes, Incoming};
-use hyper::client::conn::http2::SendRequest;
-use hyper::upgrade::Upgraded;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::server::SendResponse;
+use h2::{Ping, PingPong, RecvStream};
+use http::{Method, Request, Response, StatusCode};
 use tandem_certs::spiffe::ServiceId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
@@ -44,6 +43,9 @@ use crate::discovery::Endpoint;
 use crate::identity::TlsState;
 use crate::inbound::Inbound;
 use crate::metrics::{Direction, Metrics};
+
+mod io;
+pub(crate) use io::StreamIo;
 
 /// The ALPN protocol of the tunnel.
 pub(crate) const PROTOCOL: &str = "tandem-tunnel/1";
@@ -73,6 +75,28 @@ const FAILED_FOR: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the tunnel is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The flow-control windows and send buffers of a tunnel's two ends: what one stream may have
+/// in flight towards an end before its app connection reads it, what the whole tunnel may,
+/// and what one stream may queue for sending (hyper's defaults for HTTP/2, which carried the
+/// tunnel before). The client's are larger: it receives the answers, usually the larger half.
+struct Windows {
+    stream: u32,
+    connection: u32,
+    send_buffer: usize,
+}
+
+const CLIENT_WINDOWS: Windows = Windows {
+    stream: 2 << 20,
+    connection: 5 << 20,
+    send_buffer: 1 << 20,
+};
+
+const SERVER_WINDOWS: Windows = Windows {
+    stream: 1 << 20,
+    connection: 1 << 20,
+    send_buffer: 400 << 10,
+};
 
 /// The streams per tunnel an instance accepts, if its meta advertises the tunnel.
 pub(crate) fn advertised(meta: &BTreeMap<String, String>) -> Option<u32> {
@@ -144,13 +168,14 @@ struct Instance {
 
 /// One outbound tunnel.
 struct Tunnel {
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Bytes>,
     /// The credentials it was established with: after a rotation it takes no new stream.
     credentials: Arc<TlsState>,
     /// The server's verified identity.
     peer: ServiceId,
     streams: AtomicUsize,
-    /// No new stream (rotated, refused one, or closing); it closes once its streams end.
+    /// No new stream (rotated, refused one, closing or closed); it closes once its streams
+    /// end.
     retired: AtomicBool,
     /// Signalled when a stream ends.
     stream_ended: Notify,
@@ -187,7 +212,7 @@ pub(crate) struct Dialing {
 /// An app connection's stream of a tunnel: read and write it as the connection.
 pub(crate) struct Stream {
     /// The stream's bytes.
-    pub(crate) io: TokioIo<Upgraded>,
+    pub(crate) io: StreamIo,
     /// The server's verified identity.
     pub(crate) peer: ServiceId,
     /// Counts the stream on its tunnel until dropped.
@@ -324,9 +349,7 @@ impl Instance {
     fn take_slot(&self, current: &Arc<TlsState>, max: u32) -> Option<Slot> {
         let mut tunnels = self.lock();
         tunnels.retain(|t| {
-            let keep = Arc::ptr_eq(&t.credentials, current)
-                && !t.retired.load(Ordering::Acquire)
-                && !t.sender.is_closed();
+            let keep = Arc::ptr_eq(&t.credentials, current) && !t.retired.load(Ordering::Acquire);
             if !keep {
                 t.retire();
             }
@@ -411,13 +434,12 @@ impl Dialing {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        let mut builder = h2::client::Builder::new();
         builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let (sender, connection) = match builder.handshake(TokioIo::new(tls)).await {
+            .initial_window_size(CLIENT_WINDOWS.stream)
+            .initial_connection_window_size(CLIENT_WINDOWS.connection)
+            .max_send_buffer_size(CLIENT_WINDOWS.send_buffer);
+        let (sender, mut connection) = match builder.handshake::<_, Bytes>(tls).await {
             Ok(handshake) => handshake,
             Err(e) => {
                 tracing::info!(peer.id = %peer.id, error = %e, "tunnel handshake failed");
@@ -443,12 +465,15 @@ impl Dialing {
             pool.stop.clone(),
         );
         let closing = tunnel.clone();
+        let pings = connection.ping_pong();
         pool.tasks.spawn(async move {
-            tokio::pin!(connection);
             tokio::select! {
-                ended = connection.as_mut() => if let Err(e) = ended {
+                ended = &mut connection => if let Err(e) = ended {
                     tracing::debug!(peer.id = %closing.peer, error = %e, "tunnel ended with an error");
                 },
+                _ = keepalive(pings) => {
+                    tracing::info!(peer.id = %closing.peer, "tunnel peer did not answer a ping: closing it");
+                }
                 _ = linger(&closing, &instance, idle) => {}
                 _ = retire_at(&closing, expires) => {}
                 _ = stop.cancelled() => {}
@@ -465,6 +490,22 @@ impl Dialing {
             },
             tunnel,
         })
+    }
+}
+
+/// Pings the tunnel's peer every [`KEEPALIVE_INTERVAL`], so that a peer that vanished is
+/// noticed; resolves once one goes unanswered for [`KEEPALIVE_TIMEOUT`] (or cannot be sent:
+/// the connection is closing).
+async fn keepalive(pings: Option<PingPong>) {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
     }
 }
 
@@ -544,15 +585,16 @@ impl Slot {
         let request = Request::builder()
             .method(Method::CONNECT)
             .uri(authority)
-            .body(Empty::new())
+            .body(())
             .map_err(|_| OpenError::on_tunnel("tunnel_request"))?;
-        let mut sender = tunnel.sender.clone();
+        let sender = tunnel.sender.clone();
         let answered = tokio::time::timeout(timeout, async {
-            sender.ready().await?;
-            sender.send_request(request).await
+            let mut sender = sender.ready().await?;
+            let (response, send) = sender.send_request(request, false)?;
+            Ok::<_, h2::Error>((response.await?, send))
         })
         .await;
-        let response = match answered {
+        let (response, send) = match answered {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(peer.id = %tunnel.peer, error = %e, "tunnel refused a stream");
@@ -571,11 +613,8 @@ impl Slot {
             }
             _ => return Err(OpenError::on_tunnel("tunnel_refused")),
         }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(|_| OpenError::on_tunnel("tunnel_upgrade"))?;
         Ok(Stream {
-            io: TokioIo::new(upgraded),
+            io: StreamIo::new(send, response.into_body()),
             peer: tunnel.peer.clone(),
             guard,
         })
@@ -665,22 +704,35 @@ where
         draining: draining.clone(),
         carried: carried.clone(),
     });
-    let service = hyper::service::service_fn(move |request| {
-        let accepted = accepted.clone();
-        async move { Ok::<_, Infallible>(accepted.stream(request)) }
-    });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_streams)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
+        .initial_window_size(SERVER_WINDOWS.stream)
+        .initial_connection_window_size(SERVER_WINDOWS.connection)
+        .max_send_buffer_size(SERVER_WINDOWS.send_buffer);
+    // The client's preface and settings, within the idle timeout (a tunnel that never asks
+    // for a stream is idle from the start).
+    let handshake = tokio::time::timeout(settings.idle_timeout, builder.handshake::<_, Bytes>(tls));
+    let mut connection = tokio::select! {
+        shaken = handshake => match shaken {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                tracing::debug!(peer.id = %peer, error = %e, "tunnel handshake failed");
+                return Transfer::empty(End::Tunnel);
+            }
+            Err(_) => {
+                tracing::debug!(peer.id = %peer, "tunnel handshake timed out");
+                return Transfer::empty(End::Tunnel);
+            }
+        },
+        _ = stopper.cancelled() => return Transfer::empty(stopper.reason()),
+    };
+    let keepalive = keepalive(connection.ping_pong());
+    tokio::pin!(keepalive);
     let mut closing: Option<&'static str> = None;
     if rotated {
         closing = Some("rotated");
-        connection.as_mut().graceful_shutdown();
+        connection.graceful_shutdown();
     }
     let mut unused_since = Instant::now();
     // The deny rule applies once a stream was decided or the intentions changed: a caller
@@ -701,14 +753,21 @@ where
                 closing = Some("denied");
             }
             if closing.is_some() {
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
             }
         }
         tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(e) = served {
+            // Accepting also drives the connection: every stream's frames go in and out here.
+            next = poll_fn(|cx| connection.poll_accept(cx)) => match next {
+                Some(Ok((request, respond))) => accepted.clone().stream(request, respond),
+                Some(Err(e)) => {
                     tracing::debug!(peer.id = %peer, error = %e, "tunnel ended with an error");
+                    break End::Tunnel;
                 }
+                None => break End::Tunnel,
+            },
+            _ = &mut keepalive => {
+                tracing::info!(peer.id = %peer, "tunnel peer did not answer a ping: closing it");
                 break End::Tunnel;
             }
             // A stream ended: the tunnel is in use until now.
@@ -720,15 +779,15 @@ where
             }
             _ = tokio::time::sleep_until(expires), if closing.is_none() => {
                 closing = Some("peer_certificate_expired");
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
             }
             _ = credentials.changed(), if closing.is_none() => {
                 closing = Some("rotated");
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
             }
             _ = draining.cancelled(), if closing.is_none() => {
                 closing = Some("draining");
-                connection.as_mut().graceful_shutdown();
+                connection.graceful_shutdown();
             }
             _ = stopper.cancelled() => break stopper.reason(),
         }
@@ -738,53 +797,53 @@ where
 }
 
 impl Accepted {
-    /// Answers one request of the tunnel: a `CONNECT` becomes an inbound connection.
-    fn stream(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Empty<Bytes>> {
-        let answer = |status| {
-            Response::builder()
+    /// Answers one stream of the tunnel: a `CONNECT` becomes an inbound connection.
+    fn stream(self: Arc<Self>, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let mut refuse = |status| {
+            let answer = Response::builder()
                 .status(status)
-                .body(Empty::new())
-                .expect("a status and an empty body make a response")
+                .body(())
+                .expect("a status and no body make a response");
+            // The stream may have been reset meanwhile: nothing is left to refuse then.
+            let _ = respond.send_response(answer, true);
         };
         if request.method() != Method::CONNECT {
-            return answer(StatusCode::METHOD_NOT_ALLOWED);
+            return refuse(StatusCode::METHOD_NOT_ALLOWED);
         }
         let data = &self.inbound.data;
         let Some(slot) = data.slot(Direction::Inbound, self.client) else {
-            return answer(StatusCode::SERVICE_UNAVAILABLE);
+            return refuse(StatusCode::SERVICE_UNAVAILABLE);
         };
-        let upgrade = hyper::upgrade::on(&mut request);
+        let send = match respond.send_response(Response::new(()), false) {
+            Ok(send) => send,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel stream ended before it opened");
+                return;
+            }
+        };
+        let io = StreamIo::new(send, request.into_body());
         let carrying = Carrying::new(&self.carried);
         let span = tracing::info_span!("stream", direction = "inbound", client.addr = %self.client);
         let this = self.clone();
         self.tasks.spawn(
             async move {
                 let conn = this.inbound.data.track(Direction::Inbound, this.client);
-                match upgrade.await {
-                    Ok(upgraded) => {
-                        this.inbound.data.metrics.tunnel_stream(Direction::Inbound);
-                        this.inbound
-                            .clone()
-                            .serve_caller(
-                                TokioIo::new(upgraded),
-                                this.peer.clone(),
-                                conn,
-                                this.tasks.clone(),
-                                this.draining.clone(),
-                            )
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "tunnel stream ended before it opened");
-                        conn.end(End::DownstreamError);
-                    }
-                }
+                this.inbound.data.metrics.tunnel_stream(Direction::Inbound);
+                this.inbound
+                    .clone()
+                    .serve_caller(
+                        io,
+                        this.peer.clone(),
+                        conn,
+                        this.tasks.clone(),
+                        this.draining.clone(),
+                    )
+                    .await;
                 drop(carrying);
                 drop(slot);
             }
             .instrument(span),
         );
-        answer(StatusCode::OK)
     }
 }
 

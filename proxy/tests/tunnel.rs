@@ -192,6 +192,56 @@ async fn connections_between_two_tunnel_proxies_share_one_tunnel_and_one_handsha
     mesh.stop().await;
 }
 
+/// Sends `len` bytes of stream `n`'s pattern through `upstream` and reads the echo back, with a
+/// half-close after the last byte; whether every byte came back in order, then EOF.
+async fn echo_through(upstream: SocketAddr, n: u32, len: usize) -> bool {
+    let pattern = |i: usize| (i as u32).wrapping_mul(31).wrapping_add(n) as u8;
+    let mut s = TcpStream::connect(upstream).await.unwrap();
+    let (mut r, mut w) = s.split();
+    let (_, back) = tokio::join!(
+        async move {
+            let chunk: Vec<u8> = (0..len).map(pattern).collect();
+            for part in chunk.chunks(100_003) {
+                w.write_all(part).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        },
+        async move {
+            let mut back = Vec::with_capacity(len);
+            r.read_to_end(&mut back).await.map(|_| back)
+        }
+    );
+    back.is_ok_and(|b| b.len() == len && b.iter().enumerate().all(|(i, &x)| x == pattern(i)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_carry_many_windows_at_once_each_in_order() {
+    let mesh = Mesh::echo(&["--tunnel"]).await;
+    // Four streams at once, 6 MiB each way: more than a stream's window (1 and 2 MiB) and the
+    // tunnel's (1 and 5 MiB) several times over, so each goes on only as the other end reads
+    // and opens its windows again.
+    let upstream = mesh.upstream;
+    let transfers = (0..4).map(|n| tokio::spawn(echo_through(upstream, n, 6 << 20)));
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(transfers),
+    )
+    .await
+    .expect("the transfers finish (a window that never opens again stalls them)");
+    for (n, ok) in done.into_iter().enumerate() {
+        assert!(
+            ok.unwrap(),
+            "stream {n} echoed every byte in order, then EOF"
+        );
+    }
+    assert_eq!(
+        tunnels_opened(&mesh.client, "outbound").await,
+        1.0,
+        "one tunnel carried them"
+    );
+    mesh.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_both_ends_opting_in_every_connection_is_its_own_mtls_connection() {
     let agent = agent(true).await;

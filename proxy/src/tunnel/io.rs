@@ -1,0 +1,153 @@
+//! One stream of a tunnel read and written as a byte stream: the two halves of an HTTP/2
+//! `CONNECT` stream (the h2 crate's) behind `AsyncRead` and `AsyncWrite`.
+//!
+//! The task that copies the app connection drives the stream itself: a write hands its bytes
+//! to h2 as one DATA frame's worth, within the window the peer granted, and a read takes the
+//! frames h2 received and opens the window again by as much. There is no task per stream and
+//! no channel between the copy and h2 (hyper's upgraded HTTP/2 streams have both).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A tunnel stream as a byte stream.
+pub(crate) struct StreamIo {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    /// Received and not read yet (what the last read did not take of a frame).
+    unread: Bytes,
+    /// END_STREAM is sent: the write half is closed.
+    shut: bool,
+}
+
+impl StreamIo {
+    /// The stream whose halves these are.
+    pub(crate) fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
+        StreamIo {
+            send,
+            recv,
+            unread: Bytes::new(),
+            shut: false,
+        }
+    }
+}
+
+impl AsyncRead for StreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while this.unread.is_empty() {
+            match ready!(this.recv.poll_data(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Ok(data)) => this.unread = data,
+                Some(Err(e)) => return Poll::Ready(read_ended(e)),
+            }
+        }
+        let n = this.unread.len().min(buf.remaining());
+        buf.put_slice(&this.unread[..n]);
+        this.unread.advance(n);
+        // The app connection took them: the peer may send as many again. A stream that ended
+        // meanwhile has no window left to open, which is not this read's failure.
+        let _ = this.recv.flow_control().release_capacity(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for StreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = self.get_mut();
+        // Asked for only now, with bytes to send: a window reserved while the stream is idle
+        // would be held back from the tunnel's other streams. What h2 has buffered and not
+        // written out yet counts against the capacity, so a slow tunnel holds the writer back.
+        this.send.reserve_capacity(buf.len());
+        loop {
+            let capacity = this.send.capacity();
+            if capacity > 0 {
+                let n = capacity.min(buf.len());
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(write_failed)?;
+                return Poll::Ready(Ok(n));
+            }
+            match this.send.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(write_failed(e))),
+                Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Poll::Pending => {
+                    // The peer may reset the stream instead of ever opening its window.
+                    if let Poll::Ready(reset) = this.send.poll_reset(cx) {
+                        let e = match reset {
+                            Ok(reason) => h2::Error::from(reason),
+                            Err(e) => e,
+                        };
+                        return Poll::Ready(Err(write_failed(e)));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Written bytes are h2's to send: the tunnel's connection task writes them out.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ends the stream's write half (an empty DATA frame with END_STREAM, after what is
+    /// buffered): the peer reads the end, and may go on writing.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.shut {
+            this.send.reserve_capacity(0);
+            this.send
+                .send_data(Bytes::new(), true)
+                .map_err(write_failed)?;
+            this.shut = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What a failed read means to the app connection: the peer's clean end (NO_ERROR) or
+/// cancellation (CANCEL: its side of the connection went away) is an end of the stream, as a
+/// TCP FIN would be; a stream closed under it is a broken pipe.
+fn read_ended(e: h2::Error) -> io::Result<()> {
+    match e.reason() {
+        Some(h2::Reason::NO_ERROR) | Some(h2::Reason::CANCEL) => Ok(()),
+        Some(h2::Reason::STREAM_CLOSED) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+        _ => Err(into_io(e)),
+    }
+}
+
+fn write_failed(e: h2::Error) -> io::Error {
+    if e.reason() == Some(h2::Reason::STREAM_CLOSED) {
+        io::Error::new(io::ErrorKind::BrokenPipe, e)
+    } else {
+        into_io(e)
+    }
+}
+
+/// The tunnel connection's own I/O error as it was, anything else (a reset, a protocol error)
+/// as an error naming it.
+fn into_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io()
+            .unwrap_or_else(|| io::Error::other("tunnel connection failed"))
+    } else {
+        io::Error::other(e)
+    }
+}
