@@ -858,6 +858,55 @@ mod tests {
             .collect()
     }
 
+    /// A client's pings over an in-memory connection to `peer`'s end: how long (on the paused
+    /// clock) until [`keepalive`] gave up, if it did within `within`.
+    async fn keepalive_against(
+        peer: impl FnOnce(tokio::io::DuplexStream) -> tokio::task::JoinHandle<()>,
+        within: Duration,
+    ) -> Option<Duration> {
+        let (ours, theirs) = tokio::io::duplex(64 << 10);
+        let _peer = peer(theirs);
+        let (_sender, mut connection) = h2::client::handshake(ours).await.unwrap();
+        let pings = connection.ping_pong();
+        tokio::spawn(async move {
+            let _ = (&mut connection).await;
+        });
+        let start = Instant::now();
+        tokio::time::timeout(within, keepalive(pings))
+            .await
+            .ok()
+            .map(|()| start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_whose_peer_answers_no_ping_is_given_up_and_one_that_answers_is_kept() {
+        let answering = |io| {
+            tokio::spawn(async move {
+                let mut server = h2::server::handshake(io).await.unwrap();
+                while poll_fn(|cx| server.poll_accept(cx)).await.is_some() {}
+            })
+        };
+        let kept = keepalive_against(answering, Duration::from_secs(600)).await;
+        assert_eq!(kept, None, "pings answered for ten minutes");
+
+        // Reads everything, answers nothing.
+        let silent = |mut io: tokio::io::DuplexStream| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut sink = vec![0; 4096];
+                while io.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            })
+        };
+        let given_up = keepalive_against(silent, Duration::from_secs(600))
+            .await
+            .expect("an unanswered ping ends the keepalive");
+        assert!(
+            given_up >= KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT
+                && given_up < KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + Duration::from_secs(1),
+            "given up after {given_up:?}"
+        );
+    }
+
     #[test]
     fn only_a_listed_protocol_advertises_the_tunnel_with_its_stream_limit() {
         assert_eq!(advertised(&meta(&[])), None);
