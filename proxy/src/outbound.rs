@@ -295,6 +295,11 @@ impl Outbound {
 }
 
 /// What an app connection is carried on.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a stream is moved into its copy at once; boxing it would cost an allocation per \
+              connection for a value that lives for one match"
+)]
 enum Dialed {
     /// Its own mTLS connection. Boxed: the TLS stream is over 1 KB and moves through the
     /// connection's task, which would keep a slot for it at every step for the connection's

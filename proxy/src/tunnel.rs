@@ -45,6 +45,7 @@ use crate::inbound::Inbound;
 use crate::metrics::{Direction, Metrics};
 
 mod io;
+use io::Received;
 pub(crate) use io::StreamIo;
 
 /// The ALPN protocol of the tunnel.
@@ -71,32 +72,32 @@ const DECLINED_FOR: Duration = Duration::from_secs(60);
 /// attempt.
 const FAILED_FOR: Duration = Duration::from_secs(5);
 
-/// HTTP/2 pings on an idle tunnel, so a peer that vanished is noticed.
+/// HTTP/2 pings on a tunnel that received nothing for this long, so a peer that vanished is
+/// noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the tunnel is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The flow-control windows and send buffers of a tunnel's two ends: what one stream may have
-/// in flight towards an end before its app connection reads it, what the whole tunnel may,
-/// and what one stream may queue for sending (hyper's defaults for HTTP/2, which carried the
-/// tunnel before). The client's are larger: it receives the answers, usually the larger half.
-struct Windows {
-    stream: u32,
-    connection: u32,
-    send_buffer: usize,
-}
+/// How long a client tunnel that closes, idle, is given to write out what its last streams
+/// queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
-const CLIENT_WINDOWS: Windows = Windows {
-    stream: 2 << 20,
-    connection: 5 << 20,
-    send_buffer: 1 << 20,
-};
+/// The flow-control windows of both ends of a tunnel, and their send buffers.
+///
+/// A stream may have [`STREAM_WINDOW`] in flight towards an end before its app connection
+/// reads it: enough to keep one bulk transfer going. The whole tunnel may have
+/// [`CONNECTION_WINDOW`], many times that: a stream whose app stopped reading holds its window's
+/// worth of the tunnel's, and with the two equal (hyper's server defaults, used before) one
+/// such stream stopped every other stream of its tunnel. What is buffered is what the peer
+/// sent; nothing is allocated up front.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// What one stream may queue for sending before its writer waits.
+const SEND_BUFFER: usize = 512 << 10;
 
-const SERVER_WINDOWS: Windows = Windows {
-    stream: 1 << 20,
-    connection: 1 << 20,
-    send_buffer: 400 << 10,
-};
+/// The largest header block either end accepts (a `CONNECT` carries a few dozen bytes; h2's
+/// own default would be 16 MiB).
+const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// The streams per tunnel an instance accepts, if its meta advertises the tunnel.
 pub(crate) fn advertised(meta: &BTreeMap<String, String>) -> Option<u32> {
@@ -179,6 +180,8 @@ struct Tunnel {
     retired: AtomicBool,
     /// Signalled when a stream ends.
     stream_ended: Notify,
+    /// What its streams received.
+    received: Received,
 }
 
 /// What [`Pool::reserve`] found.
@@ -436,9 +439,11 @@ impl Dialing {
     {
         let mut builder = h2::client::Builder::new();
         builder
-            .initial_window_size(CLIENT_WINDOWS.stream)
-            .initial_connection_window_size(CLIENT_WINDOWS.connection)
-            .max_send_buffer_size(CLIENT_WINDOWS.send_buffer);
+            .enable_push(false)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buffer_size(SEND_BUFFER)
+            .max_header_list_size(MAX_HEADER_LIST);
         let (sender, mut connection) = match builder.handshake::<_, Bytes>(tls).await {
             Ok(handshake) => handshake,
             Err(e) => {
@@ -455,6 +460,7 @@ impl Dialing {
             streams: AtomicUsize::new(1),
             retired: AtomicBool::new(false),
             stream_ended: Notify::new(),
+            received: Received::default(),
         });
         self.instance.lock().push(tunnel.clone());
         tracing::debug!(peer.id = %tunnel.peer, "tunnel established");
@@ -465,16 +471,22 @@ impl Dialing {
             pool.stop.clone(),
         );
         let closing = tunnel.clone();
-        let pings = connection.ping_pong();
+        let pings = connection
+            .ping_pong()
+            .expect("a new connection's pings are not taken yet");
         pool.tasks.spawn(async move {
             tokio::select! {
                 ended = &mut connection => if let Err(e) = ended {
                     tracing::debug!(peer.id = %closing.peer, error = %e, "tunnel ended with an error");
                 },
-                _ = keepalive(pings) => {
+                _ = keepalive(pings, closing.received.clone()) => {
                     tracing::info!(peer.id = %closing.peer, "tunnel peer did not answer a ping: closing it");
                 }
-                _ = linger(&closing, &instance, idle) => {}
+                _ = linger(&closing, &instance, idle) => {
+                    // Its last streams ended here, but what they wrote last (their ends among
+                    // it) may still be queued: a moment to write it out.
+                    let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut connection).await;
+                }
                 _ = retire_at(&closing, expires) => {}
                 _ = stop.cancelled() => {}
             }
@@ -493,15 +505,17 @@ impl Dialing {
     }
 }
 
-/// Pings the tunnel's peer every [`KEEPALIVE_INTERVAL`], so that a peer that vanished is
-/// noticed; resolves once one goes unanswered for [`KEEPALIVE_TIMEOUT`] (or cannot be sent:
-/// the connection is closing).
-async fn keepalive(pings: Option<PingPong>) {
-    let Some(mut pings) = pings else {
-        return std::future::pending().await;
-    };
+/// Pings the tunnel's peer after each [`KEEPALIVE_INTERVAL`] in which its streams `received`
+/// nothing, so that a peer that vanished is noticed; resolves once a ping goes unanswered for
+/// [`KEEPALIVE_TIMEOUT`] (or cannot be sent: the connection is closing).
+async fn keepalive(mut pings: PingPong, received: Received) {
+    let mut seen = received.count();
     loop {
         tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        let now = received.count();
+        if std::mem::replace(&mut seen, now) != now {
+            continue;
+        }
         match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) | Err(_) => return,
@@ -614,7 +628,7 @@ impl Slot {
             _ => return Err(OpenError::on_tunnel("tunnel_refused")),
         }
         Ok(Stream {
-            io: StreamIo::new(send, response.into_body()),
+            io: StreamIo::new(send, response.into_body(), &tunnel.received),
             peer: tunnel.peer.clone(),
             guard,
         })
@@ -660,6 +674,8 @@ struct Accepted {
     tasks: TaskTracker,
     draining: CancellationToken,
     carried: Arc<Carried>,
+    /// What its streams received.
+    received: Received,
 }
 
 /// Serves one accepted tunnel from `peer` (its handshake, made with `used`, selected
@@ -703,14 +719,16 @@ where
         tasks,
         draining: draining.clone(),
         carried: carried.clone(),
+        received: Received::default(),
     });
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(settings.max_streams)
-        .initial_window_size(SERVER_WINDOWS.stream)
-        .initial_connection_window_size(SERVER_WINDOWS.connection)
-        .max_send_buffer_size(SERVER_WINDOWS.send_buffer);
-    // The client's preface and settings, within the idle timeout (a tunnel that never asks
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_header_list_size(MAX_HEADER_LIST);
+    // The client's preface, within the idle timeout (a tunnel that never asks
     // for a stream is idle from the start).
     let handshake = tokio::time::timeout(settings.idle_timeout, builder.handshake::<_, Bytes>(tls));
     let mut connection = tokio::select! {
@@ -727,7 +745,10 @@ where
         },
         _ = stopper.cancelled() => return Transfer::empty(stopper.reason()),
     };
-    let keepalive = keepalive(connection.ping_pong());
+    let pings = connection
+        .ping_pong()
+        .expect("a new connection's pings are not taken yet");
+    let keepalive = keepalive(pings, accepted.received.clone());
     tokio::pin!(keepalive);
     let mut closing: Option<&'static str> = None;
     if rotated {
@@ -821,7 +842,7 @@ impl Accepted {
                 return;
             }
         };
-        let io = StreamIo::new(send, request.into_body());
+        let io = StreamIo::new(send, request.into_body(), &self.received);
         let carrying = Carrying::new(&self.carried);
         let span = tracing::info_span!("stream", direction = "inbound", client.addr = %self.client);
         let this = self.clone();
@@ -862,17 +883,18 @@ mod tests {
     /// clock) until [`keepalive`] gave up, if it did within `within`.
     async fn keepalive_against(
         peer: impl FnOnce(tokio::io::DuplexStream) -> tokio::task::JoinHandle<()>,
+        received: Received,
         within: Duration,
     ) -> Option<Duration> {
         let (ours, theirs) = tokio::io::duplex(64 << 10);
         let _peer = peer(theirs);
         let (_sender, mut connection) = h2::client::handshake(ours).await.unwrap();
-        let pings = connection.ping_pong();
+        let pings = connection.ping_pong().unwrap();
         tokio::spawn(async move {
             let _ = (&mut connection).await;
         });
         let start = Instant::now();
-        tokio::time::timeout(within, keepalive(pings))
+        tokio::time::timeout(within, keepalive(pings, received))
             .await
             .ok()
             .map(|()| start.elapsed())
@@ -886,7 +908,8 @@ mod tests {
                 while poll_fn(|cx| server.poll_accept(cx)).await.is_some() {}
             })
         };
-        let kept = keepalive_against(answering, Duration::from_secs(600)).await;
+        let ten_minutes = Duration::from_secs(600);
+        let kept = keepalive_against(answering, Received::default(), ten_minutes).await;
         assert_eq!(kept, None, "pings answered for ten minutes");
 
         // Reads everything, answers nothing.
@@ -897,13 +920,34 @@ mod tests {
                 while io.read(&mut sink).await.is_ok_and(|n| n > 0) {}
             })
         };
-        let given_up = keepalive_against(silent, Duration::from_secs(600))
+        let given_up = keepalive_against(silent, Received::default(), ten_minutes)
             .await
             .expect("an unanswered ping ends the keepalive");
         assert!(
             given_up >= KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT
                 && given_up < KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + Duration::from_secs(1),
             "given up after {given_up:?}"
+        );
+
+        // A tunnel that receives is not pinged: its pong could be queued behind what it
+        // receives. Once it stops (at 100 s), the first interval that received nothing, whole,
+        // ends in a ping that goes unanswered.
+        let received = Received::default();
+        let receiving = received.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                receiving.record();
+            }
+        });
+        let given_up = keepalive_against(silent, received, ten_minutes)
+            .await
+            .expect("an unanswered ping ends the keepalive");
+        assert!(
+            given_up >= Duration::from_secs(100) + KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT
+                && given_up
+                    <= Duration::from_secs(100) + 2 * KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT,
+            "pinged only once nothing was received: given up after {given_up:?}"
         );
     }
 

@@ -243,6 +243,67 @@ async fn streams_carry_many_windows_at_once_each_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_reader_stalls_holds_up_no_other_stream_of_its_tunnel() {
+    let mesh = Mesh::echo(&["--tunnel"]).await;
+    let upstream = mesh.upstream;
+    let mut other = echo_connection(upstream).await;
+
+    // Writes and never reads the echo: everything between fills up, the echo app's socket,
+    // both proxies' sockets, then the stream's windows in the tunnel both ways.
+    let stalled = TcpStream::connect(upstream).await.unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
+    let writer = tokio::spawn(async move {
+        let (_r, mut w) = stalled.into_split();
+        let chunk = vec![7u8; 64 << 10];
+        while w.write_all(&chunk).await.is_ok() {
+            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut last = usize::MAX;
+    let stalled_at = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = written.load(std::sync::atomic::Ordering::Relaxed);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the writer is held back");
+    assert!(
+        stalled_at > 2 << 20,
+        "{stalled_at} bytes went in before it stalled"
+    );
+
+    // The other stream, and a new one, go on.
+    for _ in 0..3 {
+        assert!(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                echo_roundtrip(&mut other, b"still here")
+            )
+            .await
+            .is_ok_and(|echoed| echoed),
+            "an open stream echoes while another one is stalled"
+        );
+    }
+    let mut fresh = tokio::time::timeout(Duration::from_secs(5), echo_connection(upstream))
+        .await
+        .expect("a new stream opens and echoes while another one is stalled");
+    assert!(echo_roundtrip(&mut fresh, b"fresh").await);
+    assert_eq!(
+        tunnels_opened(&mesh.client, "outbound").await,
+        1.0,
+        "on the same tunnel"
+    );
+    writer.abort();
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_both_ends_opting_in_every_connection_is_its_own_mtls_connection() {
     let agent = agent(true).await;
     let url = agent.url();

@@ -8,6 +8,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -22,16 +24,36 @@ pub(crate) struct StreamIo {
     unread: Bytes,
     /// END_STREAM is sent: the write half is closed.
     shut: bool,
+    /// Counts the frames this tunnel's streams received.
+    received: Received,
+}
+
+/// How many DATA frames a tunnel's streams received: a tunnel that receives needs no ping to
+/// tell that its peer is there (a ping's answer may wait behind megabytes of them).
+#[derive(Clone, Default)]
+pub(crate) struct Received(Arc<AtomicU64>);
+
+impl Received {
+    /// The count so far.
+    pub(super) fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more.
+    pub(super) fn record(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl StreamIo {
-    /// The stream whose halves these are.
-    pub(crate) fn new(send: SendStream<Bytes>, recv: RecvStream) -> Self {
+    /// The stream whose halves these are, on the tunnel that counts with `received`.
+    pub(crate) fn new(send: SendStream<Bytes>, recv: RecvStream, received: &Received) -> Self {
         StreamIo {
             send,
             recv,
             unread: Bytes::new(),
             shut: false,
+            received: received.clone(),
         }
     }
 }
@@ -46,7 +68,10 @@ impl AsyncRead for StreamIo {
         while this.unread.is_empty() {
             match ready!(this.recv.poll_data(cx)) {
                 None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => this.unread = data,
+                Some(Ok(data)) => {
+                    this.received.record();
+                    this.unread = data;
+                }
                 Some(Err(e)) => return Poll::Ready(read_ended(e)),
             }
         }
@@ -83,21 +108,12 @@ impl AsyncWrite for StreamIo {
                     .map_err(write_failed)?;
                 return Poll::Ready(Ok(n));
             }
-            match this.send.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(write_failed(e))),
-                Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Poll::Pending => {
-                    // The peer may reset the stream instead of ever opening its window.
-                    if let Poll::Ready(reset) = this.send.poll_reset(cx) {
-                        let e = match reset {
-                            Ok(reason) => h2::Error::from(reason),
-                            Err(e) => e,
-                        };
-                        return Poll::Ready(Err(write_failed(e)));
-                    }
-                    return Poll::Pending;
-                }
+            // Woken when the peer opens the window, the send buffer drains, or the stream
+            // ends (reset by the peer, or the tunnel closed).
+            match ready!(this.send.poll_capacity(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(write_failed(e))),
+                None => return Poll::Ready(Err(this.no_longer_writable(cx))),
             }
         }
     }
@@ -122,6 +138,17 @@ impl AsyncWrite for StreamIo {
     }
 }
 
+impl StreamIo {
+    /// Why the stream takes no more data: the peer's reset, named, if it was one.
+    fn no_longer_writable(&mut self, cx: &mut Context<'_>) -> io::Error {
+        match self.send.poll_reset(cx) {
+            Poll::Ready(Ok(reason)) => write_failed(h2::Error::from(reason)),
+            Poll::Ready(Err(e)) => write_failed(e),
+            Poll::Pending => io::ErrorKind::BrokenPipe.into(),
+        }
+    }
+}
+
 /// What a failed read means to the app connection: the peer's clean end (NO_ERROR) or
 /// cancellation (CANCEL: its side of the connection went away) is an end of the stream, as a
 /// TCP FIN would be; a stream closed under it is a broken pipe.
@@ -133,11 +160,14 @@ fn read_ended(e: h2::Error) -> io::Result<()> {
     }
 }
 
+/// What a failed write means to the app connection: the peer no longer reading (it ended or
+/// cancelled the stream) is a broken pipe, as a TCP reset would be.
 fn write_failed(e: h2::Error) -> io::Error {
-    if e.reason() == Some(h2::Reason::STREAM_CLOSED) {
-        io::Error::new(io::ErrorKind::BrokenPipe, e)
-    } else {
-        into_io(e)
+    match e.reason() {
+        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL | h2::Reason::STREAM_CLOSED) => {
+            io::Error::new(io::ErrorKind::BrokenPipe, e)
+        }
+        _ => into_io(e),
     }
 }
 
