@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::Instrument;
 
 use crate::config::TunnelSettings;
@@ -94,6 +94,9 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 /// What one stream may queue for sending before its writer waits.
 const SEND_BUFFER: usize = 512 << 10;
+/// The largest DATA frame either end accepts: one read of the copy's largest (64 KiB) goes
+/// out as one frame, not four of HTTP/2's default 16 KiB.
+const MAX_FRAME: u32 = 64 << 10;
 
 /// The largest header block either end accepts (a `CONNECT` carries a few dozen bytes; h2's
 /// own default would be 16 MiB).
@@ -443,6 +446,7 @@ impl Dialing {
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(SEND_BUFFER)
+            .max_frame_size(MAX_FRAME)
             .max_header_list_size(MAX_HEADER_LIST);
         let (sender, mut connection) = match builder.handshake::<_, Bytes>(tls).await {
             Ok(handshake) => handshake,
@@ -475,20 +479,34 @@ impl Dialing {
             .ping_pong()
             .expect("a new connection's pings are not taken yet");
         pool.tasks.spawn(async move {
+            // What may close the tunnel is watched by a task of its own, so that the frames
+            // this one is woken for, many per request, poll the connection alone.
+            let (watched, of) = (closing.clone(), instance.clone());
+            let mut watcher = AbortOnDropHandle::new(tokio::spawn(async move {
+                tokio::select! {
+                    _ = keepalive(pings, watched.received.clone()) => Some("unanswered_ping"),
+                    _ = linger(&watched, &of, idle) => None,
+                    // Never: it waits for ever once it retired the tunnel.
+                    _ = retire_at(&watched, expires) => Some("expired"),
+                    _ = stop.cancelled() => Some("stopped"),
+                }
+            }));
             tokio::select! {
                 ended = &mut connection => if let Err(e) = ended {
                     tracing::debug!(peer.id = %closing.peer, error = %e, "tunnel ended with an error");
                 },
-                _ = keepalive(pings, closing.received.clone()) => {
-                    tracing::info!(peer.id = %closing.peer, "tunnel peer did not answer a ping: closing it");
-                }
-                _ = linger(&closing, &instance, idle) => {
-                    // Its last streams ended here, but what they wrote last (their ends among
-                    // it) may still be queued: a moment to write it out.
-                    let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut connection).await;
-                }
-                _ = retire_at(&closing, expires) => {}
-                _ = stop.cancelled() => {}
+                why = &mut watcher => match why {
+                    // Its last streams ended, but what they wrote last (their ends among it)
+                    // may still be queued: a moment to write it out.
+                    Ok(None) => {
+                        let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut connection).await;
+                    }
+                    Ok(Some("unanswered_ping")) => tracing::info!(
+                        peer.id = %closing.peer,
+                        "tunnel peer did not answer a ping: closing it"
+                    ),
+                    Ok(Some(_)) | Err(_) => {}
+                },
             }
             instance.lock().retain(|t| !Arc::ptr_eq(t, &closing));
             closing.retire();
@@ -727,6 +745,7 @@ where
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER)
+        .max_frame_size(MAX_FRAME)
         .max_header_list_size(MAX_HEADER_LIST);
     // The client's preface, within the idle timeout (a tunnel that never asks
     // for a stream is idle from the start).
@@ -748,35 +767,27 @@ where
     let pings = connection
         .ping_pong()
         .expect("a new connection's pings are not taken yet");
-    let keepalive = keepalive(pings, accepted.received.clone());
-    tokio::pin!(keepalive);
+    // Everything that may close the tunnel is watched by a task of its own, so that the frames
+    // this one is woken for, many per request, poll the connection alone.
+    let (close, mut closes) = tokio::sync::mpsc::channel(2);
+    let watcher = AbortOnDropHandle::new(tokio::spawn(
+        Watched {
+            inbound,
+            carried,
+            peer: peer.clone(),
+            rotated,
+            credentials,
+            intentions,
+            expires,
+            draining,
+            stopper: stopper.clone(),
+            pings,
+            received: accepted.received.clone(),
+        }
+        .watch(close),
+    ));
     let mut closing: Option<&'static str> = None;
-    if rotated {
-        closing = Some("rotated");
-        connection.graceful_shutdown();
-    }
-    let mut unused_since = Instant::now();
-    // The deny rule applies once a stream was decided or the intentions changed: a caller
-    // denied from the start gets its first stream refused as a plain connection would be
-    // (counted and logged), not a tunnel closed before it could ask.
-    let mut decided = false;
     let end = loop {
-        let ended = carried.ended.notified();
-        let unused = carried.streams.load(Ordering::Acquire) == 0;
-        decided |= carried.total.load(Ordering::Acquire) > 0;
-        if !unused {
-            unused_since = Instant::now();
-        }
-        if closing.is_none() && unused {
-            if unused_since.elapsed() >= settings.idle_timeout {
-                closing = Some("idle");
-            } else if decided && inbound.denies(&peer) {
-                closing = Some("denied");
-            }
-            if closing.is_some() {
-                connection.graceful_shutdown();
-            }
-        }
         tokio::select! {
             // Accepting also drives the connection: every stream's frames go in and out here.
             next = poll_fn(|cx| connection.poll_accept(cx)) => match next {
@@ -787,34 +798,121 @@ where
                 }
                 None => break End::Tunnel,
             },
-            _ = &mut keepalive => {
-                tracing::info!(peer.id = %peer, "tunnel peer did not answer a ping: closing it");
-                break End::Tunnel;
-            }
-            // A stream ended: the tunnel is in use until now.
-            _ = ended => unused_since = Instant::now(),
-            _ = tokio::time::sleep_until(unused_since + settings.idle_timeout), if unused && closing.is_none() => {}
-            changed = intentions.changed(), if closing.is_none() => {
-                if changed.is_err() { break End::Stopped }
-                decided = true;
-            }
-            _ = tokio::time::sleep_until(expires), if closing.is_none() => {
-                closing = Some("peer_certificate_expired");
-                connection.graceful_shutdown();
-            }
-            _ = credentials.changed(), if closing.is_none() => {
-                closing = Some("rotated");
-                connection.graceful_shutdown();
-            }
-            _ = draining.cancelled(), if closing.is_none() => {
-                closing = Some("draining");
-                connection.graceful_shutdown();
-            }
-            _ = stopper.cancelled() => break stopper.reason(),
+            Some(why) = closes.recv() => match why {
+                Close::Gracefully(reason) => {
+                    closing = Some(reason);
+                    connection.graceful_shutdown();
+                }
+                Close::Now(end) => break end,
+            },
         }
     };
+    drop(watcher);
     tracing::debug!(peer.id = %peer, reason = closing.unwrap_or("closed by the peer"), "tunnel closed");
     Transfer::empty(end)
+}
+
+/// Why an accepted tunnel is to close.
+enum Close {
+    /// `GOAWAY`: no new stream, the open ones finish.
+    Gracefully(&'static str),
+    /// At once, its streams with it.
+    Now(End),
+}
+
+/// What may close one accepted tunnel.
+struct Watched {
+    inbound: Arc<Inbound>,
+    carried: Arc<Carried>,
+    peer: ServiceId,
+    /// Our credentials rotated during its handshake.
+    rotated: bool,
+    credentials: watch::Receiver<Arc<TlsState>>,
+    intentions: watch::Receiver<Arc<crate::intentions::IntentionSet>>,
+    /// When the peer's leaf expires.
+    expires: Instant,
+    draining: CancellationToken,
+    stopper: Stopper,
+    pings: PingPong,
+    received: Received,
+}
+
+impl Watched {
+    /// Tells `close` when and how the tunnel closes: gracefully when the proxy drains, when
+    /// our credentials rotate, when the peer's leaf expires, when it has carried no stream for
+    /// the idle timeout, and when the intentions deny the peer once no stream is left; at once
+    /// when the peer answers no ping or the connection is stopped.
+    async fn watch(self, close: tokio::sync::mpsc::Sender<Close>) {
+        let Watched {
+            inbound,
+            carried,
+            peer,
+            rotated,
+            mut credentials,
+            mut intentions,
+            expires,
+            draining,
+            stopper,
+            pings,
+            received,
+        } = self;
+        let idle_timeout = inbound.data.tunnel.idle_timeout;
+        let keepalive = keepalive(pings, received);
+        tokio::pin!(keepalive);
+        let mut closing = rotated.then_some("rotated");
+        if let Some(reason) = closing {
+            let _ = close.send(Close::Gracefully(reason)).await;
+        }
+        let mut unused_since = Instant::now();
+        // The deny rule applies once a stream was decided or the intentions changed: a caller
+        // denied from the start gets its first stream refused as a plain connection would be
+        // (counted and logged), not a tunnel closed before it could ask.
+        let mut decided = false;
+        let now = loop {
+            let ended = carried.ended.notified();
+            let unused = carried.streams.load(Ordering::Acquire) == 0;
+            decided |= carried.total.load(Ordering::Acquire) > 0;
+            if !unused {
+                unused_since = Instant::now();
+            }
+            let mut decision = None;
+            if closing.is_none() && unused {
+                if unused_since.elapsed() >= idle_timeout {
+                    decision = Some("idle");
+                } else if decided && inbound.denies(&peer) {
+                    decision = Some("denied");
+                }
+            }
+            if decision.is_none() {
+                decision = tokio::select! {
+                    // A stream ended: the tunnel is in use until now.
+                    _ = ended => {
+                        unused_since = Instant::now();
+                        None
+                    }
+                    _ = tokio::time::sleep_until(unused_since + idle_timeout), if unused && closing.is_none() => None,
+                    changed = intentions.changed(), if closing.is_none() => {
+                        if changed.is_err() { break End::Stopped }
+                        decided = true;
+                        None
+                    }
+                    _ = tokio::time::sleep_until(expires), if closing.is_none() => Some("peer_certificate_expired"),
+                    _ = credentials.changed(), if closing.is_none() => Some("rotated"),
+                    _ = draining.cancelled(), if closing.is_none() => Some("draining"),
+                    _ = &mut keepalive => {
+                        tracing::info!(peer.id = %peer, "tunnel peer did not answer a ping: closing it");
+                        break End::Tunnel;
+                    }
+                    _ = stopper.cancelled() => break stopper.reason(),
+                };
+            }
+            if let Some(reason) = decision {
+                closing = Some(reason);
+                let _ = close.send(Close::Gracefully(reason)).await;
+            }
+        };
+        let _ = close.send(Close::Now(now)).await;
+    }
 }
 
 impl Accepted {
