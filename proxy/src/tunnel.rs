@@ -17,6 +17,7 @@
 //! drain; the server sends `GOAWAY` on tunnels established with its old leaf.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -484,11 +485,10 @@ impl Dialing {
             let (watched, of) = (closing.clone(), instance.clone());
             let mut watcher = AbortOnDropHandle::new(tokio::spawn(async move {
                 tokio::select! {
-                    _ = keepalive(pings, watched.received.clone()) => Some("unanswered_ping"),
-                    _ = linger(&watched, &of, idle) => None,
-                    // Never: it waits for ever once it retired the tunnel.
-                    _ = retire_at(&watched, expires) => Some("expired"),
-                    _ = stop.cancelled() => Some("stopped"),
+                    _ = keepalive(pings, watched.received.clone()) => Closing::Unanswered,
+                    _ = linger(&watched, &of, idle) => Closing::Unused,
+                    never = retire_at(&watched, expires) => match never {},
+                    _ = stop.cancelled() => Closing::Stopped,
                 }
             }));
             tokio::select! {
@@ -498,14 +498,15 @@ impl Dialing {
                 why = &mut watcher => match why {
                     // Its last streams ended, but what they wrote last (their ends among it)
                     // may still be queued: a moment to write it out.
-                    Ok(None) => {
+                    Ok(Closing::Unused) => {
                         let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut connection).await;
                     }
-                    Ok(Some("unanswered_ping")) => tracing::info!(
+                    Ok(Closing::Unanswered) => tracing::info!(
                         peer.id = %closing.peer,
                         "tunnel peer did not answer a ping: closing it"
                     ),
-                    Ok(Some(_)) | Err(_) => {}
+                    Ok(Closing::Stopped) => {}
+                    Err(e) => tracing::warn!(peer.id = %closing.peer, error = %e, "tunnel watcher failed: closing the tunnel"),
                 },
             }
             instance.lock().retain(|t| !Arc::ptr_eq(t, &closing));
@@ -541,13 +542,24 @@ async fn keepalive(mut pings: PingPong, received: Received) {
     }
 }
 
+/// Why a client tunnel closes, other than its connection ending.
+enum Closing {
+    /// It carries no stream and is retired, or carried none for the idle timeout.
+    Unused,
+    /// Its peer answered no ping.
+    Unanswered,
+    /// The proxy stops.
+    Stopped,
+}
+
 /// Retires `tunnel` when the server's leaf expires (it takes no new stream after that, as no
-/// new connection could be verified against that leaf), then waits for ever.
-async fn retire_at(tunnel: &Tunnel, expires: Instant) {
+/// new connection could be verified against that leaf), then waits for ever (its streams end
+/// on their own, and then it is unused).
+async fn retire_at(tunnel: &Tunnel, expires: Instant) -> Infallible {
     tokio::time::sleep_until(expires).await;
     tracing::debug!(peer.id = %tunnel.peer, "the tunnel's peer certificate expired: retiring it");
     tunnel.retire();
-    std::future::pending::<()>().await
+    std::future::pending().await
 }
 
 /// The verified peer of a tunnel.
@@ -784,7 +796,8 @@ where
             pings,
             received: accepted.received.clone(),
         }
-        .watch(close),
+        .watch(close)
+        .in_current_span(),
     ));
     let mut closing: Option<&'static str> = None;
     let end = loop {
@@ -798,12 +811,17 @@ where
                 }
                 None => break End::Tunnel,
             },
-            Some(why) = closes.recv() => match why {
-                Close::Gracefully(reason) => {
+            why = closes.recv() => match why {
+                Some(Close::Gracefully(reason)) => {
                     closing = Some(reason);
                     connection.graceful_shutdown();
                 }
-                Close::Now(end) => break end,
+                Some(Close::Now(end)) => break end,
+                // The watcher failed: nothing would close the tunnel any more.
+                None => {
+                    tracing::warn!(peer.id = %peer, "tunnel watcher failed: closing the tunnel");
+                    break End::Tunnel;
+                }
             },
         }
     };
