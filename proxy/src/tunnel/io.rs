@@ -77,7 +77,13 @@ impl AsyncRead for StreamIo {
         }
         let n = this.unread.len().min(buf.remaining());
         buf.put_slice(&this.unread[..n]);
-        this.unread.advance(n);
+        if n == this.unread.len() {
+            // Even emptied, the frame's bytes would keep h2's whole read buffer they are a
+            // slice of, for as long as the stream waits for its next frame.
+            this.unread = Bytes::new();
+        } else {
+            this.unread.advance(n);
+        }
         // The app connection took them: the peer may send as many again. A stream that ended
         // meanwhile has no window left to open, which is not this read's failure.
         let _ = this.recv.flow_control().release_capacity(n);
