@@ -2,9 +2,9 @@
 //! `CONNECT` stream (the h2 crate's) behind `AsyncRead` and `AsyncWrite`.
 //!
 //! The task that copies the app connection drives the stream itself: a write hands its bytes
-//! to h2 as one DATA frame's worth, within the window the peer granted, and a read takes the
-//! frames h2 received and opens the window again by as much. There is no task per stream and
-//! no channel between the copy and h2 (hyper's upgraded HTTP/2 streams have both).
+//! to h2 within the window the peer granted, and a read takes the frames h2 received and opens
+//! the window again by as much. There is no other task per stream and no channel between the
+//! copy and h2 (hyper's upgraded HTTP/2 streams have both).
 
 use std::io;
 use std::pin::Pin;
