@@ -22,6 +22,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -352,11 +353,12 @@ impl Instance {
     }
 
     /// A slot on the open tunnel of `current` carrying the fewest streams, if one is below
-    /// `max`. Tunnels of other credentials, and closed ones, leave the list.
+    /// `max`. Tunnels of other credentials, and those that open no stream any more (retired,
+    /// told `GOAWAY`, closed), leave the list.
     fn take_slot(&self, current: &Arc<TlsState>, max: u32) -> Option<Slot> {
         let mut tunnels = self.lock();
         tunnels.retain(|t| {
-            let keep = Arc::ptr_eq(&t.credentials, current) && !t.retired.load(Ordering::Acquire);
+            let keep = Arc::ptr_eq(&t.credentials, current) && t.opens_streams();
             if !keep {
                 t.retire();
             }
@@ -410,6 +412,21 @@ impl Instance {
 }
 
 impl Tunnel {
+    /// Whether a new stream may be opened on it: it is not retired, and its connection has
+    /// neither received a `GOAWAY` nor ended. Without the second check, a tunnel the server
+    /// had told `GOAWAY` (its leaf rotated, it drains) was found unusable only by a stream
+    /// refused on it, and with `--tunnels-per-instance` above 1 an app connection could be
+    /// refused on each of its two tries and fail with a new tunnel never dialed.
+    fn opens_streams(&self) -> bool {
+        if self.retired.load(Ordering::Acquire) {
+            return false;
+        }
+        // With no stream of its own waiting to open, a sender is ready at once, or failed:
+        // h2 answers from what its connection has received so far, without waiting.
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.sender.clone().poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
     fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.stream_ended.notify_waiters();
@@ -1065,6 +1082,84 @@ mod tests {
                     <= Duration::from_secs(100) + 2 * KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT,
             "pinged only once nothing was received: given up after {given_up:?}"
         );
+    }
+
+    /// A client tunnel over an in-memory connection, with `streams` counted on it, whose
+    /// server end sends `GOAWAY` at once if `goaway`, and serves until the connection ends.
+    async fn in_memory_tunnel(
+        credentials: &Arc<TlsState>,
+        peer: &ServiceId,
+        streams: usize,
+        goaway: bool,
+    ) -> Arc<Tunnel> {
+        let (ours, theirs) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move {
+            let mut server = h2::server::handshake(theirs).await.unwrap();
+            if goaway {
+                server.graceful_shutdown();
+            }
+            while poll_fn(|cx| server.poll_accept(cx)).await.is_some() {}
+        });
+        let (sender, connection) = h2::client::handshake(ours).await.unwrap();
+        tokio::spawn(connection);
+        Arc::new(Tunnel {
+            sender,
+            credentials: credentials.clone(),
+            peer: peer.clone(),
+            streams: AtomicUsize::new(streams),
+            retired: AtomicBool::new(false),
+            stream_ended: Notify::new(),
+            received: Received::default(),
+        })
+    }
+
+    /// Waits until `tunnel`'s connection has received its `GOAWAY`.
+    async fn until_told(tunnel: &Tunnel) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while tunnel.opens_streams() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the GOAWAY arrives");
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_told_goaway_takes_no_new_stream_before_one_is_refused_on_it() {
+        use tandem_certs::testing::{TestIdentity, TestPki};
+        let pki = TestPki::new();
+        let credentials = Arc::new(
+            TlsState::new(pki.tls_identity(TestIdentity::Valid, "web"), pki.roots()).unwrap(),
+        );
+        let peer = pki.service_id("api");
+        // The told one carries fewer streams: by count alone it would be picked.
+        let told = in_memory_tunnel(&credentials, &peer, 0, true).await;
+        let open = in_memory_tunnel(&credentials, &peer, 3, false).await;
+        let instance = Instance::default();
+        instance.lock().extend([told.clone(), open.clone()]);
+        until_told(&told).await;
+        assert!(open.opens_streams(), "a tunnel told nothing stays usable");
+
+        let slot = instance.take_slot(&credentials, 10).expect("a slot");
+        assert!(
+            Arc::ptr_eq(&slot.tunnel, &open),
+            "the slot is on the usable tunnel"
+        );
+        assert!(
+            told.retired.load(Ordering::Acquire),
+            "the told tunnel is retired"
+        );
+        assert_eq!(instance.lock().len(), 1, "and off the list");
+        assert_eq!(open.streams.load(Ordering::Acquire), 4);
+
+        // With every tunnel told, there is no slot: the caller dials a new tunnel.
+        drop(slot);
+        let told_too = in_memory_tunnel(&credentials, &peer, 0, true).await;
+        let instance = Instance::default();
+        instance.lock().push(told_too.clone());
+        until_told(&told_too).await;
+        assert!(instance.take_slot(&credentials, 10).is_none());
+        assert!(instance.lock().is_empty());
     }
 
     #[test]
