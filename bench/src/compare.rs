@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::echo::{Backend, MESSAGE_SIZE};
-use crate::haproxy::{HaproxyPair, Relay};
+use crate::haproxy::{HaproxyPair, Relay, RelayPair};
 use crate::loadgen::{self, Direction, RateRun, Slices};
 use crate::process::ChildProcess;
 use crate::report::{
     column, Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY,
-    RELAY, SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    RELAY, RELAY_PAIR, SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -387,6 +387,7 @@ pub fn start_subject(
         DIRECT => Ok(Subject::Direct(backend)),
         HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
         RELAY => Relay::start(backend, dir, haproxy_maxconn).map(Subject::Relay),
+        RELAY_PAIR => RelayPair::start(backend, dir, haproxy_maxconn).map(Subject::RelayPair),
         TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
         TANDEM_TUNNEL => TandemPair::start_tunnel(bins, backend, dir).map(Subject::Tandem),
         TANDEM_NO_RESUMPTION => {
@@ -404,6 +405,7 @@ pub enum Subject {
     Direct(SocketAddr),
     Haproxy(HaproxyPair),
     Relay(Relay),
+    RelayPair(RelayPair),
     Tandem(TandemPair),
 }
 
@@ -413,6 +415,7 @@ impl Subject {
             Subject::Direct(a) => *a,
             Subject::Haproxy(p) => p.listen,
             Subject::Relay(r) => r.listen,
+            Subject::RelayPair(p) => p.client_side.listen,
             Subject::Tandem(p) => p.listen,
         }
     }
@@ -422,6 +425,7 @@ impl Subject {
             Subject::Direct(_) => vec![],
             Subject::Haproxy(p) => vec![&p.client_side, &p.server_side],
             Subject::Relay(r) => vec![&r.process],
+            Subject::RelayPair(p) => vec![&p.client_side.process, &p.server_side.process],
             Subject::Tandem(p) => vec![&p.client_side, &p.server_side],
         }
     }

@@ -176,11 +176,48 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay in front of `backend`, its configuration under `dir`.
     pub fn start(backend: SocketAddr, dir: &Path, maxconn: u32) -> anyhow::Result<Self> {
+        Self::start_as("haproxy relay (no TLS)", backend, dir, maxconn)
+    }
+
+    /// The same, its process shown as `role`.
+    fn start_as(role: &str, backend: SocketAddr, dir: &Path, maxconn: u32) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let cfg = write_file(dir, "relay.cfg", &relay_config(listen, backend, maxconn))?;
-        let mut process = ChildProcess::spawn("haproxy relay (no TLS)", haproxy(&cfg))?;
+        let mut process = ChildProcess::spawn(role, haproxy(&cfg))?;
         wait_listening(&mut process, listen, Duration::from_secs(10))?;
         Ok(Self { process, listen })
+    }
+}
+
+/// Two relays in a row, no TLS: the two processes and the two extra TCP hops of any pair of
+/// proxies, and nothing else (no handshake, no encryption, no identity). What it adds to a
+/// request, and what it leaves of the keep-alive requests/s, bound what a pair of proxies
+/// doing as little work per byte as HAProxy can reach on the same machine.
+pub struct RelayPair {
+    pub client_side: Relay,
+    pub server_side: Relay,
+}
+
+impl RelayPair {
+    /// Starts both relays in front of `backend`, their configurations under `dir`.
+    pub fn start(backend: SocketAddr, dir: &Path, maxconn: u32) -> anyhow::Result<Self> {
+        let server_side = Relay::start_as(
+            "haproxy relay pair, server side (no TLS)",
+            backend,
+            &dir.join("server-side"),
+            maxconn,
+        )?;
+        let client_side = Relay::start_as(
+            "haproxy relay pair, client side (no TLS)",
+            server_side.listen,
+            &dir.join("client-side"),
+            maxconn,
+        )?;
+        Ok(Self {
+            client_side,
+            server_side,
+        })
     }
 }
 

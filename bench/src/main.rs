@@ -10,7 +10,8 @@ use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::provider::{self as crypto_provider, Kx};
 use tandem_bench::report::{
-    splice_generated, DIRECT, HAPROXY, RELAY, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    splice_generated, DIRECT, HAPROXY, RELAY, RELAY_PAIR, TANDEM, TANDEM_NO_RESUMPTION,
+    TANDEM_TUNNEL,
 };
 
 #[derive(Parser)]
@@ -29,7 +30,8 @@ enum Cmd {
     ///
     /// Subjects: direct (client -> backend), relay (one haproxy process relaying plain TCP, no
     /// TLS: the ceiling on new connections/s for any proxy in the path; TCP scenarios only),
-    /// tandem (tandem-agent dev +
+    /// relay-pair (two such relays in a row: the floor under what a pair of proxies adds to a
+    /// request; in the HTTP scenario too, as relay-pair-tcp), tandem (tandem-agent dev +
     /// two tandem-proxy processes), tandem-tunnel (the same with --tunnel: app connections are
     /// streams of one mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing
     /// the same mutual TLS). Scenarios: 1 kB
@@ -45,8 +47,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Subjects to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "direct,relay,tandem,tandem-tunnel,haproxy",
-              value_parser = [DIRECT, RELAY, TANDEM, TANDEM_TUNNEL, HAPROXY])]
+        #[arg(long, value_delimiter = ',', default_value = "direct,relay,relay-pair,tandem,tandem-tunnel,haproxy",
+              value_parser = [DIRECT, RELAY, RELAY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subjects: Vec<String>,
         /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.
         /// docs/PERFORMANCE.md is refreshed only when both run.

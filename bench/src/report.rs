@@ -21,11 +21,14 @@ pub const HAPROXY: &str = "haproxy";
 /// One HAProxy process relaying plain TCP, no TLS: the ceiling on new connections/s for any
 /// proxy in the path.
 pub const RELAY: &str = "relay";
+/// Two HAProxy relays in a row, no TLS: the floor under what a pair of proxies adds to a
+/// request and takes of the keep-alive requests/s.
+pub const RELAY_PAIR: &str = "relay-pair";
 /// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
 /// `profile`, to measure what resumption saves).
 pub const TANDEM_NO_RESUMPTION: &str = "tandem-no-resumption";
 /// The subjects of the TCP scenarios, in the order they are started and shown.
-pub const SUBJECTS: [&str; 5] = [DIRECT, RELAY, TANDEM, TANDEM_TUNNEL, HAPROXY];
+pub const SUBJECTS: [&str; 6] = [DIRECT, RELAY, RELAY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY];
 /// A value per subject, in the order of [`SUBJECTS`].
 type PerSubject = [Option<f64>; SUBJECTS.len()];
 
@@ -38,8 +41,9 @@ pub(crate) fn column(name: &str) -> usize {
 }
 
 /// The subjects shown again as a ratio to the HAProxy pair, after the values.
-const RATIOS: [(&str, &str); 3] = [
+const RATIOS: [(&str, &str); 4] = [
     (RELAY, "relay / haproxy"),
+    (RELAY_PAIR, "relay pair / haproxy"),
     (TANDEM, "tandem / haproxy"),
     (TANDEM_TUNNEL, "tunnel / haproxy"),
 ];
@@ -583,28 +587,27 @@ pub(crate) mod tests {
         };
         assert_eq!(
             line("1,000 rps, 1 kB: p99"),
-            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | - | 230 | - | 200 | - | 1.15 | - |"
+            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | - | - | 230 | - | 200 | - | - | 1.15 | - |"
         );
         assert_eq!(
             line("1,000 rps: added p99"),
-            "| 1,000 rps: added p99 over direct (µs) | 0 | - | 150 | - | 120 | - | 1.25 | - |"
+            "| 1,000 rps: added p99 over direct (µs) | 0 | - | - | 150 | - | 120 | - | - | 1.25 | - |"
         );
         // Larger proxy of the pair, in MB.
         assert_eq!(
             line("RSS of one proxy, idle"),
-            "| RSS of one proxy, idle (MB, larger of the pair) | - | - | 5.0 | - | - | - | - | - |"
+            "| RSS of one proxy, idle (MB, larger of the pair) | - | - | - | 5.0 | - | - | - | - | - | - |"
         );
         assert_eq!(
             line("RSS of one proxy, idle: the anonymous part"),
-            "| RSS of one proxy, idle: the anonymous part, not shared (MB) | - | - | 1.5 | - | - | - | - | - |"
+            "| RSS of one proxy, idle: the anonymous part, not shared (MB) | - | - | - | 1.5 | - | - | - | - | - | - |"
         );
         assert_eq!(
             line("CPU s per 10k requests at 1,000"),
-            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | - | 0.75 | - | - | - | - | - |"
+            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | - | - | 0.75 | - | - | - | - | - | - |"
         );
-        assert!(
-            line("bulk client->server, 1 stream").contains("| 3000 | - | - | - | - | - | - | - |")
-        );
+        assert!(line("bulk client->server, 1 stream")
+            .contains("| 3000 | - | - | - | - | - | - | - | - | - |"));
     }
 
     #[test]
@@ -613,7 +616,7 @@ pub(crate) mod tests {
         assert!(md.contains("AMD EPYC, 2 cores"));
         assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
         assert!(md.contains(
-            "| metric | direct | relay | tandem | tandem-tunnel | haproxy | relay / haproxy |"
+            "| metric | direct | relay | relay-pair | tandem | tandem-tunnel | haproxy | relay / haproxy | relay pair / haproxy |"
         ));
         assert!(md.contains(
             "| added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs | \
