@@ -11,8 +11,8 @@ use crate::haproxy::{HaproxyPair, Relay, RelayPair};
 use crate::loadgen::{self, Direction, RateRun, Slices};
 use crate::process::ChildProcess;
 use crate::report::{
-    column, Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, DIRECT, HAPROXY,
-    RELAY, RELAY_PAIR, SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
+    column, Outcome, ProcessReport, Report, Settings, SubjectReport, Versions, COPY_PAIR, DIRECT,
+    HAPROXY, RELAY, RELAY_PAIR, SUBJECTS, TANDEM, TANDEM_NO_RESUMPTION, TANDEM_TUNNEL,
 };
 use crate::tandem::{Binaries, TandemPair};
 use crate::{http_scenario, injector, machine, pki::BenchPki, policy, procstat};
@@ -388,6 +388,7 @@ pub fn start_subject(
         HAPROXY => HaproxyPair::start(pki, backend, dir, haproxy_maxconn).map(Subject::Haproxy),
         RELAY => Relay::start(backend, dir, haproxy_maxconn).map(Subject::Relay),
         RELAY_PAIR => RelayPair::start(backend, dir, haproxy_maxconn).map(Subject::RelayPair),
+        COPY_PAIR => RelayPair::start_copy(backend).map(Subject::RelayPair),
         TANDEM => TandemPair::start(bins, backend, dir).map(Subject::Tandem),
         TANDEM_TUNNEL => TandemPair::start_tunnel(bins, backend, dir).map(Subject::Tandem),
         TANDEM_NO_RESUMPTION => {

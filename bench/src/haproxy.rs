@@ -190,7 +190,8 @@ impl Relay {
     }
 }
 
-/// Two relays in a row, no TLS: the two processes and the two extra TCP hops of any pair of
+/// Two relays in a row, no TLS (HAProxy's, or [`crate::copy_relay`]'s): the two processes and
+/// the two extra TCP hops of any pair of
 /// proxies, and nothing else (no handshake, no encryption, no identity). What it adds to a
 /// request, and what it leaves of the keep-alive requests/s, bound what a pair of proxies
 /// doing as little work per byte as HAProxy can reach on the same machine.
@@ -200,6 +201,33 @@ pub struct RelayPair {
 }
 
 impl RelayPair {
+    /// Two of `tandem-bench copy-relay` (Tandem's runtime copying plain TCP) in a row in front
+    /// of `backend`.
+    pub fn start_copy(backend: SocketAddr) -> anyhow::Result<Self> {
+        let relay = |role: &str, to: SocketAddr| -> anyhow::Result<Relay> {
+            let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let mut command =
+                Command::new(std::env::current_exe().context("finding the tandem-bench binary")?);
+            command
+                .arg("copy-relay")
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--forward-to")
+                .arg(to.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            let mut process = ChildProcess::spawn(role, command)?;
+            wait_listening(&mut process, listen, Duration::from_secs(10))?;
+            Ok(Relay { process, listen })
+        };
+        let server_side = relay("copy relay pair, server side (no TLS)", backend)?;
+        let client_side = relay("copy relay pair, client side (no TLS)", server_side.listen)?;
+        Ok(Self {
+            client_side,
+            server_side,
+        })
+    }
+
     /// Starts both relays in front of `backend`, their configurations under `dir`.
     pub fn start(backend: SocketAddr, dir: &Path, maxconn: u32) -> anyhow::Result<Self> {
         let server_side = Relay::start_as(

@@ -1,5 +1,5 @@
 //! The HTTP scenario: 1 kB HTTP/1.1 answers from a keep-alive backend ([`crate::http_backend`])
-//! through five subjects, each with its own backend:
+//! through up to six subjects, each with its own backend:
 //!
 //! - `direct`: no proxy;
 //! - `tandem-tcp`: a Tandem pair, the service's protocol `tcp` (no config entry; the pair's L4
@@ -9,7 +9,9 @@
 //!   and checks it against all five;
 //! - `haproxy-tcp`: the HAProxy pair in `mode tcp`;
 //! - `relay-pair-tcp`: two HAProxy relays in a row, no TLS ([`RelayPair`]): the two processes
-//!   and hops of a pair and nothing else, the floor under what a pair adds.
+//!   and hops of a pair and nothing else, the floor under what a pair adds;
+//! - `copy-pair-tcp`: the same with two relays on Tandem's runtime
+//!   ([`crate::copy_relay`]), when the run names `copy-pair`.
 //!
 //! Measured per subject, in interleaved rounds (each round runs every subject once, in a
 //! rotating order, so drift on the shared machine lands on all alike): serial latency over one
@@ -28,7 +30,7 @@ use crate::haproxy::{HaproxyPair, RelayPair};
 use crate::http_backend::HttpBackend;
 use crate::http_load::{self, HttpConnection, LoadResult, LoopRun, Request};
 use crate::pki::BenchPki;
-use crate::report::{Settings, DIRECT, HAPROXY, RELAY_PAIR, TANDEM};
+use crate::report::{Settings, COPY_PAIR, DIRECT, HAPROXY, RELAY_PAIR, TANDEM};
 use crate::tandem::{Binaries, TandemPair};
 use crate::{l7, procstat};
 
@@ -36,8 +38,16 @@ pub const TANDEM_TCP: &str = "tandem-tcp";
 pub const TANDEM_HTTP: &str = "tandem-http";
 pub const HAPROXY_TCP: &str = "haproxy-tcp";
 pub const RELAY_PAIR_TCP: &str = "relay-pair-tcp";
+pub const COPY_PAIR_TCP: &str = "copy-pair-tcp";
 /// Every subject of the scenario, in report order.
-pub const SUBJECTS: [&str; 5] = [DIRECT, TANDEM_TCP, TANDEM_HTTP, HAPROXY_TCP, RELAY_PAIR_TCP];
+pub const SUBJECTS: [&str; 6] = [
+    DIRECT,
+    TANDEM_TCP,
+    TANDEM_HTTP,
+    HAPROXY_TCP,
+    RELAY_PAIR_TCP,
+    COPY_PAIR_TCP,
+];
 
 /// How long a pair may take to answer HTTP, and the L7 intention to be enforced, after start.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,6 +115,7 @@ pub fn selected(subjects: &[String]) -> Vec<&'static str> {
             DIRECT => has(DIRECT),
             TANDEM_TCP | TANDEM_HTTP => has(TANDEM),
             RELAY_PAIR_TCP => has(RELAY_PAIR),
+            COPY_PAIR_TCP => has(COPY_PAIR),
             _ => has(HAPROXY),
         })
         .collect()
@@ -234,6 +245,11 @@ fn start(
         }
         RELAY_PAIR_TCP => {
             let pair = RelayPair::start(backend, dir, 256)?;
+            wait_answering(pair.client_side.listen)?;
+            Ok(Subject::RelayPair(pair))
+        }
+        COPY_PAIR_TCP => {
+            let pair = RelayPair::start_copy(backend)?;
             wait_answering(pair.client_side.listen)?;
             Ok(Subject::RelayPair(pair))
         }
@@ -449,7 +465,13 @@ mod tests {
     fn tandem_selects_both_pairs() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            selected(&s(&["direct", "tandem", "haproxy", "relay-pair"])),
+            selected(&s(&[
+                "direct",
+                "tandem",
+                "haproxy",
+                "relay-pair",
+                "copy-pair"
+            ])),
             SUBJECTS.to_vec()
         );
         assert_eq!(selected(&s(&["tandem"])), [TANDEM_TCP, TANDEM_HTTP]);

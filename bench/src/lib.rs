@@ -4,7 +4,8 @@
 //! - [`loadgen`]: the open-loop load generator (fixed rate, saturation, new connection per
 //!   request, bulk, idle connections); [`stats`]: schedule and coordinated-omission correction.
 //! - [`echo`]: the backend and its protocol.
-//! - [`haproxy`], [`tandem`]: the two proxy pairs; [`policy`], [`injector`]: scenarios 5 and 6.
+//! - [`haproxy`], [`tandem`]: the two proxy pairs, and the relays without TLS ([`copy_relay`]);
+//!   [`policy`], [`injector`]: scenarios 5 and 6.
 //! - [`http_scenario`]: 1 kB HTTP answers direct, through a Tandem pair as `tcp` and as `http`
 //!   with an L7 intention ([`l7`]), and through the HAProxy pair; [`http_backend`] answers,
 //!   [`http_load`] asks.
@@ -18,6 +19,7 @@
 #![allow(missing_docs)]
 
 pub mod compare;
+pub mod copy_relay;
 pub mod echo;
 pub mod haproxy;
 pub mod http;

@@ -10,7 +10,7 @@ use tandem_bench::compare::{self, Options, HTTP_SCENARIO, TCP_SCENARIOS};
 use tandem_bench::profile::{self, ProfileOptions, Scenario};
 use tandem_bench::provider::{self as crypto_provider, Kx};
 use tandem_bench::report::{
-    splice_generated, DIRECT, HAPROXY, RELAY, RELAY_PAIR, TANDEM, TANDEM_NO_RESUMPTION,
+    splice_generated, COPY_PAIR, DIRECT, HAPROXY, RELAY, RELAY_PAIR, TANDEM, TANDEM_NO_RESUMPTION,
     TANDEM_TUNNEL,
 };
 
@@ -31,7 +31,9 @@ enum Cmd {
     /// Subjects: direct (client -> backend), relay (one haproxy process relaying plain TCP, no
     /// TLS: the ceiling on new connections/s for any proxy in the path; TCP scenarios only),
     /// relay-pair (two such relays in a row: the floor under what a pair of proxies adds to a
-    /// request; in the HTTP scenario too, as relay-pair-tcp), tandem (tandem-agent dev +
+    /// request; in the HTTP scenario too, as relay-pair-tcp), copy-pair (the same with two
+    /// relays on Tandem's runtime instead of HAProxy, not run unless named; copy-pair-tcp in the
+    /// HTTP scenario), tandem (tandem-agent dev +
     /// two tandem-proxy processes), tandem-tunnel (the same with --tunnel: app connections are
     /// streams of one mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing
     /// the same mutual TLS). Scenarios: 1 kB
@@ -48,7 +50,7 @@ enum Cmd {
         quick: bool,
         /// Subjects to run, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "direct,relay,relay-pair,tandem,tandem-tunnel,haproxy",
-              value_parser = [DIRECT, RELAY, RELAY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY])]
+              value_parser = [DIRECT, RELAY, RELAY_PAIR, COPY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subjects: Vec<String>,
         /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.
         /// docs/PERFORMANCE.md is refreshed only when both run.
@@ -102,6 +104,17 @@ enum Cmd {
     /// A Tandem pair for N minutes under steady load through CA rotations, intention flips,
     /// agent pauses and server restarts; exits non-zero unless the client proxy stays flat.
     Soak(tandem_bench::soak::SoakArgs),
+    /// A plain TCP relay on Tandem's runtime (current-thread tokio, one task per connection
+    /// copying both ways, no TLS): the processes of the copy-pair subject, started by
+    /// `compare`.
+    CopyRelay {
+        /// Where to accept connections.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where to relay each one.
+        #[arg(long)]
+        forward_to: std::net::SocketAddr,
+    },
     /// rustls' ring provider (the proxy's) against aws-lc-rs under the same suites and key
     /// exchange, in memory with Consul-shaped P-256 certificates: full mutual-TLS and resumed
     /// handshakes per second, bulk MB/s of 16 KiB AES-128-GCM records.
@@ -208,6 +221,9 @@ fn main() -> anyhow::Result<()> {
                 })?
             );
             return Ok(());
+        }
+        Cmd::CopyRelay { listen, forward_to } => {
+            return tandem_bench::copy_relay::run(listen, forward_to);
         }
         Cmd::Soak(args) => {
             if !tandem_bench::soak::main(args)? {

@@ -24,11 +24,22 @@ pub const RELAY: &str = "relay";
 /// Two HAProxy relays in a row, no TLS: the floor under what a pair of proxies adds to a
 /// request and takes of the keep-alive requests/s.
 pub const RELAY_PAIR: &str = "relay-pair";
+/// The same with two relays on Tandem's runtime (`tandem-bench copy-relay`): what a pair of
+/// Tandem's proxies would add without TLS. Run only when named.
+pub const COPY_PAIR: &str = "copy-pair";
 /// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
 /// `profile`, to measure what resumption saves).
 pub const TANDEM_NO_RESUMPTION: &str = "tandem-no-resumption";
 /// The subjects of the TCP scenarios, in the order they are started and shown.
-pub const SUBJECTS: [&str; 6] = [DIRECT, RELAY, RELAY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY];
+pub const SUBJECTS: [&str; 7] = [
+    DIRECT,
+    RELAY,
+    RELAY_PAIR,
+    COPY_PAIR,
+    TANDEM,
+    TANDEM_TUNNEL,
+    HAPROXY,
+];
 /// A value per subject, in the order of [`SUBJECTS`].
 type PerSubject = [Option<f64>; SUBJECTS.len()];
 
@@ -41,9 +52,10 @@ pub(crate) fn column(name: &str) -> usize {
 }
 
 /// The subjects shown again as a ratio to the HAProxy pair, after the values.
-const RATIOS: [(&str, &str); 4] = [
+const RATIOS: [(&str, &str); 5] = [
     (RELAY, "relay / haproxy"),
     (RELAY_PAIR, "relay pair / haproxy"),
+    (COPY_PAIR, "copy pair / haproxy"),
     (TANDEM, "tandem / haproxy"),
     (TANDEM_TUNNEL, "tunnel / haproxy"),
 ];
@@ -587,27 +599,27 @@ pub(crate) mod tests {
         };
         assert_eq!(
             line("1,000 rps, 1 kB: p99"),
-            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | - | - | 230 | - | 200 | - | - | 1.15 | - |"
+            "| 1,000 rps, 1 kB: p99 latency (µs) | 80 | - | - | - | 230 | - | 200 | - | - | - | 1.15 | - |"
         );
         assert_eq!(
             line("1,000 rps: added p99"),
-            "| 1,000 rps: added p99 over direct (µs) | 0 | - | - | 150 | - | 120 | - | - | 1.25 | - |"
+            "| 1,000 rps: added p99 over direct (µs) | 0 | - | - | - | 150 | - | 120 | - | - | - | 1.25 | - |"
         );
         // Larger proxy of the pair, in MB.
         assert_eq!(
             line("RSS of one proxy, idle"),
-            "| RSS of one proxy, idle (MB, larger of the pair) | - | - | - | 5.0 | - | - | - | - | - | - |"
+            "| RSS of one proxy, idle (MB, larger of the pair) | - | - | - | - | 5.0 | - | - | - | - | - | - | - |"
         );
         assert_eq!(
             line("RSS of one proxy, idle: the anonymous part"),
-            "| RSS of one proxy, idle: the anonymous part, not shared (MB) | - | - | - | 1.5 | - | - | - | - | - | - |"
+            "| RSS of one proxy, idle: the anonymous part, not shared (MB) | - | - | - | - | 1.5 | - | - | - | - | - | - | - |"
         );
         assert_eq!(
             line("CPU s per 10k requests at 1,000"),
-            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | - | - | 0.75 | - | - | - | - | - | - |"
+            "| CPU s per 10k requests at 1,000 rps (both proxies) | - | - | - | - | 0.75 | - | - | - | - | - | - | - |"
         );
         assert!(line("bulk client->server, 1 stream")
-            .contains("| 3000 | - | - | - | - | - | - | - | - | - |"));
+            .contains("| 3000 | - | - | - | - | - | - | - | - | - | - | - |"));
     }
 
     #[test]
@@ -616,7 +628,7 @@ pub(crate) mod tests {
         assert!(md.contains("AMD EPYC, 2 cores"));
         assert!(md.contains("**Injector** (`tandem-injector serve`, HTTPS): not run: no binary."));
         assert!(md.contains(
-            "| metric | direct | relay | relay-pair | tandem | tandem-tunnel | haproxy | relay / haproxy | relay pair / haproxy |"
+            "| metric | direct | relay | relay-pair | copy-pair | tandem | tandem-tunnel | haproxy | relay / haproxy | relay pair / haproxy | copy pair / haproxy |"
         ));
         assert!(md.contains(
             "| added p99 latency at 1,000 rps <= HAProxy pair's and < 200 µs | \

@@ -1,4 +1,4 @@
-//! The HTTP scenario's part of the report: one table with the five subjects side by side, the
+//! The HTTP scenario's part of the report: one table with the subjects side by side, the
 //! L7 path's difference to the L4 one, and its ratio to the HAProxy pair.
 
 use crate::http_scenario::{HttpResult, HttpSubjectReport, SUBJECTS, TANDEM_HTTP, TANDEM_TCP};
@@ -48,8 +48,8 @@ impl HttpResult {
         let subjects = SUBJECTS.map(|n| self.subject(n));
         let mut out = String::from(
             "| metric | direct | tandem tcp | tandem http + L7 | haproxy tcp \
-             | relay pair, no TLS | L7 - tcp | tandem http / haproxy |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+             | relay pair, no TLS | copy pair, no TLS | L7 - tcp | tandem http / haproxy |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let direct = self.subject(DIRECT);
         let serial = |f: fn(&crate::stats::Percentiles) -> f64| {
@@ -145,12 +145,13 @@ impl HttpResult {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "| {label} | {} | {} | {} | {} | {} | {diff} | {ratio} |\n",
+                "| {label} | {} | {} | {} | {} | {} | {} | {diff} | {ratio} |\n",
                 cell(values[0]),
                 cell(tcp),
                 cell(l7),
                 cell(haproxy),
                 cell(values[4]),
+                cell(values[5]),
             ));
         }
         out
@@ -234,19 +235,19 @@ pub(crate) mod tests {
         };
         assert_eq!(
             line("serial, 1 connection: p50"),
-            "| serial, 1 connection: p50 latency (µs) | 50 | 150 | 170 | 200 | 120 | +20 | 0.85 |"
+            "| serial, 1 connection: p50 latency (µs) | 50 | 150 | 170 | 200 | 120 | - | +20 | 0.85 |"
         );
         assert_eq!(
             line("serial: added p99"),
-            "| serial: added p99 over direct (µs) | 0 | 160 | 190 | 210 | 110 | +30 | 0.90 |"
+            "| serial: added p99 over direct (µs) | 0 | 160 | 190 | 210 | 110 | - | +30 | 0.90 |"
         );
         assert_eq!(
             line("serial: CPU"),
-            "| serial: CPU s per 10k requests (both proxies) | - | 1.00 | 1.50 | 1.20 | 0.80 | +0.50 | 1.25 |"
+            "| serial: CPU s per 10k requests (both proxies) | - | 1.00 | 1.50 | 1.20 | 0.80 | - | +0.50 | 1.25 |"
         );
         assert_eq!(
             line("4 connections: requests/s"),
-            "| 4 connections: requests/s | 40000 | 20000 | 16000 | 16000 | 24000 | -4000 | 1.00 |"
+            "| 4 connections: requests/s | 40000 | 20000 | 16000 | 16000 | 24000 | - | -4000 | 1.00 |"
         );
         assert!(line("backend connections opened for the 5").contains("| 5 | 5 | 5 | 5 | 5 |"));
         assert_eq!(sample().l7_over_l4_p50_us(), Some(20.0));
@@ -263,7 +264,7 @@ pub(crate) mod tests {
         let section = r.http_section();
         assert!(
             section.contains(
-                "| serial, 1 connection: p50 latency (µs) | 50 | 150 | - | 200 | 120 | - | - |"
+                "| serial, 1 connection: p50 latency (µs) | 50 | 150 | - | 200 | 120 | - | - | - |"
             ),
             "{section}"
         );
