@@ -1084,25 +1084,58 @@ mod tests {
         );
     }
 
-    /// A client tunnel over an in-memory connection, with `streams` counted on it, whose
-    /// server end sends `GOAWAY` at once if `goaway`, and serves until the connection ends.
+    /// A client tunnel over an in-memory connection.
+    struct InMemory {
+        tunnel: Arc<Tunnel>,
+        /// The client's connection task.
+        connection: tokio::task::JoinHandle<()>,
+        /// A stream kept open on a told tunnel, so that its connection stays up after the
+        /// `GOAWAY` (as a draining server's does while its streams finish).
+        _held: Option<(h2::SendStream<Bytes>, RecvStream)>,
+    }
+
+    /// A client tunnel over an in-memory connection, with `streams` counted on it. If `told`,
+    /// one stream is opened and kept open on it, and then the server sends `GOAWAY`.
     async fn in_memory_tunnel(
         credentials: &Arc<TlsState>,
         peer: &ServiceId,
         streams: usize,
-        goaway: bool,
-    ) -> Arc<Tunnel> {
+        told: bool,
+    ) -> InMemory {
         let (ours, theirs) = tokio::io::duplex(64 << 10);
         tokio::spawn(async move {
             let mut server = h2::server::handshake(theirs).await.unwrap();
-            if goaway {
+            let mut held = Vec::new();
+            if told {
+                let (request, mut respond) =
+                    poll_fn(|cx| server.poll_accept(cx)).await.unwrap().unwrap();
+                let send = respond.send_response(Response::new(()), false).unwrap();
+                held.push((request, send));
                 server.graceful_shutdown();
             }
             while poll_fn(|cx| server.poll_accept(cx)).await.is_some() {}
         });
         let (sender, connection) = h2::client::handshake(ours).await.unwrap();
-        tokio::spawn(connection);
-        Arc::new(Tunnel {
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut held = None;
+        if told {
+            let request = Request::builder()
+                .method(Method::CONNECT)
+                .uri("api:1")
+                .body(())
+                .unwrap();
+            let (response, send) = sender
+                .clone()
+                .ready()
+                .await
+                .unwrap()
+                .send_request(request, false)
+                .unwrap();
+            held = Some((send, response.await.unwrap().into_body()));
+        }
+        let tunnel = Arc::new(Tunnel {
             sender,
             credentials: credentials.clone(),
             peer: peer.clone(),
@@ -1110,18 +1143,28 @@ mod tests {
             retired: AtomicBool::new(false),
             stream_ended: Notify::new(),
             received: Received::default(),
-        })
+        });
+        InMemory {
+            tunnel,
+            connection,
+            _held: held,
+        }
     }
 
-    /// Waits until `tunnel`'s connection has received its `GOAWAY`.
-    async fn until_told(tunnel: &Tunnel) {
+    /// Waits until `told` opens no stream any more (its `GOAWAY` arrived), and checks that its
+    /// connection is still up: it is the `GOAWAY` that is seen, not the end of the connection.
+    async fn until_told(told: &InMemory) {
         tokio::time::timeout(Duration::from_secs(5), async {
-            while tunnel.opens_streams() {
+            while told.tunnel.opens_streams() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await
-        .expect("the GOAWAY arrives");
+        .expect("a tunnel told GOAWAY stops opening streams within 5 s");
+        assert!(
+            !told.connection.is_finished(),
+            "the told tunnel's connection is still up (its stream is open)"
+        );
     }
 
     #[tokio::test]
@@ -1136,27 +1179,32 @@ mod tests {
         let told = in_memory_tunnel(&credentials, &peer, 0, true).await;
         let open = in_memory_tunnel(&credentials, &peer, 3, false).await;
         let instance = Instance::default();
-        instance.lock().extend([told.clone(), open.clone()]);
+        instance
+            .lock()
+            .extend([told.tunnel.clone(), open.tunnel.clone()]);
         until_told(&told).await;
-        assert!(open.opens_streams(), "a tunnel told nothing stays usable");
+        assert!(
+            open.tunnel.opens_streams(),
+            "a tunnel told nothing stays usable"
+        );
 
         let slot = instance.take_slot(&credentials, 10).expect("a slot");
         assert!(
-            Arc::ptr_eq(&slot.tunnel, &open),
+            Arc::ptr_eq(&slot.tunnel, &open.tunnel),
             "the slot is on the usable tunnel"
         );
         assert!(
-            told.retired.load(Ordering::Acquire),
+            told.tunnel.retired.load(Ordering::Acquire),
             "the told tunnel is retired"
         );
         assert_eq!(instance.lock().len(), 1, "and off the list");
-        assert_eq!(open.streams.load(Ordering::Acquire), 4);
+        assert_eq!(open.tunnel.streams.load(Ordering::Acquire), 4);
 
         // With every tunnel told, there is no slot: the caller dials a new tunnel.
         drop(slot);
         let told_too = in_memory_tunnel(&credentials, &peer, 0, true).await;
         let instance = Instance::default();
-        instance.lock().push(told_too.clone());
+        instance.lock().push(told_too.tunnel.clone());
         until_told(&told_too).await;
         assert!(instance.take_slot(&credentials, 10).is_none());
         assert!(instance.lock().is_empty());
