@@ -1,10 +1,12 @@
-//! `tandem-bench copy-relay`: a plain TCP relay on what Tandem's proxy runs on (a current-thread
-//! tokio runtime, `TCP_NODELAY` both ways, one task per connection copying both directions), and
-//! nothing else: no TLS, no identity, no intentions. Two of them in a row are the `copy-pair`
-//! subject: what a pair of such proxies adds before any of Tandem's own work.
+//! `tandem-bench copy-relay`: a plain TCP relay on the runtime Tandem's proxy runs on (a
+//! current-thread tokio runtime, `TCP_NODELAY` both ways, one task per connection copying both
+//! directions with `copy_bidirectional`), and nothing else: no TLS, no identity, no intentions.
+//! Two of them in a row are the `copy-pair` subject: what a pair of such relays adds to a
+//! request and carries. Its buffers (8 KiB each way per connection) and allocator (the
+//! system's) are not Tandem's, so its memory and bulk figures say nothing of Tandem.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,12 +21,17 @@ pub fn run(listen: SocketAddr, forward_to: SocketAddr) -> anyhow::Result<()> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let mut last_said: Option<Instant> = None;
         loop {
             let (mut inbound, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
-                // Out of descriptors, or a connection reset before it was accepted: go on.
+                // Out of descriptors, or a connection reset before it was accepted: go on,
+                // saying so at most once a second.
                 Err(e) => {
-                    eprintln!("copy-relay: accept failed: {e}");
+                    if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        eprintln!("copy-relay: accept failed: {e}");
+                        last_said = Some(Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }

@@ -191,10 +191,9 @@ impl Relay {
 }
 
 /// Two relays in a row, no TLS (HAProxy's, or [`crate::copy_relay`]'s): the two processes and
-/// the two extra TCP hops of any pair of
-/// proxies, and nothing else (no handshake, no encryption, no identity). What it adds to a
-/// request, and what it leaves of the keep-alive requests/s, bound what a pair of proxies
-/// doing as little work per byte as HAProxy can reach on the same machine.
+/// the two extra TCP hops of any pair of proxies, and nothing else (no handshake, no
+/// encryption, no identity). What it adds to a request, and the keep-alive requests/s it
+/// carries, are what a pair of proxies that copy bytes as it does reaches before any TLS.
 pub struct RelayPair {
     pub client_side: Relay,
     pub server_side: Relay,
@@ -202,8 +201,13 @@ pub struct RelayPair {
 
 impl RelayPair {
     /// Two of `tandem-bench copy-relay` (Tandem's runtime copying plain TCP) in a row in front
-    /// of `backend`.
+    /// of `backend`. Only from a release build: a debug build's relays would be measured.
     pub fn start_copy(backend: SocketAddr) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !cfg!(debug_assertions),
+            "the copy pair runs this binary's copy-relay, and this is a debug build: \
+             run the bench from a release build (cargo run --release -p tandem-bench)"
+        );
         let relay = |role: &str, to: SocketAddr| -> anyhow::Result<Relay> {
             let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
             let mut command =

@@ -9,9 +9,8 @@
 //!   and checks it against all five;
 //! - `haproxy-tcp`: the HAProxy pair in `mode tcp`;
 //! - `relay-pair-tcp`: two HAProxy relays in a row, no TLS ([`RelayPair`]): the two processes
-//!   and hops of a pair and nothing else, the floor under what a pair adds;
-//! - `copy-pair-tcp`: the same with two relays on Tandem's runtime
-//!   ([`crate::copy_relay`]), when the run names `copy-pair`.
+//!   and hops of a pair and nothing else: what a pair adds before any TLS;
+//! - `copy-pair-tcp`: the same with two relays on Tandem's runtime ([`crate::copy_relay`]).
 //!
 //! Measured per subject, in interleaved rounds (each round runs every subject once, in a
 //! rotating order, so drift on the shared machine lands on all alike): serial latency over one

@@ -30,10 +30,10 @@ enum Cmd {
     ///
     /// Subjects: direct (client -> backend), relay (one haproxy process relaying plain TCP, no
     /// TLS: the ceiling on new connections/s for any proxy in the path; TCP scenarios only),
-    /// relay-pair (two such relays in a row: the floor under what a pair of proxies adds to a
-    /// request; in the HTTP scenario too, as relay-pair-tcp), copy-pair (the same with two
-    /// relays on Tandem's runtime instead of HAProxy, not run unless named; copy-pair-tcp in the
-    /// HTTP scenario), tandem (tandem-agent dev +
+    /// relay-pair (two such relays in a row: what a pair of proxies without TLS adds to a
+    /// request and carries; in the HTTP scenario too, as relay-pair-tcp), copy-pair (the same
+    /// with two `tandem-bench copy-relay` processes, a current-thread tokio runtime, instead of
+    /// HAProxy; copy-pair-tcp in the HTTP scenario; release builds only), tandem (tandem-agent dev +
     /// two tandem-proxy processes), tandem-tunnel (the same with --tunnel: app connections are
     /// streams of one mTLS connection; TCP scenarios only), haproxy (two haproxy processes doing
     /// the same mutual TLS). Scenarios: 1 kB
@@ -49,7 +49,7 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Subjects to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "direct,relay,relay-pair,tandem,tandem-tunnel,haproxy",
+        #[arg(long, value_delimiter = ',', default_value = "direct,relay,relay-pair,copy-pair,tandem,tandem-tunnel,haproxy",
               value_parser = [DIRECT, RELAY, RELAY_PAIR, COPY_PAIR, TANDEM, TANDEM_TUNNEL, HAPROXY])]
         subjects: Vec<String>,
         /// Scenario groups to run, comma-separated: tcp (everything but HTTP) and http.

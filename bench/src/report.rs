@@ -21,11 +21,13 @@ pub const HAPROXY: &str = "haproxy";
 /// One HAProxy process relaying plain TCP, no TLS: the ceiling on new connections/s for any
 /// proxy in the path.
 pub const RELAY: &str = "relay";
-/// Two HAProxy relays in a row, no TLS: the floor under what a pair of proxies adds to a
-/// request and takes of the keep-alive requests/s.
+/// Two HAProxy relays in a row, no TLS: what a pair of proxies adds to a request, and the
+/// keep-alive requests/s it carries, before any TLS.
 pub const RELAY_PAIR: &str = "relay-pair";
-/// The same with two relays on Tandem's runtime (`tandem-bench copy-relay`): what a pair of
-/// Tandem's proxies would add without TLS. Run only when named.
+/// The same with two `tandem-bench copy-relay` processes: a current-thread tokio runtime as
+/// Tandem's proxy runs, copying with tokio's `copy_bidirectional` (8 KiB buffers each way,
+/// the system allocator), no TLS. Its latency and requests/s are the comparison; its memory and
+/// bulk figures are not Tandem's.
 pub const COPY_PAIR: &str = "copy-pair";
 /// A Tandem pair with `--tls-resumption=false`: every new connection a full handshake (for
 /// `profile`, to measure what resumption saves).

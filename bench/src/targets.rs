@@ -201,8 +201,11 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
     let added = |name: &str| Some(serial(name)?.0 - serial(DIRECT)?.0);
     let mut serial_goal = at_most_of_haproxy_added(t, 0.6, added(TANDEM_TCP), added(HAPROXY_TCP));
     for (pair, name) in [(RELAY_PAIR_TCP, RELAY_PAIR), (COPY_PAIR_TCP, COPY_PAIR)] {
-        if let (Some(floor), Some(h)) = (added(pair), added(HAPROXY_TCP)) {
-            serial_goal.with_relay_pair(name, format!("{floor:+.0} µs ({:.2}x)", floor / h));
+        // A pair that came out faster than no proxy says only that the run was noisy.
+        if let (Some(a), Some(h)) = (added(pair), added(HAPROXY_TCP)) {
+            if a >= 0.0 {
+                serial_goal.with_relay_pair(name, format!("{a:+.0} µs ({:.2}x)", a / h));
+            }
         }
     }
     out.push(serial_goal);
@@ -212,14 +215,14 @@ pub fn check(r: &Report) -> Vec<TargetCheck> {
 impl TargetCheck {
     /// Names what relay pair `pair` measured beside a goal that was measured: what two
     /// processes that only copy bytes, through the same hops, add or carry on the same machine.
-    fn with_relay_pair(&mut self, pair: &str, floor: String) {
+    fn with_relay_pair(&mut self, pair: &str, figure: String) {
         if self.met.is_some() {
             let what = if pair == COPY_PAIR {
                 "two relays on Tandem's runtime"
             } else {
                 "two HAProxy relays"
             };
-            self.measured += &format!("; {pair} ({what}, no TLS): {floor}");
+            self.measured += &format!("; {pair} ({what}, no TLS): {figure}");
         }
     }
 }
@@ -299,9 +302,8 @@ fn per_connection_cost(r: &Report) -> Vec<TargetCheck> {
             subject,
         );
         for (pair, of) in pairs {
-            if let (Some(floor), Some(h)) = (of.and_then(keep_alive), haproxy.and_then(keep_alive))
-            {
-                check.with_relay_pair(pair, format!("{floor:.0} ({:.2}x)", floor / h));
+            if let (Some(rps), Some(h)) = (of.and_then(keep_alive), haproxy.and_then(keep_alive)) {
+                check.with_relay_pair(pair, format!("{rps:.0} ({:.2}x)", rps / h));
             }
         }
         out.push(check);
@@ -319,8 +321,10 @@ fn per_connection_cost(r: &Report) -> Vec<TargetCheck> {
         let t = format!("added p50 at 1,000 rps <= 0.6x HAProxy pair's added ({name})");
         let mut check = at_most_of_haproxy_added(&t, 0.6, added_p50(subject), added_p50(haproxy));
         for (pair, of) in pairs {
-            if let (Some(floor), Some(h)) = (added_p50(of), added_p50(haproxy)) {
-                check.with_relay_pair(pair, format!("{floor:+.0} µs ({:.2}x)", floor / h));
+            if let (Some(a), Some(h)) = (added_p50(of), added_p50(haproxy)) {
+                if a >= 0.0 {
+                    check.with_relay_pair(pair, format!("{a:+.0} µs ({:.2}x)", a / h));
+                }
             }
         }
         out.push(check);
@@ -485,6 +489,13 @@ mod tests {
         let mut pair = r.subject(TANDEM).unwrap().clone();
         pair.name = RELAY_PAIR.into();
         pair.saturation = Some(saturation(26_000.0));
+        r.subjects.push(pair.clone());
+        // The copy pair: more requests/s, and (a noisy run) a p50 below direct's.
+        pair.name = COPY_PAIR.into();
+        pair.saturation = Some(saturation(27_000.0));
+        for rate in &mut pair.rates {
+            rate.latency.p50_us = 0.0;
+        }
         r.subjects.push(pair);
         for s in &mut r.subjects {
             match s.name.as_str() {
@@ -500,10 +511,21 @@ mod tests {
             .unwrap();
         assert_eq!(
             keep_alive.measured,
-            "24000 vs 20000 (1.20x); relay-pair (two HAProxy relays, no TLS): 26000 (1.30x)"
+            "24000 vs 20000 (1.20x); relay-pair (two HAProxy relays, no TLS): 26000 (1.30x); \
+             copy-pair (two relays on Tandem's runtime, no TLS): 27000 (1.35x)"
         );
         assert_eq!(keep_alive.met, Some(false));
-        // Where the goal is not measured, the floor is not named either.
+        // A pair faster than no proxy is left out of a latency goal (the relay pair is named).
+        let added = checks
+            .iter()
+            .find(|c| {
+                c.target.starts_with("added p50 at 1,000 rps") && c.target.ends_with("(tandem)")
+            })
+            .unwrap();
+        assert!(added.met.is_some(), "{added:?}");
+        assert!(added.measured.contains("relay-pair ("), "{added:?}");
+        assert!(!added.measured.contains("copy-pair"), "{added:?}");
+        // Where the goal is not measured, the relay pairs are not named either.
         let tunnel = checks
             .iter()
             .find(|c| c.target.ends_with("(tandem-tunnel)") && c.target.starts_with("keep-alive"))

@@ -1,7 +1,9 @@
 //! The HTTP scenario's part of the report: one table with the subjects side by side, the
 //! L7 path's difference to the L4 one, and its ratio to the HAProxy pair.
 
-use crate::http_scenario::{HttpResult, HttpSubjectReport, SUBJECTS, TANDEM_HTTP, TANDEM_TCP};
+use crate::http_scenario::{
+    HttpResult, HttpSubjectReport, HAPROXY_TCP, SUBJECTS, TANDEM_HTTP, TANDEM_TCP,
+};
 use crate::report::DIRECT;
 
 use super::{Outcome, Report};
@@ -135,7 +137,13 @@ impl HttpResult {
         for (label, pick, decimals) in rows {
             let values = subjects.map(|s| s.and_then(&pick));
             let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.decimals$}"));
-            let (tcp, l7, haproxy) = (values[1], values[2], values[3]);
+            let of = |name: &str| {
+                values[SUBJECTS
+                    .iter()
+                    .position(|n| *n == name)
+                    .expect("a subject of SUBJECTS")]
+            };
+            let (tcp, l7, haproxy) = (of(TANDEM_TCP), of(TANDEM_HTTP), of(HAPROXY_TCP));
             let diff = match (l7, tcp) {
                 (Some(a), Some(b)) => format!("{:+.decimals$}", a - b),
                 _ => "-".into(),
@@ -144,14 +152,11 @@ impl HttpResult {
                 (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
+            // One column per subject, in the order of SUBJECTS (the header's).
+            let cells: Vec<String> = values.iter().map(|v| cell(*v)).collect();
             out.push_str(&format!(
-                "| {label} | {} | {} | {} | {} | {} | {} | {diff} | {ratio} |\n",
-                cell(values[0]),
-                cell(tcp),
-                cell(l7),
-                cell(haproxy),
-                cell(values[4]),
-                cell(values[5]),
+                "| {label} | {} | {diff} | {ratio} |\n",
+                cells.join(" | ")
             ));
         }
         out
@@ -168,7 +173,7 @@ impl HttpResult {
 pub(crate) mod tests {
     use super::*;
     use crate::http_load::LoadResult;
-    use crate::http_scenario::{HttpProcessReport, HAPROXY_TCP, RELAY_PAIR_TCP};
+    use crate::http_scenario::{HttpProcessReport, RELAY_PAIR_TCP};
     use crate::stats::Percentiles;
 
     fn load(connections: usize, p50: f64, p99: f64, rps: f64) -> LoadResult {
