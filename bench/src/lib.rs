@@ -7,8 +7,8 @@
 //! - [`haproxy`], [`tandem`]: the two proxy pairs, and the relays without TLS ([`copy_relay`]);
 //!   [`policy`], [`injector`]: scenarios 5 and 6.
 //! - [`http_scenario`]: 1 kB HTTP answers direct, through a Tandem pair as `tcp` and as `http`
-//!   with an L7 intention ([`l7`]), and through the HAProxy pair; [`http_backend`] answers,
-//!   [`http_load`] asks.
+//!   with an L7 intention ([`l7`]), through the HAProxy pair and the two relay pairs;
+//!   [`http_backend`] answers, [`http_load`] asks.
 //! - [`report`]: results, the table, `docs/PERFORMANCE.md`; [`profile`]: one scenario under
 //!   `perf record`; [`soak`]: a pair for N minutes under load, rotations, restarts and pauses.
 //! - [`provider`]: rustls' ring provider against aws-lc-rs, handshakes and bulk, in memory.
